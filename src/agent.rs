@@ -1,0 +1,107 @@
+//! The guest agent: PID 1 of the initramfs. Mounts what the executor needs, runs the
+//! plan's cases one by one and streams JSON lines on the results serial port, then
+//! powers the guest off. It observes only; the host judges.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::Plan;
+use crate::observe::AgentEvent;
+
+/// What the host puts in the initramfs at `/plan.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GuestPlan {
+    pub cases: Vec<Plan>,
+}
+
+pub const PLAN_PATH: &str = "/plan.json";
+/// ttyS1: the second 8250 port. ttyS0 carries the kernel console.
+pub const RESULTS_DEVICE: &str = "/dev/ttyS1";
+
+/// Entry point. `args` are init's arguments (what follows `--` on the kernel command
+/// line): `floor` powers off at once (the benchmark's do-nothing init).
+pub fn main(args: &[String]) -> ! {
+    let is_init = std::process::id() == 1;
+    if args.iter().any(|a| a == "floor") {
+        finish(is_init);
+    }
+    if is_init {
+        mount_basics();
+    }
+    let device = arg_value(args, "results=").unwrap_or(RESULTS_DEVICE);
+    let plan_path = arg_value(args, "plan=").unwrap_or(PLAN_PATH);
+    let mut out = match open_results(device) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sockmatrix-agent: cannot open {device}: {e}");
+            finish(is_init);
+        }
+    };
+    let mut emit = |event: AgentEvent| {
+        let _ = writeln!(out, "{}", event.to_line());
+        let _ = out.flush();
+    };
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    emit(AgentEvent::Hello { release: release.clone(), cpus, agent_version: env!("CARGO_PKG_VERSION").into() });
+    match load_plan(Path::new(plan_path)) {
+        Ok(plan) => {
+            for case in &plan.cases {
+                emit(AgentEvent::CaseStart { id: case.id.clone() });
+                let run = crate::exec::run_case(case, &release);
+                emit(AgentEvent::CaseEnd { run });
+            }
+            emit(AgentEvent::Done);
+        }
+        Err(message) => emit(AgentEvent::Fatal { message }),
+    }
+    finish(is_init)
+}
+
+fn arg_value<'a>(args: &'a [String], prefix: &str) -> Option<&'a str> {
+    args.iter().find_map(|a| a.strip_prefix(prefix))
+}
+
+fn load_plan(path: &Path) -> Result<GuestPlan, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("bad plan {}: {e}", path.display()))
+}
+
+/// The executor reads /proc (sysctls, if_inet6) and the results port lives in /dev.
+fn mount_basics() {
+    use nix::mount::{mount, MsFlags};
+    for (source, target, fstype) in [("proc", "/proc", "proc"), ("sysfs", "/sys", "sysfs"), ("devtmpfs", "/dev", "devtmpfs")] {
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = mount(Some(source), target, Some(fstype), MsFlags::empty(), None::<&str>) {
+            eprintln!("sockmatrix-agent: mount {target}: {e}");
+        }
+    }
+}
+
+/// Opens the serial port raw, so the tty layer neither echoes nor rewrites newlines.
+fn open_results(device: &str) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new().write(true).read(true).open(device)?;
+    if let Ok(mut tio) = nix::sys::termios::tcgetattr(&file) {
+        nix::sys::termios::cfmakeraw(&mut tio);
+        let _ = nix::sys::termios::tcsetattr(&file, nix::sys::termios::SetArg::TCSANOW, &tio);
+    }
+    Ok(file)
+}
+
+/// As PID 1: flush and power off (PID 1 must never exit, the kernel would panic).
+/// Anywhere else: just exit.
+fn finish(is_init: bool) -> ! {
+    if is_init {
+        nix::unistd::sync();
+        let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
+    std::process::exit(0)
+}

@@ -1,0 +1,593 @@
+//! Turns a parsed case file into a `Case`, checking names, references between steps
+//! and expectations, and collecting every error of the file at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::fields::{self, Diags, Fields};
+use super::model::*;
+use super::version::VersionReq;
+use crate::errno;
+use crate::yaml::{Kind, Node};
+
+const DEFAULT_TIMEOUT_MS: u64 = 20_000;
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
+const VERBS: &[&str] = &[
+    "socket", "bind", "listen", "connect", "accept", "close", "shutdown", "serve", "clients",
+    "wait", "account", "queue", "wait_queued", "datagrams", "tally", "sleep",
+];
+
+pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Option<Case> {
+    let mut top = Fields::of(root, "a case file", diags)?;
+    let summary = top
+        .require("summary", diags)
+        .and_then(|n| fields::string(n, "summary", diags))
+        .unwrap_or_default();
+    let tags = top
+        .get("tags")
+        .map(|n| fields::names(n, "a tag", diags))
+        .unwrap_or_default();
+    let references = top
+        .get("references")
+        .map(|n| decode_references(n, diags))
+        .unwrap_or_default();
+    let requires = top
+        .get("requires")
+        .map(|n| decode_requires(n, diags))
+        .unwrap_or_default();
+    let sysctls = top.get("sysctls").map(|n| decode_sysctls(n, diags)).unwrap_or_default();
+    let timeout_ms = top
+        .get("timeout")
+        .and_then(|n| fields::duration_ms(n, "timeout", diags))
+        .unwrap_or(DEFAULT_TIMEOUT_MS);
+
+    let mut scope = Scope::default();
+    for sysctl in &sysctls {
+        scope.observations.insert(format!("sysctl.{}", sysctl.name));
+    }
+    let steps = match top.require("steps", diags) {
+        Some(node) => fields::list(node, "steps", diags)
+            .iter()
+            .filter_map(|n| decode_step(n, &mut scope, diags))
+            .collect(),
+        None => Vec::new(),
+    };
+    for (group, line) in &scope.background {
+        diags.error(
+            crate::yaml::Pos { line: *line, col: 1 },
+            format!("background client group `{group}` is never waited for (add `- wait: {group}`)"),
+        );
+    }
+    let expect = top
+        .get("expect")
+        .map(|n| decode_expectations(n, &scope, diags))
+        .unwrap_or_default();
+    top.finish(diags);
+
+    let plan = Plan { id: id.to_string(), requires, sysctls, steps, timeout_ms };
+    Some(Case {
+        id: id.to_string(),
+        file: file.to_path_buf(),
+        summary,
+        tags,
+        references,
+        expect,
+        plan,
+    })
+}
+
+fn decode_references(node: &Node, diags: &mut Diags) -> Vec<Reference> {
+    let mut out = Vec::new();
+    for item in fields::list(node, "references", diags) {
+        let Some(mut f) = Fields::of(item, "a reference", diags) else { continue };
+        let reference = if let Some(title) = f.get("commit") {
+            let title = fields::string(title, "commit", diags);
+            let version = f
+                .require("version", diags)
+                .and_then(|n| fields::string(n, "version", diags));
+            title.zip(version).map(|(title, version)| Reference::Commit { title, version })
+        } else if let Some(path) = f.get("selftest") {
+            fields::string(path, "selftest", diags).map(|path| Reference::Selftest { path })
+        } else if let Some(url) = f.get("article") {
+            fields::string(url, "article", diags).map(|url| Reference::Article { url })
+        } else {
+            diags.error(f.pos(), "a reference needs `commit` (with `version`), `selftest` or `article`");
+            None
+        };
+        f.get("note");
+        f.finish(diags);
+        out.extend(reference);
+    }
+    out
+}
+
+fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
+    let mut out = Vec::new();
+    for item in fields::list(node, "requires", diags) {
+        let req = match &item.kind {
+            Kind::Scalar { text, .. } => match text.as_str() {
+                "root" => Some(Requirement::Root),
+                "ipv6" => Some(Requirement::Ipv6),
+                "bpf" => Some(Requirement::Bpf),
+                other => {
+                    diags.error(item.pos, format!("unknown requirement `{other}`; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}"));
+                    None
+                }
+            },
+            _ => {
+                let Some(mut f) = Fields::of(item, "a requirement", diags) else { continue };
+                let req = if let Some(n) = f.get("sysctl") {
+                    fields::string(n, "sysctl", diags).map(Requirement::Sysctl)
+                } else if let Some(n) = f.get("kernel") {
+                    version_req(n, diags).map(Requirement::Kernel)
+                } else if let Some(n) = f.get("cpus") {
+                    fields::uint(n, "cpus", 1024, diags).map(|c| Requirement::Cpus(c as u32))
+                } else {
+                    diags.error(f.pos(), "a requirement mapping needs `sysctl`, `kernel` or `cpus`");
+                    None
+                };
+                f.finish(diags);
+                req
+            }
+        };
+        out.extend(req);
+    }
+    out
+}
+
+fn decode_sysctls(node: &Node, diags: &mut Diags) -> Vec<Sysctl> {
+    let Kind::Map(entries) = &node.kind else {
+        diags.error(node.pos, "sysctls must be a mapping of name: value");
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|(k, v)| {
+            let name = k.scalar()?.to_string();
+            if name.split('.').count() < 2 || name.contains('/') {
+                diags.error(k.pos, format!("sysctl `{name}` must be a dotted name like net.ipv4.tcp_migrate_req"));
+                return None;
+            }
+            let value = fields::string(v, "a sysctl value", diags)?;
+            Some(Sysctl { name, value })
+        })
+        .collect()
+}
+
+fn version_req(node: &Node, diags: &mut Diags) -> Option<VersionReq> {
+    let text = fields::string(node, "kernel", diags)?;
+    match text.parse() {
+        Ok(req) => Some(req),
+        Err(why) => {
+            diags.error(node.pos, format!("bad kernel version condition: {why}"));
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum GroupKind {
+    Clients,
+    Datagrams,
+}
+
+/// What earlier steps declared, to check later ones against.
+#[derive(Default)]
+struct Scope {
+    sockets: BTreeMap<String, (Proto, Family)>,
+    listeners: BTreeSet<String>,
+    groups: BTreeMap<String, GroupKind>,
+    /// Background client groups not yet waited for, with their line.
+    background: BTreeMap<String, usize>,
+    observations: BTreeSet<String>,
+}
+
+impl Scope {
+    fn socket(&self, node: &Node, diags: &mut Diags) -> Option<String> {
+        let name = fields::name(node, "a socket name", diags)?;
+        if !self.sockets.contains_key(&name) {
+            diags.error(node.pos, format!("no socket named `{name}` was created before this step"));
+            return None;
+        }
+        Some(name)
+    }
+
+    fn group(&self, node: &Node, kind: GroupKind, diags: &mut Diags) -> Option<String> {
+        let name = fields::name(node, "a group name", diags)?;
+        if self.groups.get(&name) != Some(&kind) {
+            let what = match kind {
+                GroupKind::Clients => "client group (from a `clients` step)",
+                GroupKind::Datagrams => "datagram group (from a `datagrams` step)",
+            };
+            diags.error(node.pos, format!("no {what} named `{name}` before this step"));
+            return None;
+        }
+        Some(name)
+    }
+
+    fn port(&self, node: &Node, diags: &mut Diags) -> Option<PortSpec> {
+        if node.scalar().is_some_and(|s| s.parse::<u64>().is_ok()) {
+            return fields::uint(node, "port", 65535, diags).map(|p| PortSpec::Number(p as u16));
+        }
+        self.socket(node, diags).map(PortSpec::Of)
+    }
+
+    fn target(&self, node: &Node, diags: &mut Diags) -> Option<Target> {
+        if let Kind::Scalar { .. } = node.kind {
+            return self.socket(node, diags).map(Target::Sock);
+        }
+        let mut f = Fields::of(node, "`to`", diags)?;
+        let addr = f.require("addr", diags).and_then(|n| fields::ip(n, "addr", diags));
+        let port = f.require("port", diags).and_then(|n| self.port(n, diags));
+        f.finish(diags);
+        Some(Target::Addr { addr: addr?, port: port? })
+    }
+}
+
+fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step> {
+    let mut f = Fields::of(node, "a step", diags)?;
+    let present: Vec<&str> = VERBS.iter().copied().filter(|v| f.has(v)).collect();
+    let verb = match present.as_slice() {
+        [verb] => *verb,
+        [] => {
+            diags.error(f.pos(), format!("a step needs one action key, one of: {}", VERBS.join(", ")));
+            return None;
+        }
+        several => {
+            diags.error(f.pos(), format!("a step has one action, found {}", several.join(" and ")));
+            return None;
+        }
+    };
+    let subject = f.get(verb).expect("the verb key is present");
+    let custom_id = f.get("id").and_then(|n| fields::name(n, "id", diags));
+    let action = decode_action(verb, subject, &mut f, scope, diags);
+    let pos = f.pos();
+    f.finish(diags);
+    let action = action?;
+    let key = custom_id.unwrap_or_else(|| match subject.scalar() {
+        Some(s) if verb != "sleep" => format!("{verb}.{s}"),
+        _ => verb.to_string(),
+    });
+    let produced = observation_keys(&key, &action, scope);
+    if let Some(dup) = produced.iter().find(|k| scope.observations.contains(*k)) {
+        diags.error(pos, format!("observation `{dup}` is produced twice; give this step an `id`"));
+    }
+    scope.observations.extend(produced);
+    record_effects(&action, node.pos.line, scope);
+    Some(Step { line: node.pos.line, key, action })
+}
+
+fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Action> {
+    let ms = |f: &mut Fields, key: &'static str, default: u64, diags: &mut Diags| {
+        f.get(key).and_then(|n| fields::duration_ms(n, key, diags)).unwrap_or(default)
+    };
+    Some(match verb {
+        "socket" => {
+            let name = fields::name(subject, "a socket name", diags)?;
+            if scope.sockets.contains_key(&name) {
+                diags.error(subject.pos, format!("socket `{name}` already exists; pick another name"));
+            }
+            let proto = match f.get("proto").map(|n| (n, n.scalar())) {
+                None | Some((_, Some("tcp"))) => Proto::Tcp,
+                Some((_, Some("udp"))) => Proto::Udp,
+                Some((n, _)) => {
+                    diags.error(n.pos, "proto must be tcp or udp");
+                    Proto::Tcp
+                }
+            };
+            let family = decode_family(f.get("family"), diags).unwrap_or(Family::Ipv4);
+            let bool_opt = |f: &mut Fields, key, diags: &mut Diags| f.get(key).and_then(|n| fields::boolean(n, key, diags));
+            let options = SockOptions {
+                reuseaddr: bool_opt(f, "reuseaddr", diags),
+                reuseport: bool_opt(f, "reuseport", diags),
+                v6only: bool_opt(f, "v6only", diags),
+                incoming_cpu: f.get("incoming_cpu").and_then(|n| fields::uint(n, "incoming_cpu", 4096, diags)).map(|c| c as u32),
+                bindtodevice: f.get("bindtodevice").and_then(|n| fields::string(n, "bindtodevice", diags)),
+            };
+            if options.v6only.is_some() && family != Family::Ipv6 {
+                diags.error(f.pos(), "v6only only applies to `family: ipv6` sockets");
+            }
+            let creds = f.get("as").and_then(|n| decode_creds(n, diags));
+            Action::Socket { name, proto, family, options, creds }
+        }
+        "bind" => {
+            let sock = scope.socket(subject, diags);
+            let addr = f.require("addr", diags).and_then(|n| fields::ip(n, "addr", diags));
+            let port = match f.get("port") {
+                Some(n) => scope.port(n, diags),
+                None => Some(PortSpec::Number(0)),
+            };
+            if let (Some(s), Some(a)) = (&sock, &addr) {
+                let family = scope.sockets[s].1;
+                if a.is_ipv6() != (family == Family::Ipv6) {
+                    diags.error(f.pos(), format!("socket `{s}` is {family:?} but addr {a} is not; use ::ffff:a.b.c.d for v4-mapped"));
+                }
+            }
+            Action::Bind { sock: sock?, addr: addr?, port: port? }
+        }
+        "listen" => {
+            let sock = scope.socket(subject, diags);
+            let backlog = f.get("backlog").and_then(|n| fields::uint(n, "backlog", 65535, diags)).unwrap_or(128);
+            Action::Listen { sock: sock?, backlog: backlog as i32 }
+        }
+        "connect" => {
+            let sock = scope.socket(subject, diags);
+            let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
+            let timeout_ms = ms(f, "timeout", DEFAULT_CONNECT_TIMEOUT_MS, diags);
+            Action::Connect { sock: sock?, to: to?, timeout_ms }
+        }
+        "accept" => {
+            let sock = scope.socket(subject, diags);
+            let max = match f.get("count") {
+                None => None,
+                Some(n) if n.scalar() == Some("all") => None,
+                Some(n) => fields::uint(n, "count (a number or `all`)", u32::MAX as u64, diags).map(|c| c as u32),
+            };
+            let wait_ms = ms(f, "wait", 0, diags);
+            Action::Accept { sock: sock?, max, wait_ms }
+        }
+        "close" => Action::Close { sock: scope.socket(subject, diags)? },
+        "shutdown" => {
+            let sock = scope.socket(subject, diags);
+            let how = match f.get("how").map(|n| (n, n.scalar())) {
+                None | Some((_, Some("both"))) => Shutdown::Both,
+                Some((_, Some("read"))) => Shutdown::Read,
+                Some((_, Some("write"))) => Shutdown::Write,
+                Some((n, _)) => {
+                    diags.error(n.pos, "how must be read, write or both");
+                    Shutdown::Both
+                }
+            };
+            Action::Shutdown { sock: sock?, how }
+        }
+        "serve" => Action::Serve { sock: scope.socket(subject, diags)? },
+        "clients" => {
+            let group = fields::name(subject, "a group name", diags);
+            if let Some(g) = &group {
+                if scope.groups.contains_key(g) {
+                    diags.error(subject.pos, format!("group `{g}` already exists"));
+                }
+            }
+            let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", 100_000, diags));
+            let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
+            let family = f.get("family").and_then(|n| decode_family(Some(n), diags));
+            let interval_us = f.get("interval").and_then(|n| fields::duration_us(n, "interval", diags)).unwrap_or(0);
+            let timeout_ms = ms(f, "timeout", DEFAULT_CONNECT_TIMEOUT_MS, diags);
+            let background = f.get("background").and_then(|n| fields::boolean(n, "background", diags)).unwrap_or(false);
+            Action::Clients { group: group?, count: count? as u32, to: to?, family, interval_us, timeout_ms, background }
+        }
+        "wait" => {
+            let group = scope.group(subject, GroupKind::Clients, diags)?;
+            if !scope.background.contains_key(&group) {
+                diags.error(subject.pos, format!("client group `{group}` is not running in the background"));
+            }
+            Action::Wait { group }
+        }
+        "account" => {
+            let group = scope.group(subject, GroupKind::Clients, diags)?;
+            if scope.background.contains_key(&group) {
+                diags.error(subject.pos, format!("`wait: {group}` must come before accounting for it"));
+            }
+            Action::Account { group }
+        }
+        "queue" => Action::Queue { sock: scope.socket(subject, diags)? },
+        "wait_queued" => {
+            let sock = scope.socket(subject, diags);
+            let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
+            let timeout_ms = ms(f, "timeout", 2_000, diags);
+            Action::WaitQueued { sock: sock?, count: count? as u32, timeout_ms }
+        }
+        "datagrams" => {
+            let group = fields::name(subject, "a group name", diags);
+            let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", 100_000, diags));
+            let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
+            let from = f.get("from").and_then(|n| scope.socket(n, diags));
+            let family = f.get("family").and_then(|n| decode_family(Some(n), diags));
+            Action::Datagrams { group: group?, count: count? as u32, to: to?, from, family }
+        }
+        "tally" => {
+            let group = scope.group(subject, GroupKind::Datagrams, diags);
+            let among: Vec<String> = match f.require("among", diags) {
+                Some(n) => fields::names(n, "a socket name", diags)
+                    .into_iter()
+                    .filter(|s| {
+                        let known = scope.sockets.get(s).map(|(p, _)| *p == Proto::Udp);
+                        if known != Some(true) {
+                            diags.error(n.pos, format!("`{s}` is not a UDP socket created before this step"));
+                        }
+                        known == Some(true)
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let wait_ms = ms(f, "wait", 50, diags);
+            Action::Tally { group: group?, among, wait_ms }
+        }
+        "sleep" => Action::Sleep { ms: fields::duration_ms(subject, "sleep", diags)? },
+        _ => unreachable!("verbs come from VERBS"),
+    })
+}
+
+fn decode_family(node: Option<&Node>, diags: &mut Diags) -> Option<Family> {
+    let node = node?;
+    match node.scalar() {
+        Some("ipv4") => Some(Family::Ipv4),
+        Some("ipv6") => Some(Family::Ipv6),
+        _ => {
+            diags.error(node.pos, "family must be ipv4 or ipv6");
+            None
+        }
+    }
+}
+
+fn decode_creds(node: &Node, diags: &mut Diags) -> Option<Creds> {
+    let mut f = Fields::of(node, "`as`", diags)?;
+    let uid = f.require("uid", diags).and_then(|n| fields::uint(n, "uid", u32::MAX as u64 - 1, diags));
+    let gid = f.get("gid").and_then(|n| fields::uint(n, "gid", u32::MAX as u64 - 1, diags));
+    f.finish(diags);
+    let uid = uid? as u32;
+    Some(Creds { uid, gid: gid.map(|g| g as u32).unwrap_or(uid) })
+}
+
+/// Every observation key a step will produce, known before anything runs.
+fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
+    let sub = |names: &[&str]| names.iter().map(|n| format!("{key}.{n}")).collect::<Vec<_>>();
+    match action {
+        Action::Socket { options, .. } => {
+            let mut keys = vec![key.to_string()];
+            let o = options;
+            for (set, name) in [
+                (o.reuseaddr.is_some(), "reuseaddr"),
+                (o.reuseport.is_some(), "reuseport"),
+                (o.v6only.is_some(), "v6only"),
+                (o.incoming_cpu.is_some(), "incoming_cpu"),
+                (o.bindtodevice.is_some(), "bindtodevice"),
+            ] {
+                if set {
+                    keys.push(format!("{key}.{name}"));
+                }
+            }
+            keys
+        }
+        Action::Bind { .. }
+        | Action::Listen { .. }
+        | Action::Connect { .. }
+        | Action::Close { .. }
+        | Action::Shutdown { .. }
+        | Action::Serve { .. }
+        | Action::Queue { .. }
+        | Action::WaitQueued { .. } => vec![key.to_string()],
+        Action::Accept { .. } => vec![key.to_string(), format!("{key}.error")],
+        Action::Clients { .. } => sub(&["connected", "refused", "timed_out", "failed"]),
+        Action::Account { .. } => {
+            let mut keys = sub(&["reset", "closed", "refused", "timed_out", "failed", "pending", "total", "fairness"]);
+            keys.extend(scope.listeners.iter().map(|l| format!("{key}.accepted.{l}")));
+            keys
+        }
+        Action::Datagrams { .. } => sub(&["sent", "errors"]),
+        Action::Tally { among, .. } => {
+            let mut keys = sub(&["lost", "fairness"]);
+            keys.extend(among.iter().map(|s| format!("{key}.{s}")));
+            keys
+        }
+        Action::Wait { .. } | Action::Sleep { .. } => Vec::new(),
+    }
+}
+
+fn record_effects(action: &Action, line: usize, scope: &mut Scope) {
+    match action {
+        Action::Socket { name, proto, family, .. } => {
+            scope.sockets.insert(name.clone(), (*proto, *family));
+        }
+        Action::Listen { sock, .. } => {
+            scope.listeners.insert(sock.clone());
+        }
+        Action::Clients { group, background, .. } => {
+            scope.groups.insert(group.clone(), GroupKind::Clients);
+            if *background {
+                scope.background.insert(group.clone(), line);
+            }
+        }
+        Action::Wait { group } => {
+            scope.background.remove(group);
+        }
+        Action::Datagrams { group, .. } => {
+            scope.groups.insert(group.clone(), GroupKind::Datagrams);
+        }
+        _ => {}
+    }
+}
+
+fn decode_expectations(node: &Node, scope: &Scope, diags: &mut Diags) -> Vec<Expectation> {
+    let mut out = Vec::new();
+    for item in fields::list(node, "expect", diags) {
+        let Some(mut f) = Fields::of(item, "an expectation", diags) else { continue };
+        let obs = f.require("obs", diags).and_then(|n| {
+            let obs = fields::string(n, "obs", diags)?;
+            check_observation(&obs, n, scope, diags).then_some(obs)
+        });
+        let kernel = f.get("kernel").and_then(|n| version_req(n, diags));
+        let why = f.get("why").and_then(|n| fields::string(n, "why", diags));
+        let matcher = decode_matcher(&mut f, scope, diags);
+        f.finish(diags);
+        if let (Some(obs), Some(matcher)) = (obs, matcher) {
+            out.push(Expectation { line: item.pos.line, obs, kernel, matcher, why });
+        }
+    }
+    out
+}
+
+fn check_observation(obs: &str, node: &Node, scope: &Scope, diags: &mut Diags) -> bool {
+    if scope.observations.contains(obs) {
+        return true;
+    }
+    let stem = obs.split('.').next().unwrap_or_default();
+    let near: Vec<&str> = scope
+        .observations
+        .iter()
+        .filter(|k| k.starts_with(stem))
+        .map(String::as_str)
+        .take(12)
+        .collect();
+    let hint = if near.is_empty() {
+        String::new()
+    } else {
+        format!("; steps produce: {}", near.join(", "))
+    };
+    diags.error(node.pos, format!("no step produces observation `{obs}`{hint}"));
+    false
+}
+
+fn decode_matcher(f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Matcher> {
+    let eq = f.get("eq");
+    let one_of = f.get("one_of");
+    let min = f.get("min");
+    let max = f.get("max");
+    let same_as = f.get("same_as");
+    let chosen = [eq.is_some(), one_of.is_some(), min.is_some() || max.is_some(), same_as.is_some()]
+        .iter()
+        .filter(|c| **c)
+        .count();
+    if chosen != 1 {
+        diags.error(f.pos(), "an expectation needs exactly one of `eq`, `one_of`, `min`/`max`, `same_as`");
+        return None;
+    }
+    if let Some(n) = eq {
+        return expected_value(n, diags).map(Matcher::Eq);
+    }
+    if let Some(n) = one_of {
+        let values: Vec<_> = fields::list(n, "one_of", diags).iter().filter_map(|v| expected_value(v, diags)).collect();
+        return Some(Matcher::OneOf(values));
+    }
+    if let Some(n) = same_as {
+        let other = fields::string(n, "same_as", diags)?;
+        return check_observation(&other, n, scope, diags).then_some(Matcher::SameAs(other));
+    }
+    let number = |n: &Node, diags: &mut Diags| match n.scalar().and_then(|s| s.parse::<f64>().ok()) {
+        Some(v) => Some(v),
+        None => {
+            diags.error(n.pos, "min and max must be numbers");
+            None
+        }
+    };
+    Some(Matcher::Range {
+        min: min.and_then(|n| number(n, diags)),
+        max: max.and_then(|n| number(n, diags)),
+    })
+}
+
+/// An expected value: numbers and booleans as such, errno names checked against the libc.
+fn expected_value(node: &Node, diags: &mut Diags) -> Option<serde_json::Value> {
+    if !matches!(node.kind, Kind::Scalar { .. }) {
+        diags.error(node.pos, format!("an expected value must be a scalar, found {}", node.describe()));
+        return None;
+    }
+    let value = node.to_json();
+    if let serde_json::Value::String(text) = &value {
+        if errno::looks_like(text) && !errno::is_known(text) {
+            diags.error(node.pos, format!("`{text}` is not an errno name this libc knows (e.g. EADDRINUSE)"));
+            return None;
+        }
+    }
+    Some(value)
+}

@@ -1,0 +1,207 @@
+//! Reading YAML nodes into typed values while collecting every error with its position.
+
+use std::net::IpAddr;
+
+use crate::yaml::{Kind, Node, Pos};
+
+/// One problem in a case file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diagnostic {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// All problems found so far in one file; decoding goes on after an error.
+#[derive(Debug, Default)]
+pub struct Diags(pub Vec<Diagnostic>);
+
+impl Diags {
+    pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.0.push(Diagnostic { pos, message: message.into() });
+    }
+}
+
+/// The keys of one mapping; `finish` reports those nobody asked for.
+pub struct Fields<'a> {
+    pos: Pos,
+    entries: &'a [(Node, Node)],
+    used: Vec<bool>,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn of(node: &'a Node, what: &str, diags: &mut Diags) -> Option<Fields<'a>> {
+        match &node.kind {
+            Kind::Map(entries) => Some(Fields {
+                pos: node.pos,
+                entries,
+                used: vec![false; entries.len()],
+                known: Vec::new(),
+            }),
+            _ => {
+                diags.error(node.pos, format!("{what} must be a mapping, found {}", node.describe()));
+                None
+            }
+        }
+    }
+
+    pub fn pos(&self) -> Pos {
+        self.pos
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k.scalar() == Some(key))
+    }
+
+    pub fn get(&mut self, key: &'static str) -> Option<&'a Node> {
+        self.known.push(key);
+        let i = self.entries.iter().position(|(k, _)| k.scalar() == Some(key))?;
+        self.used[i] = true;
+        Some(&self.entries[i].1)
+    }
+
+    pub fn require(&mut self, key: &'static str, diags: &mut Diags) -> Option<&'a Node> {
+        let node = self.get(key);
+        if node.is_none() {
+            diags.error(self.pos, format!("missing field `{key}`"));
+        }
+        node
+    }
+
+    pub fn finish(self, diags: &mut Diags) {
+        for ((key, _), used) in self.entries.iter().zip(&self.used) {
+            if !used {
+                let name = key.scalar().unwrap_or_default();
+                let mut known = self.known.clone();
+                known.sort_unstable();
+                known.dedup();
+                diags.error(
+                    key.pos,
+                    format!("unknown field `{name}`; expected one of: {}", known.join(", ")),
+                );
+            }
+        }
+    }
+}
+
+pub fn string(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
+    match &node.kind {
+        Kind::Scalar { text, .. } if !node.is_null() => Some(text.clone()),
+        _ => {
+            diags.error(node.pos, format!("{what} must be a string, found {}", node.describe()));
+            None
+        }
+    }
+}
+
+pub fn name(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
+    let text = string(node, what, diags)?;
+    let ok = !text.is_empty()
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && !text.chars().next().unwrap().is_ascii_digit();
+    if !ok {
+        diags.error(node.pos, format!("{what} `{text}` must be a name: letters, digits, _ or -, not starting with a digit"));
+        return None;
+    }
+    Some(text)
+}
+
+pub fn uint(node: &Node, what: &str, max: u64, diags: &mut Diags) -> Option<u64> {
+    let parsed = match &node.kind {
+        Kind::Scalar { text, quoted: false } => text.parse::<u64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(n) if n <= max => Some(n),
+        _ => {
+            let shown = node.scalar().map(|s| format!("`{s}`")).unwrap_or_else(|| node.describe().into());
+            diags.error(node.pos, format!("{what} must be a whole number from 0 to {max}, found {shown}"));
+            None
+        }
+    }
+}
+
+pub fn boolean(node: &Node, what: &str, diags: &mut Diags) -> Option<bool> {
+    match node.scalar() {
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        _ => {
+            diags.error(node.pos, format!("{what} must be true or false"));
+            None
+        }
+    }
+}
+
+pub fn ip(node: &Node, what: &str, diags: &mut Diags) -> Option<IpAddr> {
+    let text = string(node, what, diags)?;
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            diags.error(node.pos, format!("{what} `{text}` is not an IPv4 or IPv6 address"));
+            None
+        }
+    }
+}
+
+/// A duration such as `250ms`, `2s`, `1.5s` or `500us`, in microseconds.
+pub fn duration_us(node: &Node, what: &str, diags: &mut Diags) -> Option<u64> {
+    let text = string(node, what, diags)?;
+    match parse_duration_us(&text) {
+        Some(us) => Some(us),
+        None => {
+            diags.error(node.pos, format!("{what} `{text}` is not a duration like 250ms, 2s or 500us"));
+            None
+        }
+    }
+}
+
+pub fn duration_ms(node: &Node, what: &str, diags: &mut Diags) -> Option<u64> {
+    duration_us(node, what, diags).map(|us| us.div_ceil(1000))
+}
+
+fn parse_duration_us(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = text.split_at(split);
+    let value: f64 = num.parse().ok()?;
+    let scale = match unit.trim() {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        _ => return None,
+    };
+    let us = value * scale;
+    (us.is_finite() && us >= 0.0 && us < 1e13).then_some(us.round() as u64)
+}
+
+pub fn list<'a>(node: &'a Node, what: &str, diags: &mut Diags) -> &'a [Node] {
+    match &node.kind {
+        Kind::Seq(items) => items,
+        _ => {
+            diags.error(node.pos, format!("{what} must be a list, found {}", node.describe()));
+            &[]
+        }
+    }
+}
+
+/// A list of names, also accepting a single name.
+pub fn names(node: &Node, what: &str, diags: &mut Diags) -> Vec<String> {
+    match &node.kind {
+        Kind::Seq(items) => items.iter().filter_map(|n| name(n, what, diags)).collect(),
+        _ => name(node, what, diags).into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_us;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_us("250ms"), Some(250_000));
+        assert_eq!(parse_duration_us("1.5s"), Some(1_500_000));
+        assert_eq!(parse_duration_us("500us"), Some(500));
+        assert_eq!(parse_duration_us("5"), None);
+        assert_eq!(parse_duration_us("5 min"), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! Groups of TCP clients (the seed's `client` load) and accounting for every one of
+//! them: accepted by which listener, reset, refused, timed out or still pending.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use socket2::{SockAddr, Socket};
+
+use super::sockets::{canonical, new_socket, Table};
+use crate::case::{Family, Proto};
+use crate::errno;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectState {
+    Connected,
+    Refused,
+    TimedOut,
+    Failed(String),
+}
+
+pub struct Client {
+    /// None when socket() itself failed.
+    pub socket: Option<Socket>,
+    pub local: Option<SocketAddr>,
+    pub state: ConnectState,
+}
+
+pub struct Group {
+    pub clients: Vec<Client>,
+}
+
+/// Starts `count` non-blocking connects, one every `interval`, then waits for each
+/// to finish, up to `timeout` after the last one started.
+pub fn connect_group(to: SocketAddr, family: Family, count: u32, interval: Duration, timeout: Duration) -> Group {
+    let target = SockAddr::from(to);
+    let mut clients = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        if i > 0 && !interval.is_zero() {
+            std::thread::sleep(interval);
+        }
+        clients.push(start_connect(&target, family));
+    }
+    let deadline = Instant::now() + timeout;
+    // In flight: TimedOut until proven otherwise.
+    let mut pending: Vec<usize> = (0..clients.len())
+        .filter(|i| clients[*i].state == ConnectState::TimedOut)
+        .collect();
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|i| libc::pollfd { fd: clients[*i].socket.as_ref().map_or(-1, |s| s.as_raw_fd()), events: libc::POLLOUT, revents: 0 })
+            .collect();
+        // SAFETY: a valid array of pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis().min(1000) as i32) };
+        if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+        let mut still = Vec::new();
+        for (pfd, i) in fds.iter().zip(&pending) {
+            let client = &mut clients[*i];
+            match (&client.socket, pfd.revents) {
+                (Some(socket), r) if r != 0 => {
+                    client.state = match socket.take_error() {
+                        Ok(None) => ConnectState::Connected,
+                        Ok(Some(e)) | Err(e) => classify(&e),
+                    };
+                }
+                _ => still.push(*i),
+            }
+        }
+        pending = still;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    for client in &mut clients {
+        client.local = client.socket.as_ref().and_then(|s| s.local_addr().ok()).and_then(|a| a.as_socket()).map(canonical);
+    }
+    Group { clients }
+}
+
+fn start_connect(target: &SockAddr, family: Family) -> Client {
+    let socket = new_socket(Proto::Tcp, family).and_then(|s| s.set_nonblocking(true).map(|()| s));
+    let socket = match socket {
+        Ok(s) => s,
+        Err(e) => return Client { socket: None, local: None, state: ConnectState::Failed(errno::of_io(&e)) },
+    };
+    let state = match socket.connect(target) {
+        Ok(()) => ConnectState::Connected,
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => ConnectState::TimedOut,
+        Err(e) => classify(&e),
+    };
+    Client { socket: Some(socket), local: None, state }
+}
+
+fn classify(e: &io::Error) -> ConnectState {
+    match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => ConnectState::Refused,
+        Some(libc::ETIMEDOUT) => ConnectState::TimedOut,
+        _ => ConnectState::Failed(errno::of_io(e)),
+    }
+}
+
+/// The `clients.<g>.*` observations: how the connects ended.
+pub fn connect_observations(group: &Group) -> Vec<(&'static str, serde_json::Value)> {
+    let count = |f: &dyn Fn(&ConnectState) -> bool| group.clients.iter().filter(|c| f(&c.state)).count();
+    vec![
+        ("connected", json!(count(&|s| *s == ConnectState::Connected))),
+        ("refused", json!(count(&|s| *s == ConnectState::Refused))),
+        ("timed_out", json!(count(&|s| *s == ConnectState::TimedOut))),
+        ("failed", json!(count(&|s| matches!(s, ConnectState::Failed(_))))),
+    ]
+}
+
+/// Where each client of a group ended up. Every client lands in exactly one bucket.
+pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)> {
+    let mut owner: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    let mut per_listener: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, entry) in &table.entries {
+        if entry.listened {
+            per_listener.insert(name, 0);
+            for acc in entry.accepted.lock().unwrap().iter() {
+                owner.insert(acc.peer, name);
+            }
+        }
+    }
+    let (mut reset, mut closed, mut refused, mut timed_out, mut failed, mut pending) = (0, 0, 0, 0, 0, 0);
+    for client in &group.clients {
+        match &client.state {
+            ConnectState::Refused => refused += 1,
+            ConnectState::TimedOut => timed_out += 1,
+            ConnectState::Failed(_) => failed += 1,
+            ConnectState::Connected => {
+                if let Some(name) = client.local.and_then(|a| owner.get(&a)) {
+                    *per_listener.get_mut(name).expect("owners are listeners") += 1;
+                    continue;
+                }
+                match client.socket.as_ref().map_or(Peek::Nothing, peek) {
+                    Peek::Reset => reset += 1,
+                    Peek::Closed => closed += 1,
+                    Peek::Nothing => pending += 1,
+                }
+            }
+        }
+    }
+    let mut obs: Vec<(String, serde_json::Value)> = vec![
+        ("reset".into(), json!(reset)),
+        ("closed".into(), json!(closed)),
+        ("refused".into(), json!(refused)),
+        ("timed_out".into(), json!(timed_out)),
+        ("failed".into(), json!(failed)),
+        ("pending".into(), json!(pending)),
+        ("total".into(), json!(group.clients.len())),
+    ];
+    let counts: Vec<u64> = per_listener.values().copied().collect();
+    obs.push(("fairness".into(), fairness(&counts)));
+    obs.extend(per_listener.into_iter().map(|(name, n)| (format!("accepted.{name}"), json!(n))));
+    obs
+}
+
+enum Peek {
+    Reset,
+    Closed,
+    Nothing,
+}
+
+fn peek(socket: &Socket) -> Peek {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    let _ = socket.set_nonblocking(true);
+    match socket.peek(&mut buf) {
+        Ok(0) => Peek::Closed,
+        Ok(_) => Peek::Nothing,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET) | Some(libc::EPIPE)) => Peek::Reset,
+        Err(_) => Peek::Nothing,
+    }
+}
+
+/// Jain's fairness index of a distribution: 1.0 is perfectly even, 1/n all on one.
+/// Rounded to two decimals so that tiny hash wobbles do not look like changes.
+pub fn fairness(counts: &[u64]) -> serde_json::Value {
+    let sum: f64 = counts.iter().map(|c| *c as f64).sum();
+    let squares: f64 = counts.iter().map(|c| (*c as f64).powi(2)).sum();
+    if counts.is_empty() || squares == 0.0 {
+        return serde_json::Value::Null;
+    }
+    let index = sum * sum / (counts.len() as f64 * squares);
+    json!((index * 100.0).round() / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fairness_index() {
+        assert_eq!(fairness(&[50, 50]), json!(1.0));
+        assert_eq!(fairness(&[100, 0]), json!(0.5));
+        assert_eq!(fairness(&[0, 0]), serde_json::Value::Null);
+        assert_eq!(fairness(&[30, 70]), json!(0.86));
+    }
+}

@@ -1,0 +1,222 @@
+//! The executor: runs one case's plan in a fresh network namespace and records what
+//! the kernel did. The same code serves `run --host` and the guest agent.
+
+mod clients;
+mod creds;
+mod netns;
+mod requires;
+mod serve;
+mod sockets;
+mod udp;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::case::{Action, Family, Plan, Step};
+use crate::observe::{CaseRun, Observations, Outcome};
+use clients::Group;
+use serve::Server;
+use sockets::{outcome, Table};
+
+pub use clients::fairness;
+
+/// Runs a case and returns its observations. Never panics; a case that overruns its
+/// budget is reported as a timeout with what was observed until then.
+pub fn run_case(plan: &Plan, release: &str) -> CaseRun {
+    let started = Instant::now();
+    let observations: Arc<Mutex<Observations>> = Arc::default();
+    let (tx, rx) = mpsc::channel();
+    let (thread_plan, thread_obs, thread_release) = (plan.clone(), observations.clone(), release.to_string());
+    let spawned = std::thread::Builder::new().name(format!("case {}", plan.id)).spawn(move || {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_in_fresh_namespace(&thread_plan, &thread_release, &thread_obs)
+        }));
+        let outcome = result.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".to_string());
+            Outcome::Error { message: format!("executor panicked: {message}"), line: None }
+        });
+        let _ = tx.send(outcome);
+    });
+    let outcome = match spawned {
+        Err(e) => Outcome::Error { message: format!("cannot start the case thread: {e}"), line: None },
+        Ok(_) => match rx.recv_timeout(Duration::from_millis(plan.timeout_ms)) {
+            Ok(outcome) => outcome,
+            // The thread is left behind: it owns only its namespace's sockets.
+            Err(_) => Outcome::Timeout { after_ms: plan.timeout_ms },
+        },
+    };
+    let observations = observations.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    CaseRun {
+        id: plan.id.clone(),
+        outcome,
+        observations,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>) -> Outcome {
+    if let Err(e) = netns::enter_fresh() {
+        let hint = if nix::unistd::geteuid().is_root() { "" } else { " (needs root: run as root, or use the VM runner)" };
+        return Outcome::Error { message: format!("cannot create a network namespace: {e}{hint}"), line: None };
+    }
+    if let Some(reason) = requires::unmet(&plan.requires, release) {
+        return Outcome::Skipped { reason };
+    }
+    let record = |key: String, value: serde_json::Value| {
+        obs.lock().unwrap().insert(key, value);
+    };
+    for sysctl in &plan.sysctls {
+        record(format!("sysctl.{}", sysctl.name), json!(netns::write_sysctl(&sysctl.name, &sysctl.value)));
+    }
+    let mut exec = Executor::default();
+    for step in &plan.steps {
+        for (key, value) in exec.step(step) {
+            record(key, value);
+        }
+    }
+    exec.finish();
+    Outcome::Ran
+}
+
+#[derive(Default)]
+struct Executor {
+    table: Table,
+    servers: BTreeMap<String, Server>,
+    groups: BTreeMap<String, Group>,
+    /// Background client groups: the key of their `clients` step and the thread.
+    background: BTreeMap<String, (String, JoinHandle<Group>)>,
+    sent: BTreeMap<String, u32>,
+}
+
+impl Executor {
+    /// Runs one step; returns its observations under the step's key.
+    fn step(&mut self, step: &Step) -> Vec<(String, serde_json::Value)> {
+        let key = &step.key;
+        let at = |suffix: &str| format!("{key}{suffix}");
+        let one = |value: String| vec![(key.clone(), json!(value))];
+        match &step.action {
+            Action::Socket { name, proto, family, options, creds } => self
+                .table
+                .create(name, *proto, *family, options, *creds)
+                .into_iter()
+                .map(|(suffix, v)| (at(&suffix), json!(v)))
+                .collect(),
+            Action::Bind { sock, addr, port } => one(outcome(self.table.bind(sock, *addr, port))),
+            Action::Listen { sock, backlog } => one(outcome(self.table.listen(sock, *backlog))),
+            Action::Connect { sock, to, timeout_ms } => one(outcome(self.table.connect(sock, to, *timeout_ms))),
+            Action::Accept { sock, max, wait_ms } => {
+                let (n, result) = self.table.accept(sock, *max, *wait_ms);
+                vec![(key.clone(), json!(n)), (at(".error"), json!(outcome(result)))]
+            }
+            Action::Close { sock } => {
+                if let Some(server) = self.servers.remove(sock) {
+                    server.stop();
+                }
+                one(outcome(self.table.close(sock)))
+            }
+            Action::Shutdown { sock, how } => {
+                let how = match how {
+                    crate::case::Shutdown::Read => std::net::Shutdown::Read,
+                    crate::case::Shutdown::Write => std::net::Shutdown::Write,
+                    crate::case::Shutdown::Both => std::net::Shutdown::Both,
+                };
+                one(outcome(self.table.with(sock, |s| s.shutdown(how))))
+            }
+            Action::Serve { sock } => {
+                let dup = self.table.with(sock, |s| s.try_clone());
+                match dup {
+                    Ok(listener) => {
+                        let accepted = self.table.entry(sock).accepted.clone();
+                        self.servers.insert(sock.clone(), Server::start(listener, accepted));
+                        one("ok".into())
+                    }
+                    Err(e) => one(crate::errno::of_io(&e)),
+                }
+            }
+            Action::Clients { group, count, to, family, interval_us, timeout_ms, background } => {
+                let to = match self.table.resolve(to) {
+                    Ok(addr) => addr,
+                    Err(e) => return vec![(at(".failed"), json!(crate::errno::of_io(&e)))],
+                };
+                let family = family.unwrap_or(if to.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 });
+                let (count, interval, timeout) = (*count, Duration::from_micros(*interval_us), Duration::from_millis(*timeout_ms));
+                let connect = move || clients::connect_group(to, family, count, interval, timeout);
+                if *background {
+                    self.background.insert(group.clone(), (key.clone(), std::thread::spawn(connect)));
+                    Vec::new()
+                } else {
+                    self.finish_group(key, group, connect())
+                }
+            }
+            Action::Wait { group } => {
+                let (clients_key, handle) = self.background.remove(group).expect("validation pairs wait with a background group");
+                let finished = handle.join().expect("client threads do not panic");
+                self.finish_group(&clients_key, group, finished)
+            }
+            Action::Account { group } => clients::account(&self.groups[group], &self.table)
+                .into_iter()
+                .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
+                .collect(),
+            Action::Queue { sock } => match self.table.queue_len(sock) {
+                Ok(n) => vec![(key.clone(), json!(n))],
+                Err(e) => one(crate::errno::of_io(&e)),
+            },
+            Action::WaitQueued { sock, count, timeout_ms } => {
+                let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
+                loop {
+                    let n = self.table.queue_len(sock);
+                    match n {
+                        Ok(n) if n >= *count || Instant::now() >= deadline => break vec![(key.clone(), json!(n))],
+                        Err(e) => break one(crate::errno::of_io(&e)),
+                        Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            }
+            Action::Datagrams { group, count, to, from, family } => {
+                let to = match self.table.resolve(to) {
+                    Ok(addr) => addr,
+                    Err(e) => return vec![(at(".errors"), json!(crate::errno::of_io(&e)))],
+                };
+                let family = family.unwrap_or(if to.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 });
+                let (sent, errors) = udp::send(&self.table, group, to, *count, from.as_deref(), family);
+                self.sent.insert(group.clone(), sent.sent);
+                vec![(at(".sent"), json!(sent.sent)), (at(".errors"), json!(errors))]
+            }
+            Action::Tally { group, among, wait_ms } => {
+                std::thread::sleep(Duration::from_millis(*wait_ms));
+                udp::tally(&self.table, group, self.sent[group], among)
+                    .into_iter()
+                    .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
+                    .collect()
+            }
+            Action::Sleep { ms } => {
+                std::thread::sleep(Duration::from_millis(*ms));
+                Vec::new()
+            }
+        }
+    }
+
+    fn finish_group(&mut self, key: &str, group: &str, finished: Group) -> Vec<(String, serde_json::Value)> {
+        let obs = clients::connect_observations(&finished)
+            .into_iter()
+            .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
+            .collect();
+        self.groups.insert(group.to_string(), finished);
+        obs
+    }
+
+    fn finish(self) {
+        for (_, server) in self.servers {
+            server.stop();
+        }
+    }
+}

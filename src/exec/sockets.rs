@@ -1,0 +1,256 @@
+//! The case's named sockets and the syscalls done on them, each turned into an
+//! observation (`ok` or an errno name).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::creds;
+use crate::case::{Creds, Family, PortSpec, Proto, SockOptions, Target};
+use crate::errno;
+
+/// A connection some listener accepted: the client's address as the server saw it.
+pub struct Accepted {
+    pub peer: SocketAddr,
+    pub _conn: Socket,
+}
+
+pub type AcceptedList = Arc<Mutex<Vec<Accepted>>>;
+
+pub struct Entry {
+    /// None once closed, or when creation failed.
+    pub socket: Option<Socket>,
+    pub proto: Proto,
+    pub creds: Option<Creds>,
+    pub listened: bool,
+    pub accepted: AcceptedList,
+}
+
+#[derive(Default)]
+pub struct Table {
+    pub entries: BTreeMap<String, Entry>,
+}
+
+pub fn outcome(result: io::Result<()>) -> String {
+    match result {
+        Ok(()) => "ok".to_string(),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() => "ETIMEDOUT".to_string(),
+        Err(e) => errno::of_io(&e),
+    }
+}
+
+fn ebadf() -> io::Error {
+    io::Error::from_raw_os_error(libc::EBADF)
+}
+
+pub fn new_socket(proto: Proto, family: Family) -> io::Result<Socket> {
+    let domain = match family {
+        Family::Ipv4 => Domain::IPV4,
+        Family::Ipv6 => Domain::IPV6,
+    };
+    let (ty, p) = match proto {
+        Proto::Tcp => (Type::STREAM, Protocol::TCP),
+        Proto::Udp => (Type::DGRAM, Protocol::UDP),
+    };
+    Socket::new(domain, ty, Some(p))
+}
+
+/// Unmaps `::ffff:a.b.c.d` so that addresses compare the same from either family.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+impl Table {
+    /// Creates a socket and sets its options, recording one observation per call.
+    pub fn create(
+        &mut self,
+        name: &str,
+        proto: Proto,
+        family: Family,
+        options: &SockOptions,
+        creds: Option<Creds>,
+    ) -> Vec<(String, String)> {
+        let mut obs = Vec::new();
+        let socket = creds::as_user(creds, || new_socket(proto, family));
+        let socket = match socket {
+            Ok(s) => {
+                obs.push((String::new(), "ok".to_string()));
+                let o = options;
+                let mut set = |key: &str, r: io::Result<()>| obs.push((format!(".{key}"), outcome(r)));
+                if let Some(v) = o.reuseaddr {
+                    set("reuseaddr", s.set_reuse_address(v));
+                }
+                if let Some(v) = o.reuseport {
+                    set("reuseport", s.set_reuse_port(v));
+                }
+                if let Some(v) = o.v6only {
+                    set("v6only", s.set_only_v6(v));
+                }
+                if let Some(cpu) = o.incoming_cpu {
+                    set("incoming_cpu", s.set_cpu_affinity(cpu as usize));
+                }
+                if let Some(dev) = &o.bindtodevice {
+                    set("bindtodevice", s.bind_device(Some(dev.as_bytes())));
+                }
+                Some(s)
+            }
+            Err(e) => {
+                obs.push((String::new(), errno::of_io(&e)));
+                None
+            }
+        };
+        let entry = Entry {
+            socket,
+            proto,
+            creds,
+            listened: false,
+            accepted: Arc::default(),
+        };
+        self.entries.insert(name.to_string(), entry);
+        obs
+    }
+
+    pub fn entry(&self, name: &str) -> &Entry {
+        self.entries.get(name).expect("validation checked socket names")
+    }
+
+    /// Runs a syscall on a live socket with the socket's credentials.
+    pub fn with<T>(&self, name: &str, f: impl FnOnce(&Socket) -> io::Result<T>) -> io::Result<T> {
+        let entry = self.entry(name);
+        let socket = entry.socket.as_ref().ok_or_else(ebadf)?;
+        creds::as_user(entry.creds, || f(socket))
+    }
+
+    pub fn local_addr(&self, name: &str) -> io::Result<SocketAddr> {
+        self.with(name, |s| s.local_addr())?
+            .as_socket()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+    }
+
+    pub fn port(&self, spec: &PortSpec) -> io::Result<u16> {
+        match spec {
+            PortSpec::Number(n) => Ok(*n),
+            PortSpec::Of(name) => Ok(self.local_addr(name)?.port()),
+        }
+    }
+
+    /// The address a target names; a wildcard bind means "this family's loopback".
+    pub fn resolve(&self, target: &Target) -> io::Result<SocketAddr> {
+        match target {
+            Target::Addr { addr, port } => Ok(SocketAddr::new(*addr, self.port(port)?)),
+            Target::Sock(name) => {
+                let addr = self.local_addr(name)?;
+                Ok(SocketAddr::new(loopback_for(addr.ip()), addr.port()))
+            }
+        }
+    }
+
+    pub fn bind(&self, name: &str, addr: IpAddr, port: &PortSpec) -> io::Result<()> {
+        let port = self.port(port)?;
+        self.with(name, |s| s.bind(&SockAddr::from(SocketAddr::new(addr, port))))
+    }
+
+    pub fn listen(&mut self, name: &str, backlog: i32) -> io::Result<()> {
+        self.entries.get_mut(name).expect("validated").listened = true;
+        // Listeners only ever accept, and never block doing it: `accept` and `serve`
+        // threads share the file description, so the flag is set once, here.
+        self.with(name, |s| s.listen(backlog).and_then(|()| s.set_nonblocking(true)))
+    }
+
+    pub fn connect(&self, name: &str, to: &Target, timeout_ms: u64) -> io::Result<()> {
+        let addr = SockAddr::from(self.resolve(to)?);
+        let proto = self.entry(name).proto;
+        self.with(name, |s| match proto {
+            Proto::Tcp => s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms)),
+            Proto::Udp => s.connect(&addr),
+        })
+    }
+
+    pub fn close(&mut self, name: &str) -> io::Result<()> {
+        let entry = self.entries.get_mut(name).expect("validated");
+        entry.socket.take().map(drop).ok_or_else(ebadf)
+    }
+
+    /// Accepts up to `max` queued connections without blocking, after waiting up to
+    /// `wait_ms` for the first. Returns how many, and the error that stopped it, if any.
+    pub fn accept(&self, name: &str, max: Option<u32>, wait_ms: u64) -> (u32, io::Result<()>) {
+        let entry = self.entry(name);
+        let Some(listener) = entry.socket.as_ref() else { return (0, Err(ebadf())) };
+        if wait_ms > 0 {
+            poll_readable(listener.as_raw_fd(), wait_ms);
+        }
+        accept_queued(listener, &entry.accepted, max)
+    }
+
+    /// The listener's accept queue length (TCP_INFO's tcpi_unacked on a listener).
+    pub fn queue_len(&self, name: &str) -> io::Result<u32> {
+        self.with(name, |s| tcp_info(s).map(|i| i.tcpi_unacked))
+    }
+}
+
+pub fn accept_queued(listener: &Socket, into: &AcceptedList, max: Option<u32>) -> (u32, io::Result<()>) {
+    let mut n = 0;
+    while max.is_none_or(|m| n < m) {
+        match listener.accept() {
+            Ok((conn, peer)) => {
+                let peer = peer.as_socket().map(canonical).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                into.lock().unwrap().push(Accepted { peer, _conn: conn });
+                n += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            // ECONNABORTED: a queued child died before accept; the kernel skips it.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+            Err(e) => return (n, Err(e)),
+        }
+    }
+    (n, Ok(()))
+}
+
+/// Waits until `fd` is readable or the time is up; true when readable.
+pub fn poll_readable(fd: i32, wait_ms: u64) -> bool {
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, wait_ms.min(i32::MAX as u64) as i32) };
+    n > 0
+}
+
+pub fn tcp_info(s: &Socket) -> io::Result<libc::tcp_info> {
+    // SAFETY: tcp_info is plain old data and the length is passed in.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut _ as *mut libc::c_void,
+            &mut len,
+        );
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(info)
+    }
+}
+
+fn loopback_for(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some_and(|v4| v4.is_unspecified()) => {
+            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())
+        }
+        other => other,
+    }
+}

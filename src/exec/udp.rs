@@ -1,0 +1,71 @@
+//! UDP datagram groups and the tally of which socket received each datagram.
+
+use std::net::SocketAddr;
+
+use serde_json::json;
+use socket2::SockAddr;
+
+use super::clients::fairness;
+use super::sockets::{new_socket, Table};
+use crate::case::{Family, Proto};
+
+/// What a `datagrams` step sent: its count, for `lost` in the tally.
+pub struct Sent {
+    pub sent: u32,
+}
+
+fn payload(group: &str, i: u32) -> Vec<u8> {
+    format!("{group}:{i}").into_bytes()
+}
+
+/// Sends `count` datagrams tagged with the group name. Each comes from a fresh
+/// socket (a fresh source port, so reuseport hashing spreads them) unless `from`
+/// names a socket to send them all from.
+pub fn send(table: &Table, group: &str, to: SocketAddr, count: u32, from: Option<&str>, family: Family) -> (Sent, u32) {
+    let target = SockAddr::from(to);
+    let (mut sent, mut errors) = (0, 0);
+    for i in 0..count {
+        let data = payload(group, i);
+        let result = match from {
+            Some(name) => table.with(name, |s| s.send_to(&data, &target)),
+            None => new_socket(Proto::Udp, family).and_then(|s| s.send_to(&data, &target)),
+        };
+        match result {
+            Ok(_) => sent += 1,
+            Err(_) => errors += 1,
+        }
+    }
+    (Sent { sent }, errors)
+}
+
+/// Drains each socket in `among` and counts the datagrams of `group` it holds.
+pub fn tally(table: &Table, group: &str, sent: u32, among: &[String]) -> Vec<(String, serde_json::Value)> {
+    let prefix = format!("{group}:");
+    let mut counts = Vec::new();
+    for name in among {
+        let n = table
+            .with(name, |s| {
+                s.set_nonblocking(true)?;
+                let mut n = 0u64;
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+                while let Ok(len) = s.recv(&mut buf) {
+                    // SAFETY: recv initialised the first `len` bytes.
+                    let bytes: Vec<u8> = buf[..len].iter().map(|b| unsafe { b.assume_init() }).collect();
+                    if bytes.starts_with(prefix.as_bytes()) {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .unwrap_or(0);
+        counts.push((name.clone(), n));
+    }
+    let received: u64 = counts.iter().map(|(_, n)| n).sum();
+    let values: Vec<u64> = counts.iter().map(|(_, n)| *n).collect();
+    let mut obs = vec![
+        ("lost".to_string(), json!(u64::from(sent).saturating_sub(received))),
+        ("fairness".to_string(), fairness(&values)),
+    ];
+    obs.extend(counts.into_iter().map(|(name, n)| (name, json!(n))));
+    obs
+}
