@@ -33,7 +33,9 @@ impl<'a> Fields<'a> {
     pub fn of(node: &'a Node, what: &str, diags: &mut Diags) -> Option<Fields<'a>> {
         match &node.kind {
             Kind::Map(entries) => Some(Fields {
-                pos: node.pos,
+                // A block mapping's own mark lies past its first key; its first key
+                // is where a reader looks.
+                pos: entries.first().map_or(node.pos, |(k, _)| k.pos),
                 entries,
                 used: vec![false; entries.len()],
                 known: Vec::new(),

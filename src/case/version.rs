@@ -23,7 +23,8 @@ impl KernelVersion {
 impl FromStr for KernelVersion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.trim().split('.').collect();
+        let s = s.trim();
+        let parts: Vec<&str> = s.split('.').collect();
         if parts.is_empty() || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
             return Err(format!("`{s}` is not a kernel version like 5.14 or 6.1.0"));
         }
@@ -90,7 +91,8 @@ impl FromStr for VersionReq {
             .ok_or_else(|| {
                 format!("`{term}` needs a comparison such as `>= 5.14` (one of >=, >, <=, <, ==)")
             })?;
-            terms.push((op, rest.parse()?));
+            let version = rest.parse().map_err(|e| format!("in `{term}`: {e}"))?;
+            terms.push((op, version));
         }
         Ok(VersionReq { text: s.trim().to_string(), terms })
     }

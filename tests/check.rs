@@ -1,0 +1,76 @@
+//! Malformed case files are rejected with every error at its line and column.
+//! Each file under tests/data/bad lists the errors it must produce as
+//! `# expect-error: LINE:COL: message prefix` lines, and produces no others.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bad_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir("tests/data/bad")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no malformed cases found");
+    files
+}
+
+fn expected_errors(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# expect-error: ").map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn every_malformed_file_reports_exactly_its_errors() {
+    let mut problems = Vec::new();
+    for file in bad_files() {
+        let expected = expected_errors(&file);
+        assert!(!expected.is_empty(), "{} declares no expect-error", file.display());
+        let got: Vec<String> = match sockmatrix::case::load_file(&file) {
+            Ok(_) => vec![],
+            Err(e) => e.errors.iter().map(|d| format!("{}:{}: {}", d.pos.line, d.pos.col, d.message)).collect(),
+        };
+        for want in &expected {
+            if !got.iter().any(|g| g.starts_with(want.as_str())) {
+                problems.push(format!("{}: missing error `{want}`; got {got:#?}", file.display()));
+            }
+        }
+        if got.len() != expected.len() {
+            problems.push(format!("{}: expected {} errors, got {got:#?}", file.display(), expected.len()));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn check_command_exits_2_and_names_file_line_and_column() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .args(["check", "tests/data/bad/unknown_field.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tests/data/bad/unknown_field.yaml:9:5: unknown field `backlogg`"), "{stderr}");
+    assert!(stderr.contains("nothing was run"), "{stderr}");
+}
+
+#[test]
+fn one_bad_file_stops_the_whole_run() {
+    // A valid case next to a bad one: nothing runs, the exit code says bad input.
+    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .args(["run", "--host", "cases/reuseport/distribution_udp.yaml", "tests/data/bad/syntax.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "something ran");
+}
+
+#[test]
+fn shipped_cases_are_valid() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix")).args(["check", "cases"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
