@@ -1,11 +1,20 @@
 //! sockmatrix: run YAML socket cases on many kernels and record what each kernel did.
 pub mod agent;
 pub mod case;
+#[cfg(feature = "runner")]
+pub mod cli;
 pub mod errno;
 pub mod exec;
 pub mod host;
 pub mod judge;
+#[cfg(feature = "runner")]
+pub mod kernel;
 pub mod observe;
+#[cfg(feature = "runner")]
+pub mod qemu;
+pub mod results;
+#[cfg(feature = "runner")]
+pub mod runner;
 pub mod output;
 pub mod select;
 pub mod yaml;

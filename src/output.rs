@@ -5,9 +5,8 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
-use crate::case::Case;
 use crate::judge::Verdict;
-use crate::observe::CaseRun;
+use crate::results::{CaseResult, KernelResult};
 
 /// Counts of verdicts, printed as the run's closing line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -46,19 +45,23 @@ pub fn show_value(v: &Value) -> String {
     }
 }
 
-/// One case: verdict, id, and every observation, wrapped to a readable width.
-pub fn human_case(case: &Case, run: &CaseRun, verdict: &Verdict) -> String {
+/// One case: verdict, id, and (when `observations`) every observation, wrapped.
+pub fn human_case(result: &CaseResult, observations: bool) -> String {
+    let verdict = &result.verdict;
     let detail = match verdict {
         Verdict::Pass { checked } => format!("{checked} checks"),
         Verdict::Fail { mismatches } => format!("{} mismatches", mismatches.len()),
         Verdict::Skip { reason } => reason.clone(),
         Verdict::Error { .. } => "could not run".to_string(),
     };
-    let mut out = format!("{:<5} {}  ({detail}, {} ms)\n", verdict.label(), case.id, run.elapsed_ms);
+    let mut out = format!("{:<5} {}  ({detail}, {} ms)\n", verdict.label(), result.case, result.elapsed_ms);
+    if !observations {
+        return out;
+    }
     let mut line = String::from("      ");
-    for (key, value) in &run.observations {
+    for (key, value) in &result.observations {
         let item = format!("{key}={}  ", show_value(value));
-        if line.len() + item.len() > 110 && line.trim().len() > 0 {
+        if line.len() + item.len() > 110 && !line.trim().is_empty() {
             out.push_str(line.trim_end());
             out.push('\n');
             line = String::from("      ");
@@ -72,17 +75,39 @@ pub fn human_case(case: &Case, run: &CaseRun, verdict: &Verdict) -> String {
     out
 }
 
-/// One case as a JSON object: everything needed to judge or diff it later.
-pub fn json_line(kernel: &str, release: &str, case: &Case, run: &CaseRun, verdict: &Verdict) -> String {
+/// One case on one kernel as a JSON object: everything needed to judge or diff it.
+pub fn json_line(kernel: &KernelResult, result: &CaseResult) -> String {
     json!({
-        "kernel": kernel,
-        "release": release,
-        "case": case.id,
-        "file": case.file,
-        "outcome": run.outcome,
-        "observations": run.observations,
-        "elapsed_ms": run.elapsed_ms,
-        "verdict": verdict,
+        "kernel": kernel.kernel,
+        "release": kernel.release,
+        "case": result.case,
+        "file": result.file,
+        "outcome": result.outcome,
+        "observations": result.observations,
+        "elapsed_ms": result.elapsed_ms,
+        "verdict": result.verdict,
     })
     .to_string()
+}
+
+/// The case x kernel table of verdicts.
+pub fn matrix(results: &[KernelResult]) -> String {
+    let mut cases: Vec<&str> = results.iter().flat_map(|k| k.cases.iter().map(|c| c.case.as_str())).collect();
+    cases.sort_unstable();
+    cases.dedup();
+    let width = cases.iter().map(|c| c.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{:<width$}", "case");
+    for k in results {
+        out.push_str(&format!("  {:>6}", k.kernel));
+    }
+    out.push('\n');
+    for case in cases {
+        out.push_str(&format!("{case:<width$}"));
+        for k in results {
+            let cell = k.cases.iter().find(|c| c.case == case).map_or("-", |c| c.verdict.label());
+            out.push_str(&format!("  {cell:>6}"));
+        }
+        out.push('\n');
+    }
+    out
 }

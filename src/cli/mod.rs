@@ -1,0 +1,113 @@
+//! The command line: argument types and dispatch. Each command lives in its own file.
+
+mod kernels;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::case::Case;
+use crate::select;
+
+/// How sockmatrix exits: scripts and CI tell these apart.
+pub mod exit {
+    pub const FAILED: u8 = 1;
+    /// Bad input: a case file, a command-line value, a kernel file.
+    pub const BAD_INPUT: u8 = 2;
+    /// Something could not run (no root, a guest that died): not a verdict on a kernel.
+    pub const COULD_NOT_RUN: u8 = 3;
+}
+
+#[derive(Parser)]
+#[command(name = "sockmatrix", version, about = "How does this Linux kernel behave when several sockets share a port?")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AccelArg {
+    /// KVM if a trial boot works, else TCG.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Case files or folders (default: cases).
+    pub paths: Vec<PathBuf>,
+    /// Only cases whose id contains this text.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Run on the kernel this machine runs, in-process (needs root).
+    #[arg(long, conflicts_with = "kernel")]
+    pub host: bool,
+    /// Kernel ids from vm/kernels.yaml, or paths to bzImages; repeatable.
+    /// Default: the catalogue's default set.
+    #[arg(long, short)]
+    pub kernel: Vec<String>,
+    /// Print one JSON object per case and kernel instead of the readable summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Print every case's observations, not only the failures.
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Where results are written, one folder per kernel.
+    #[arg(long, default_value = crate::results::DEFAULT_DIR)]
+    pub results: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// How many guests may run at once.
+    #[arg(long, default_value_t = 2)]
+    pub max_guests: usize,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate case files: every error of every file, with line and column.
+    Check {
+        /// Case files or folders (default: cases).
+        paths: Vec<PathBuf>,
+    },
+    /// Run cases (in QEMU guests, or on this kernel with --host) and print what the
+    /// kernels did.
+    Run(RunArgs),
+    /// List, fetch or pin the kernels of vm/kernels.yaml.
+    Kernels {
+        #[command(subcommand)]
+        action: kernels::Action,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { paths } => check(&paths),
+        Command::Run(args) => run::run(&args),
+        Command::Kernels { action } => kernels::kernels(action),
+    }
+}
+
+/// Loads the selected cases, or prints why not and says how to exit.
+pub fn load_cases(paths: &[PathBuf], filter: Option<&str>) -> Result<Vec<Case>, ExitCode> {
+    select::load(paths, filter).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(exit::BAD_INPUT)
+    })
+}
+
+fn check(paths: &[PathBuf]) -> ExitCode {
+    match load_cases(paths, None) {
+        Ok(cases) => {
+            println!("ok: {} case(s) valid", cases.len());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,125 @@
+//! `sockmatrix run`: the cases on each selected kernel, progress on stderr, then the
+//! matrix, the failures explained, and the closing tally.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{exit, AccelArg, RunArgs};
+use crate::judge::Explain;
+use crate::output::{self, Tally};
+use crate::qemu::Accel;
+use crate::results::KernelResult;
+use crate::runner::{self, Progress, RunOptions};
+
+pub fn run(args: &RunArgs) -> ExitCode {
+    let cases = match super::load_cases(&args.paths, args.filter.as_deref()) {
+        Ok(cases) => cases,
+        Err(code) => return code,
+    };
+    let kernels: Vec<String> = if args.host {
+        if let Err(why) = crate::host::preflight() {
+            eprintln!("error: {why}");
+            return ExitCode::from(exit::COULD_NOT_RUN);
+        }
+        vec![runner::HOST.to_string()]
+    } else if args.kernel.is_empty() {
+        match runner::load_catalogue() {
+            Ok((catalogue, _)) => catalogue.default_ids(),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(exit::BAD_INPUT);
+            }
+        }
+    } else {
+        args.kernel.clone()
+    };
+    if args.max_guests == 0 {
+        eprintln!("error: --max-guests must be at least 1");
+        return ExitCode::from(exit::BAD_INPUT);
+    }
+    let opts = RunOptions {
+        accel: match args.accel {
+            AccelArg::Auto => Accel::Auto,
+            AccelArg::Kvm => Accel::Kvm,
+            AccelArg::Tcg => Accel::Tcg,
+        },
+        memory_mb: args.memory,
+        max_guests: args.max_guests,
+        results_dir: args.results.clone(),
+        ..RunOptions::default()
+    };
+    eprintln!("{} case(s) on {}: {}", cases.len(), plural(kernels.len(), "kernel"), kernels.join(", "));
+    let results = runner::run_kernels(&kernels, &cases, &opts, &report_progress);
+    print_results(&results, args);
+    exit_code(&results)
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
+fn report_progress(event: Progress) {
+    match event {
+        Progress::Provisioned { kernel, vmlinuz } => eprintln!("[{kernel}] kernel {}", vmlinuz.display()),
+        Progress::Booting { kernel, attempt, accel } => eprintln!("[{kernel}] booting (attempt {attempt}, {accel})"),
+        Progress::Retrying { kernel, reason } => eprintln!("[{kernel}] {reason}; retrying"),
+        Progress::AgentUp { kernel, release } => eprintln!("[{kernel}] agent up on {release}"),
+        Progress::CaseDone { .. } => {}
+        Progress::ConsoleProblem { kernel, line } => eprintln!("[{kernel}] console: {line}"),
+        Progress::KernelDone { kernel, saved, result } => {
+            let tally = Tally::of(result.cases.iter().map(|c| &c.verdict));
+            let took = result.boot.as_ref().map(|b| format!(" in {:.1} s", Duration::from_millis(b.total_ms).as_secs_f64())).unwrap_or_default();
+            eprintln!("[{kernel}] done{took}: {tally}");
+            if let Some(why) = &result.could_not_run {
+                eprintln!("[{kernel}] could not run: {}", why.lines().next().unwrap_or_default());
+            }
+            match saved {
+                Some(path) => eprintln!("[{kernel}] results in {}", path.display()),
+                None => eprintln!("[{kernel}] warning: results could not be saved"),
+            }
+        }
+    }
+}
+
+fn print_results(results: &[KernelResult], args: &RunArgs) {
+    if args.json {
+        for kernel in results {
+            for case in &kernel.cases {
+                println!("{}", output::json_line(kernel, case));
+            }
+        }
+        return;
+    }
+    for kernel in results {
+        let release = kernel.release.as_deref().unwrap_or("release unknown");
+        println!("\n== {} ({release})", kernel.kernel);
+        for case in &kernel.cases {
+            if args.verbose || !case.verdict.is_ok() {
+                print!("{}", output::human_case(case, true));
+            } else {
+                print!("{}", output::human_case(case, false));
+            }
+        }
+    }
+    if results.len() > 1 {
+        println!("\n{}", output::matrix(results));
+    }
+    for kernel in results {
+        for case in kernel.cases.iter().filter(|c| !c.verdict.is_ok()) {
+            println!("\n--- {} on {}\n{}", case.case, kernel.kernel, Explain { file: &case.file, verdict: &case.verdict });
+        }
+    }
+    let tally = Tally::of(results.iter().flat_map(|k| k.cases.iter().map(|c| &c.verdict)));
+    println!("\n{tally}");
+}
+
+fn exit_code(results: &[KernelResult]) -> ExitCode {
+    let tally = Tally::of(results.iter().flat_map(|k| k.cases.iter().map(|c| &c.verdict)));
+    if tally.failed > 0 {
+        ExitCode::from(exit::FAILED)
+    } else if tally.errors > 0 {
+        ExitCode::from(exit::COULD_NOT_RUN)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,276 @@
+//! Launches and supervises one guest: streams result lines (ttyS1 = QEMU stdout),
+//! tails the console log (ttyS0) for problems, enforces ready/idle/total
+//! timeouts, retries early hangs, and never lets QEMU outlive the call.
+
+use super::args::{self, QemuPlan, ResolvedAccel, QEMU_BINARY};
+use super::console::{ConsoleScanner, LogFollower};
+use super::{BootEvent, BootOutcome, BootSpec, GuestExit};
+use anyhow::{ensure, Context, Result};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the console log is polled while waiting for result lines.
+const TICK: Duration = Duration::from_millis(100);
+/// How much of QEMU's stderr goes into `QemuFailed`.
+const STDERR_TAIL: usize = 2000;
+
+/// QEMU as a duct expression with the settings every launch needs.
+pub(crate) fn qemu_expression(args: &[OsString]) -> duct::Expression {
+    duct::cmd(QEMU_BINARY, args)
+        // stdin is the results chardev's input side: give it nothing.
+        .stdin_null()
+        .stderr_capture()
+        // A non-zero exit is classified by us, not turned into an io::Error.
+        .unchecked()
+        .before_spawn(|cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe. If the thread that spawned QEMU dies
+            // (including the host being SIGKILLed), the kernel SIGKILLs QEMU.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            Ok(())
+        })
+}
+
+/// Boots the guest described by `spec`, calling `on_event` with progress.
+/// Returns Err only for host-side problems (missing files, QEMU not spawnable);
+/// everything the guest or QEMU did is in `BootOutcome::exit`.
+pub fn boot(spec: &BootSpec, on_event: &mut dyn FnMut(BootEvent)) -> Result<BootOutcome> {
+    ensure!(spec.kernel.is_file(), "kernel image not found: {}", spec.kernel.display());
+    ensure!(spec.initramfs.is_file(), "initramfs not found: {}", spec.initramfs.display());
+    let accel = spec.accel.resolve(&spec.kernel)?;
+    let started = Instant::now();
+    let mut hung_attempts = Vec::new();
+    let mut attempt = 1;
+    loop {
+        on_event(BootEvent::BootStart { attempt, accel });
+        let run = run_once(spec, accel, attempt, on_event)?;
+        if run.exit == GuestExit::ReadyTimeout && attempt <= spec.retries {
+            let reason = format!("attempt {attempt} hung at {:?}", run.last_console_line);
+            on_event(BootEvent::Retry { attempt, reason: reason.clone() });
+            hung_attempts.push(reason);
+            attempt += 1;
+            continue;
+        }
+        on_event(BootEvent::Exit(run.exit.clone()));
+        return Ok(BootOutcome {
+            exit: run.exit,
+            attempts: attempt,
+            hung_attempts,
+            problems: run.scanner.problems().to_vec(),
+            console_tail: run.scanner.tail(),
+            boot_to_ready: run.ready_after,
+            total: started.elapsed(),
+            command: run.command,
+        });
+    }
+}
+
+struct Attempt {
+    exit: GuestExit,
+    scanner: ConsoleScanner,
+    last_console_line: String,
+    ready_after: Option<Duration>,
+    command: String,
+}
+
+/// Kills QEMU on every exit path, including panics unwinding through `boot`.
+struct KillOnDrop(Arc<duct::ReaderHandle>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        // Reap it now: duct does not kill on drop and would otherwise leave a zombie.
+        let _ = self.0.try_wait();
+    }
+}
+
+enum FromGuest {
+    Line(String),
+    Eof,
+}
+
+fn run_once(spec: &BootSpec, accel: ResolvedAccel, attempt: u32, on_event: &mut dyn FnMut(BootEvent)) -> Result<Attempt> {
+    let log_offset = start_console_log(spec, attempt)?;
+    let accel_params = match accel {
+        ResolvedAccel::Tcg => args::tcg_params(super::tsc::host_tsc_khz()),
+        ResolvedAccel::Kvm => Vec::new(),
+    };
+    let cmdline = args::kernel_cmdline(&accel_params, &spec.cmdline_extra, &spec.init_args);
+    let plan = QemuPlan {
+        accel,
+        cpus: spec.cpus,
+        memory_mb: spec.memory_mb,
+        kernel: &spec.kernel,
+        initramfs: &spec.initramfs,
+        cmdline,
+        console_log: &spec.console_log,
+    };
+    let argv = args::qemu_args(&plan);
+    let command = args::render(&argv);
+    let launched = Instant::now();
+    let reader = Arc::new(qemu_expression(&argv).reader().with_context(|| format!("cannot start {QEMU_BINARY}"))?);
+    let guard = KillOnDrop(reader.clone());
+
+    // Result lines are read on a thread so the watchdog can time out a silent guest.
+    let (tx, rx) = mpsc::channel();
+    let r = reader.clone();
+    let reader_thread = std::thread::spawn(move || {
+        let mut lines = BufReader::new(&*r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match lines.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let s = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                    if tx.send(FromGuest::Line(s)).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(FromGuest::Eof);
+    });
+
+    let mut scanner = ConsoleScanner::default();
+    let mut follower = LogFollower::new(&spec.console_log, log_offset);
+    let mut ready_after = None;
+    let mut last_line_at = launched;
+    let total_deadline = launched + spec.total_timeout;
+    let killed_for = loop {
+        for p in follower.poll(&mut scanner).unwrap_or_default() {
+            on_event(BootEvent::Problem(p));
+        }
+        let now = Instant::now();
+        let (deadline, why) = match ready_after {
+            None => (launched + spec.ready_timeout, GuestExit::ReadyTimeout),
+            Some(_) => (last_line_at + spec.idle_timeout, GuestExit::IdleTimeout),
+        };
+        let (deadline, why) = if total_deadline <= deadline { (total_deadline, GuestExit::TotalTimeout) } else { (deadline, why) };
+        if now >= deadline {
+            break Some(why);
+        }
+        match rx.recv_timeout(TICK.min(deadline - now)) {
+            Ok(FromGuest::Line(line)) => {
+                last_line_at = Instant::now();
+                if ready_after.is_none() {
+                    let after = last_line_at - launched;
+                    ready_after = Some(after);
+                    on_event(BootEvent::Ready { attempt, after });
+                }
+                on_event(BootEvent::ResultLine(line));
+            }
+            Ok(FromGuest::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    };
+
+    if killed_for.is_some() {
+        let _ = reader.kill();
+    }
+    // After EOF (or kill) the reader thread has reaped QEMU; wait for it to finish.
+    let _ = reader_thread.join();
+    let status = wait_status(&reader);
+    drop(guard);
+    // QEMU has exited, so the console log is complete: read the rest.
+    for p in follower.poll(&mut scanner).unwrap_or_default().into_iter().chain(scanner.finish()) {
+        on_event(BootEvent::Problem(p));
+    }
+    let exit = match killed_for {
+        Some(why) => why,
+        None => classify_exit(status, &scanner),
+    };
+    let last_console_line = scanner.last_line();
+    Ok(Attempt { exit, scanner, last_console_line, ready_after, command })
+}
+
+/// Exit status and stderr of a QEMU that has ended (or been killed).
+fn wait_status(reader: &duct::ReaderHandle) -> Option<(Option<i32>, String)> {
+    // The reader thread saw EOF, so QEMU is gone or going; bound the wait anyway.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        match reader.try_wait() {
+            Ok(Some(out)) => return Some((out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())),
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => return None,
+        }
+    }
+    let _ = reader.kill();
+    None
+}
+
+/// A clean QEMU exit is a power-off unless the console shows a panic
+/// (panic=-1 + -no-reboot also ends QEMU with status 0).
+fn classify_exit(status: Option<(Option<i32>, String)>, scanner: &ConsoleScanner) -> GuestExit {
+    match status {
+        Some((Some(0), _)) => match scanner.panic_line() {
+            Some(line) => GuestExit::Panicked { line: line.to_string() },
+            None => GuestExit::PoweredOff,
+        },
+        Some((code, stderr)) => GuestExit::QemuFailed { status: code, stderr_tail: tail(&stderr, STDERR_TAIL) },
+        None => GuestExit::QemuFailed { status: None, stderr_tail: "QEMU exit status unavailable".into() },
+    }
+}
+
+fn tail(s: &str, max: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().rev().nth(max.saturating_sub(1)) {
+        Some((i, _)) if i > 0 => format!("...{}", &s[i..]),
+        _ => s.to_string(),
+    }
+}
+
+/// Appends an attempt marker to the console log; returns where this attempt's output starts.
+fn start_console_log(spec: &BootSpec, attempt: u32) -> Result<u64> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.console_log)
+        .with_context(|| format!("cannot open console log {}", spec.console_log.display()))?;
+    writeln!(f, "=== sockmatrix: attempt {attempt}, kernel {} ===", spec.kernel.display())?;
+    Ok(f.metadata()?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_exit_with_panic_line_is_panicked() {
+        let mut s = ConsoleScanner::default();
+        s.feed(b"Kernel panic - not syncing: Attempted to kill init!\n");
+        assert_eq!(classify_exit(Some((Some(0), String::new())), &s), GuestExit::Panicked { line: "Kernel panic - not syncing: Attempted to kill init!".into() });
+        assert_eq!(classify_exit(Some((Some(0), String::new())), &ConsoleScanner::default()), GuestExit::PoweredOff);
+    }
+
+    #[test]
+    fn nonzero_or_signal_is_qemu_failed() {
+        let s = ConsoleScanner::default();
+        let got = classify_exit(Some((Some(1), "qemu: could not load kernel\n".into())), &s);
+        assert_eq!(got, GuestExit::QemuFailed { status: Some(1), stderr_tail: "qemu: could not load kernel".into() });
+        assert!(matches!(classify_exit(Some((None, String::new())), &s), GuestExit::QemuFailed { status: None, .. }));
+    }
+
+    #[test]
+    fn tail_keeps_the_end() {
+        assert_eq!(tail("abcdef", 3), "...def");
+        assert_eq!(tail("abc", 3), "abc");
+    }
+
+    #[test]
+    fn missing_kernel_is_a_clear_error() {
+        let spec = BootSpec::new("/nonexistent/vmlinuz", "/nonexistent/initrd", "/tmp/x.log");
+        let err = boot(&spec, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("kernel image not found"), "{err}");
+    }
+}

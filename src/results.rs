@@ -1,0 +1,92 @@
+//! Result sets on disk: one JSON file per kernel with every case's observations and
+//! verdict, the release string, boot facts and timings. Written atomically.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::judge::Verdict;
+use crate::observe::{Observations, Outcome};
+
+/// Where `run` writes by default; `results/baseline` is the committed reference.
+pub const DEFAULT_DIR: &str = "results/latest";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KernelResult {
+    /// Catalogue id (`6.1`) or `host`.
+    pub kernel: String,
+    /// `uname -r` inside the guest, when the agent got that far.
+    pub release: Option<String>,
+    /// The Debian package version, for pinned kernels.
+    pub package_version: Option<String>,
+    /// None when the kernel ran the plan; else why it could not.
+    pub could_not_run: Option<String>,
+    pub boot: Option<BootFacts>,
+    pub cases: Vec<CaseResult>,
+    /// Seconds since the epoch when the run finished.
+    pub finished_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BootFacts {
+    pub accel: String,
+    pub attempts: u32,
+    pub hung_attempts: Vec<String>,
+    pub boot_to_ready_ms: Option<u64>,
+    pub total_ms: u64,
+    /// How the guest ended (`PoweredOff`, `Panicked ...`).
+    pub exit: String,
+    /// Panics, oopses, BUG and WARN lines from the console.
+    pub console_problems: Vec<String>,
+    pub console_log: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseResult {
+    pub case: String,
+    pub file: PathBuf,
+    pub outcome: Outcome,
+    pub observations: Observations,
+    pub elapsed_ms: u64,
+    pub verdict: Verdict,
+}
+
+pub fn kernel_dir(results_dir: &Path, kernel: &str) -> PathBuf {
+    results_dir.join(kernel)
+}
+
+pub fn result_path(results_dir: &Path, kernel: &str) -> PathBuf {
+    kernel_dir(results_dir, kernel).join("result.json")
+}
+
+/// Writes the file next to its final name and renames it: readers see the old file
+/// or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().context("result path has no folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn save(results_dir: &Path, result: &KernelResult) -> Result<PathBuf> {
+    let path = result_path(results_dir, &result.kernel);
+    let mut text = serde_json::to_string_pretty(result)?;
+    text.push('\n');
+    write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+pub fn load(path: &Path) -> Result<KernelResult> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a sockmatrix result file", path.display()))
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

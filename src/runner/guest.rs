@@ -1,0 +1,181 @@
+//! One kernel, one boot: builds the initramfs (agent + plan), boots it, gathers the
+//! agent's stream and judges every case. A guest that dies is reported per case.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::{Progress, RunOptions};
+use crate::agent::GuestPlan;
+use crate::case::{Case, KernelVersion};
+use crate::judge::{judge, Verdict};
+use crate::observe::{AgentEvent, CaseRun, Outcome};
+use crate::qemu::{self, BootEvent, BootSpec, Entry, FileData, Gate, GuestExit};
+use crate::results::{self, BootFacts, CaseResult, KernelResult};
+
+/// What to boot: a kernel image and how to call it in results.
+pub struct KernelImage {
+    pub id: String,
+    pub vmlinuz: PathBuf,
+    pub package_version: Option<String>,
+}
+
+/// Time for the kernel to boot and the agent to start, on top of the cases' budgets.
+const BOOT_BUDGET: Duration = Duration::from_secs(60);
+
+pub fn run_on_kernel(
+    image: &KernelImage,
+    cases: &[Case],
+    opts: &RunOptions,
+    gate: &Gate,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> KernelResult {
+    let dir = results::kernel_dir(&opts.results_dir, &image.id);
+    let console_log = dir.join("console.log");
+    let mut result = KernelResult {
+        kernel: image.id.clone(),
+        release: None,
+        package_version: image.package_version.clone(),
+        could_not_run: None,
+        boot: None,
+        cases: Vec::new(),
+        finished_at: 0,
+    };
+    let mut runs: BTreeMap<String, CaseRun> = BTreeMap::new();
+    let mut died_during: Option<String> = None;
+    match boot_and_collect(image, cases, opts, gate, progress, &console_log, &mut runs, &mut result) {
+        Ok(Some(trouble)) => died_during = Some(trouble),
+        Ok(None) => {}
+        Err(e) => result.could_not_run = Some(format!("{e:#}")),
+    }
+    let version = result.release.as_deref().and_then(KernelVersion::from_release);
+    for case in cases {
+        let (run, verdict) = match runs.remove(&case.id) {
+            Some(run) => {
+                let verdict = judge(case, &run, version);
+                (run, verdict)
+            }
+            None => {
+                let why = died_during
+                    .clone()
+                    .or_else(|| result.could_not_run.clone())
+                    .unwrap_or_else(|| "the agent never reported this case".to_string());
+                let run = CaseRun {
+                    id: case.id.clone(),
+                    outcome: Outcome::Error { message: why.clone(), line: None },
+                    observations: Default::default(),
+                    elapsed_ms: 0,
+                };
+                (run, Verdict::Error { message: why })
+            }
+        };
+        result.cases.push(CaseResult {
+            case: case.id.clone(),
+            file: case.file.clone(),
+            outcome: run.outcome,
+            observations: run.observations,
+            elapsed_ms: run.elapsed_ms,
+            verdict,
+        });
+    }
+    result.finished_at = results::now();
+    result
+}
+
+/// Boots once and files each finished case into `runs`. Ok(Some(why)) when the guest
+/// ended before reporting every case.
+#[allow(clippy::too_many_arguments)]
+fn boot_and_collect(
+    image: &KernelImage,
+    cases: &[Case],
+    opts: &RunOptions,
+    gate: &Gate,
+    progress: &(dyn Fn(Progress) + Sync),
+    console_log: &Path,
+    runs: &mut BTreeMap<String, CaseRun>,
+    result: &mut KernelResult,
+) -> Result<Option<String>> {
+    let agent = super::agent_binary::agent_binary()?;
+    let scratch = tempfile::tempdir().context("creating a scratch folder for the initramfs")?;
+    let initramfs = scratch.path().join("initramfs.cpio");
+    let plan = GuestPlan { cases: cases.iter().map(|c| c.plan.clone()).collect() };
+    let mut entries = qemu::base_entries();
+    entries.push(Entry::File { path: "init".into(), mode: 0o755, data: FileData::Source(agent) });
+    entries.push(Entry::File { path: "plan.json".into(), mode: 0o644, data: FileData::Bytes(serde_json::to_vec(&plan)?) });
+    qemu::write_initramfs(&initramfs, &entries).context("writing the initramfs")?;
+    if let Some(dir) = console_log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(console_log);
+
+    let longest_case = cases.iter().map(|c| c.plan.timeout_ms).max().unwrap_or(0);
+    let all_cases: u64 = cases.iter().map(|c| c.plan.timeout_ms).sum();
+    let mut spec = BootSpec::new(&image.vmlinuz, &initramfs, console_log);
+    spec.accel = opts.accel;
+    spec.memory_mb = opts.memory_mb;
+    spec.cpus = opts.cpus;
+    spec.retries = opts.retries;
+    spec.ready_timeout = opts.ready_timeout;
+    // The agent reports at least once per case: a case that outlives its own budget
+    // by this margin means the guest is stuck.
+    spec.idle_timeout = Duration::from_millis(longest_case) + Duration::from_secs(30);
+    spec.total_timeout = Duration::from_millis(all_cases) + BOOT_BUDGET;
+
+    let id = image.id.as_str();
+    let _permit = gate.acquire();
+    let mut current: Option<String> = None;
+    let mut done = false;
+    let mut fatal: Option<String> = None;
+    let outcome = qemu::boot(&spec, &mut |event| match event {
+        BootEvent::BootStart { attempt, accel } => progress(Progress::Booting { kernel: id.into(), attempt, accel: format!("{accel:?}") }),
+        BootEvent::Retry { reason, .. } => progress(Progress::Retrying { kernel: id.into(), reason }),
+        BootEvent::Problem(p) => progress(Progress::ConsoleProblem { kernel: id.into(), line: p.line }),
+        BootEvent::ResultLine(line) => match AgentEvent::from_line(&line) {
+            Some(AgentEvent::Hello { release, .. }) => {
+                progress(Progress::AgentUp { kernel: id.into(), release: release.clone() });
+                result.release = Some(release);
+            }
+            Some(AgentEvent::CaseStart { id: case }) => current = Some(case),
+            Some(AgentEvent::CaseEnd { run }) => {
+                current = None;
+                progress(Progress::CaseDone { kernel: id.into(), case: run.id.clone() });
+                runs.insert(run.id.clone(), run);
+            }
+            Some(AgentEvent::Fatal { message }) => fatal = Some(message),
+            Some(AgentEvent::Done) => done = true,
+            // Stray bytes on the port (a kernel message routed there) are ignored.
+            None => {}
+        },
+        BootEvent::Ready { .. } | BootEvent::Exit(_) => {}
+    })?;
+    result.boot = Some(BootFacts {
+        accel: format!("{:?}", opts.accel),
+        attempts: outcome.attempts,
+        hung_attempts: outcome.hung_attempts.clone(),
+        boot_to_ready_ms: outcome.boot_to_ready.map(|d| d.as_millis() as u64),
+        total_ms: outcome.total.as_millis() as u64,
+        exit: format!("{:?}", outcome.exit),
+        console_problems: outcome.problems.iter().map(|p| p.line.clone()).collect(),
+        console_log: console_log.to_path_buf(),
+    });
+    if let Some(message) = fatal {
+        anyhow::bail!("the agent could not start: {message}");
+    }
+    if done && outcome.exit == GuestExit::PoweredOff {
+        return Ok(None);
+    }
+    let tail = outcome.console_tail.join("\n");
+    let how = match &outcome.exit {
+        GuestExit::PoweredOff if done => return Ok(None),
+        GuestExit::PoweredOff => "the guest powered off early".to_string(),
+        GuestExit::Panicked { line } => format!("the kernel panicked: {line}"),
+        GuestExit::ReadyTimeout => format!("the guest never reached the agent ({} attempts)", outcome.attempts),
+        GuestExit::IdleTimeout => "the guest stopped reporting (idle timeout)".to_string(),
+        GuestExit::TotalTimeout => "the whole boot overran its budget".to_string(),
+        GuestExit::QemuFailed { status, stderr_tail } => format!("QEMU failed (status {status:?}): {stderr_tail}"),
+    };
+    let during = current.map(|c| format!(" while running {c}")).unwrap_or_default();
+    Ok(Some(format!("{how}{during}\n--- console tail ({}):\n{tail}", console_log.display())))
+}
