@@ -1,5 +1,7 @@
 //! sockmatrix: run YAML socket cases on many kernels and record what each kernel did.
 pub mod agent;
+#[cfg(feature = "runner")]
+pub mod bench;
 pub mod case;
 #[cfg(feature = "runner")]
 pub mod cli;

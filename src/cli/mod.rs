@@ -78,6 +78,17 @@ enum Command {
     /// Run cases (in QEMU guests, or on this kernel with --host) and print what the
     /// kernels did.
     Run(RunArgs),
+    /// Print timing figures: floor boot, boot-to-agent, per-case, whole matrix, hangs.
+    Bench {
+        /// Kernels to measure (default: the catalogue's default set).
+        #[arg(long, short)]
+        kernel: Vec<String>,
+        /// Extra floor boots to count hangs over (0 to skip).
+        #[arg(long, default_value_t = 50)]
+        hang_boots: u32,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: AccelArg,
+    },
     /// List, fetch or pin the kernels of vm/kernels.yaml.
     Kernels {
         #[command(subcommand)]
@@ -91,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Check { paths } => check(&paths),
         Command::Run(args) => run::run(&args),
         Command::Kernels { action } => kernels::kernels(action),
+        Command::Bench { kernel, hang_boots, accel } => bench(kernel, hang_boots, accel),
     }
 }
 
@@ -109,5 +121,50 @@ fn check(paths: &[PathBuf]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn bench(kernels: Vec<String>, hang_boots: u32, accel: AccelArg) -> ExitCode {
+    let cases = match load_cases(&[], None) {
+        Ok(cases) => cases,
+        Err(code) => return code,
+    };
+    let kernels = if kernels.is_empty() {
+        match crate::runner::load_catalogue() {
+            Ok((catalogue, _)) => catalogue.default_ids(),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(exit::BAD_INPUT);
+            }
+        }
+    } else {
+        kernels
+    };
+    let opts = crate::runner::RunOptions {
+        accel: accel.into(),
+        // Bench results are figures, not a result set: keep them out of results/latest.
+        results_dir: std::env::temp_dir().join("sockmatrix-bench"),
+        ..Default::default()
+    };
+    eprintln!("bench: {} cases on {}, then {hang_boots} floor boots", cases.len(), kernels.join(", "));
+    match crate::bench::run(&kernels, &cases, &opts, hang_boots) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::COULD_NOT_RUN)
+        }
+    }
+}
+
+impl From<AccelArg> for crate::qemu::Accel {
+    fn from(a: AccelArg) -> Self {
+        match a {
+            AccelArg::Auto => crate::qemu::Accel::Auto,
+            AccelArg::Kvm => crate::qemu::Accel::Kvm,
+            AccelArg::Tcg => crate::qemu::Accel::Tcg,
+        }
     }
 }

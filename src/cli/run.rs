@@ -4,10 +4,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{exit, AccelArg, RunArgs};
+use super::{exit, RunArgs};
 use crate::judge::Explain;
 use crate::output::{self, Tally};
-use crate::qemu::Accel;
 use crate::results::KernelResult;
 use crate::runner::{self, Progress, RunOptions};
 
@@ -38,11 +37,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         return ExitCode::from(exit::BAD_INPUT);
     }
     let opts = RunOptions {
-        accel: match args.accel {
-            AccelArg::Auto => Accel::Auto,
-            AccelArg::Kvm => Accel::Kvm,
-            AccelArg::Tcg => Accel::Tcg,
-        },
+        accel: args.accel.into(),
         memory_mb: args.memory,
         max_guests: args.max_guests,
         results_dir: args.results.clone(),
@@ -94,11 +89,9 @@ fn print_results(results: &[KernelResult], args: &RunArgs) {
         let release = kernel.release.as_deref().unwrap_or("release unknown");
         println!("\n== {} ({release})", kernel.kernel);
         for case in &kernel.cases {
-            if args.verbose || !case.verdict.is_ok() {
-                print!("{}", output::human_case(case, true));
-            } else {
-                print!("{}", output::human_case(case, false));
-            }
+            // One kernel: show what it did. Many: the matrix says it, failures get detail.
+            let detail = args.verbose || results.len() == 1 || !case.verdict.is_ok();
+            print!("{}", output::human_case(case, detail));
         }
     }
     if results.len() > 1 {

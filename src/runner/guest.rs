@@ -84,6 +84,18 @@ pub fn run_on_kernel(
     result
 }
 
+/// The initramfs: the agent as /init, the plan (if any), and the results port node.
+pub fn write_guest_image(path: &Path, agent: &Path, plan: Option<&GuestPlan>) -> Result<()> {
+    let mut entries = qemu::base_entries();
+    // ttyS1 (major 4, minor 65) for an init that writes results before mounting /dev.
+    entries.push(Entry::CharDev { path: "dev/ttyS1".into(), mode: 0o600, major: 4, minor: 65 });
+    entries.push(Entry::File { path: "init".into(), mode: 0o755, data: FileData::Source(agent.to_path_buf()) });
+    if let Some(plan) = plan {
+        entries.push(Entry::File { path: "plan.json".into(), mode: 0o644, data: FileData::Bytes(serde_json::to_vec(plan)?) });
+    }
+    qemu::write_initramfs(path, &entries).context("writing the initramfs")
+}
+
 /// Boots once and files each finished case into `runs`. Ok(Some(why)) when the guest
 /// ended before reporting every case.
 #[allow(clippy::too_many_arguments)]
@@ -101,10 +113,7 @@ fn boot_and_collect(
     let scratch = tempfile::tempdir().context("creating a scratch folder for the initramfs")?;
     let initramfs = scratch.path().join("initramfs.cpio");
     let plan = GuestPlan { cases: cases.iter().map(|c| c.plan.clone()).collect() };
-    let mut entries = qemu::base_entries();
-    entries.push(Entry::File { path: "init".into(), mode: 0o755, data: FileData::Source(agent) });
-    entries.push(Entry::File { path: "plan.json".into(), mode: 0o644, data: FileData::Bytes(serde_json::to_vec(&plan)?) });
-    qemu::write_initramfs(&initramfs, &entries).context("writing the initramfs")?;
+    write_guest_image(&initramfs, &agent, Some(&plan))?;
     if let Some(dir) = console_log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

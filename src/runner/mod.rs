@@ -16,7 +16,7 @@ use crate::qemu::{Accel, Gate};
 use crate::results::{self, CaseResult, KernelResult};
 
 pub use agent_binary::agent_binary;
-pub use guest::KernelImage;
+pub use guest::{write_guest_image, KernelImage};
 
 /// The id that means "the kernel this machine runs", in-process.
 pub const HOST: &str = crate::host::HOST_KERNEL;
