@@ -31,6 +31,7 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
         .get("references")
         .map(|n| decode_references(n, diags))
         .unwrap_or_default();
+    let detects = top.get("detects").and_then(|n| decode_fix(n, diags));
     let requires = top
         .get("requires")
         .map(|n| decode_requires(n, diags))
@@ -71,6 +72,7 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
         summary,
         tags,
         references,
+        detects,
         expect,
         plan,
     })
@@ -99,6 +101,14 @@ fn decode_references(node: &Node, diags: &mut Diags) -> Vec<Reference> {
         out.extend(reference);
     }
     out
+}
+
+fn decode_fix(node: &Node, diags: &mut Diags) -> Option<Fix> {
+    let mut f = Fields::of(node, "`detects`", diags)?;
+    let commit = f.require("commit", diags).and_then(|n| fields::string(n, "commit", diags));
+    let version = f.require("version", diags).and_then(|n| fields::string(n, "version", diags));
+    f.finish(diags);
+    Some(Fix { commit: commit?, version: version? })
 }
 
 fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {

@@ -16,8 +16,17 @@ pub struct Case {
     pub summary: String,
     pub tags: Vec<String>,
     pub references: Vec<Reference>,
+    /// The kernel fix this case detects: its expectations describe the fixed
+    /// behaviour, so a pass means "fix present" and a failure "fix absent".
+    pub detects: Option<Fix>,
     pub expect: Vec<Expectation>,
     pub plan: Plan,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fix {
+    pub commit: String,
+    pub version: String,
 }
 
 /// What the agent needs to run one case; no expectations, the guest only observes.
