@@ -130,11 +130,19 @@ pub const BASE_CMDLINE: &[&str] = &[
     "8250.nr_uarts=2",
 ];
 
-/// Parameters for TCG guests. `tsc_khz` is the host TSC rate (TCG's RDTSC is the
-/// host TSC): with it the kernel skips PIT-based TSC calibration, which fails
-/// on a loaded host and leaves the guest hung without a timer tick (vm/qemu.md).
+/// Timer frequency of the Debian amd64 kernels (CONFIG_HZ=250 in 5.10 .. 7.2).
+pub const GUEST_HZ: u64 = 250;
+
+/// Parameters for TCG guests, from the host TSC rate (TCG's RDTSC is the host TSC):
+/// - `tsc_early_khz`: skip PIT-based TSC calibration, which fails on a loaded host
+///   and leaves the guest hung without a timer tick (vm/qemu.md).
+/// - `lpj`: the secondary vCPU would otherwise run calibrate_delay_direct (~0.5 s
+///   under TCG); TSC delay loops count TSC cycles, so lpj = TSC Hz / HZ.
 pub fn tcg_params(tsc_khz: Option<u32>) -> Vec<String> {
-    tsc_khz.map(|k| format!("tsc_early_khz={k}")).into_iter().collect()
+    match tsc_khz {
+        Some(k) => vec![format!("tsc_early_khz={k}"), format!("lpj={}", k as u64 * 1000 / GUEST_HZ)],
+        None => Vec::new(),
+    }
 }
 
 /// Builds the kernel command line: base flags, accel-specific flags, caller extras
@@ -200,9 +208,10 @@ mod tests {
     fn cmdline_table() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let base = BASE_CMDLINE.join(" ");
-        let table: [(Vec<String>, Vec<String>, Vec<String>, String); 4] = [
+        type Row = (Vec<String>, Vec<String>, Vec<String>, String);
+        let table: [Row; 4] = [
             (vec![], vec![], vec![], base.clone()),
-            (tcg_params(Some(2445410)), vec![], vec![], format!("{base} tsc_early_khz=2445410")),
+            (tcg_params(Some(2445410)), vec![], vec![], format!("{base} tsc_early_khz=2445410 lpj=9781640")),
             (tcg_params(None), s(&["loglevel=5"]), vec![], format!("{base} loglevel=5")),
             (vec![], s(&["quiet"]), s(&["--agent", "x y"]), format!("{base} quiet -- --agent x y")),
         ];

@@ -51,9 +51,8 @@ pub fn write_initramfs(path: &Path, entries: &[Entry]) -> io::Result<()> {
 
 /// Same as [`write_initramfs`] to any writer (used by tests).
 pub fn write_archive<W: Write>(w: &mut W, entries: &[Entry]) -> io::Result<()> {
-    let mut ino = 1u32;
     let mut off = 0usize;
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         let (name, mode, data, rdev) = match e {
             Entry::Dir { path, mode } => (path, S_IFDIR | mode, Vec::new(), (0, 0)),
             Entry::File { path, mode, data } => {
@@ -67,10 +66,10 @@ pub fn write_archive<W: Write>(w: &mut W, entries: &[Entry]) -> io::Result<()> {
             Entry::CharDev { path, mode, major, minor } => (path, S_IFCHR | mode, Vec::new(), (*major, *minor)),
         };
         let nlink = if mode & S_IFDIR != 0 { 2 } else { 1 };
-        off += member(w, off, ino, mode, nlink, rdev, normalize(name), &data)?;
-        ino += 1;
+        let head = Head { ino: i as u32 + 1, mode, nlink, rdev };
+        off += member(w, off, &head, normalize(name), &data)?;
     }
-    member(w, off, 0, 0, 1, (0, 0), "TRAILER!!!", &[])?;
+    member(w, off, &Head { ino: 0, mode: 0, nlink: 1, rdev: (0, 0) }, "TRAILER!!!", &[])?;
     Ok(())
 }
 
@@ -79,10 +78,18 @@ fn normalize(p: &str) -> &str {
     p.trim_start_matches('/')
 }
 
+/// The header fields that vary between members (uid, gid, mtime, dev are 0).
+struct Head {
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    rdev: (u32, u32),
+}
+
 /// Writes one member starting at archive offset `off`; returns bytes written.
-fn member<W: Write>(w: &mut W, off: usize, ino: u32, mode: u32, nlink: u32, rdev: (u32, u32), name: &str, data: &[u8]) -> io::Result<usize> {
+fn member<W: Write>(w: &mut W, off: usize, h: &Head, name: &str, data: &[u8]) -> io::Result<usize> {
     let namesize = name.len() + 1; // includes the NUL
-    let fields = [ino, mode, 0, 0, nlink, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, namesize as u32, 0];
+    let fields = [h.ino, h.mode, 0, 0, h.nlink, 0, data.len() as u32, 0, 0, h.rdev.0, h.rdev.1, namesize as u32, 0];
     let mut hdr = String::with_capacity(110);
     hdr.push_str("070701");
     for f in fields {

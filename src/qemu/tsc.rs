@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 static HOST_TSC_KHZ: OnceLock<Option<u32>> = OnceLock::new();
 
-/// The host TSC rate in kHz, measured once per process (~100 ms); None if unknown.
+/// The host TSC rate in kHz, rounded to 100 kHz (so the kernel command line is the
+/// same from run to run), measured once per process (~300 ms); None if unknown.
 pub fn host_tsc_khz() -> Option<u32> {
     *HOST_TSC_KHZ.get_or_init(measure)
 }
@@ -25,7 +26,7 @@ fn measure() -> Option<u32> {
     rates.sort_by(|a, b| a.total_cmp(b));
     let khz = rates[rates.len() / 2];
     // Sanity: anything outside 100 MHz..10 GHz is a broken measurement.
-    (100_000.0..10_000_000.0).contains(&khz).then_some(khz.round() as u32)
+    (100_000.0..10_000_000.0).contains(&khz).then_some(((khz / 100.0).round() * 100.0) as u32)
 }
 
 #[cfg(target_arch = "x86_64")]
