@@ -14,7 +14,8 @@ const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
 const VERBS: &[&str] = &[
     "socket", "bind", "listen", "connect", "accept", "close", "shutdown", "serve", "clients",
-    "wait", "account", "queue", "wait_queued", "datagrams", "tally", "sleep",
+    "wait", "account", "queue", "wait_queued", "datagrams", "tally", "sleep", "attach_bpf", "detach_bpf",
+    "local_port", "bind_pairs",
 ];
 
 pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Option<Case> {
@@ -236,15 +237,16 @@ impl Scope {
 
 fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step> {
     let mut f = Fields::of(node, "a step", diags)?;
-    let present: Vec<&str> = VERBS.iter().copied().filter(|v| f.has(v)).collect();
-    let verb = match present.as_slice() {
-        [verb] => *verb,
-        [] => {
-            diags.error(f.pos(), format!("a step needs one action key, one of: {}", VERBS.join(", ")));
+    // The first key is the action; later keys are its fields (some fields share a
+    // verb's name, like `listen:` in bind_pairs or `wait:` in accept).
+    let verb = match f.first_key() {
+        Some(key) if VERBS.contains(&key) => VERBS.iter().copied().find(|v| *v == key).unwrap(),
+        Some(key) => {
+            diags.error(f.pos(), format!("a step starts with its action; `{key}` is not one of: {}", VERBS.join(", ")));
             return None;
         }
-        several => {
-            diags.error(f.pos(), format!("a step has one action, found {}", several.join(" and ")));
+        None => {
+            diags.error(f.pos(), format!("a step needs an action, one of: {}", VERBS.join(", ")));
             return None;
         }
     };
@@ -293,6 +295,7 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
                 v6only: bool_opt(f, "v6only", diags),
                 incoming_cpu: f.get("incoming_cpu").and_then(|n| fields::uint(n, "incoming_cpu", 4096, diags)).map(|c| c as u32),
                 bindtodevice: f.get("bindtodevice").and_then(|n| fields::string(n, "bindtodevice", diags)),
+                local_port_range: f.get("local_port_range").and_then(|n| decode_port_range(n, diags)),
             };
             if options.v6only.is_some() && family != Family::Ipv6 {
                 diags.error(f.pos(), "v6only only applies to `family: ipv6` sockets");
@@ -334,7 +337,26 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
                 Some(n) => fields::uint(n, "count (a number or `all`)", u32::MAX as u64, diags).map(|c| c as u32),
             };
             let wait_ms = ms(f, "wait", 0, diags);
-            Action::Accept { sock: sock?, max, wait_ms }
+            let mode = match f.get("mode").map(|n| (n, n.scalar())) {
+                None | Some((_, Some("nonblocking"))) => AcceptMode::Nonblocking,
+                Some((_, Some("blocking"))) => AcceptMode::Blocking,
+                Some((_, Some("epoll"))) => AcceptMode::Epoll,
+                Some((n, _)) => {
+                    diags.error(n.pos, "mode must be nonblocking, blocking or epoll");
+                    AcceptMode::Nonblocking
+                }
+            };
+            let name = f.get("name").and_then(|n| {
+                let name = fields::name(n, "name", diags)?;
+                if max != Some(1) {
+                    diags.error(n.pos, "`name` keeps one accepted connection: it needs `count: 1`");
+                }
+                if scope.sockets.contains_key(&name) {
+                    diags.error(n.pos, format!("socket `{name}` already exists; pick another name"));
+                }
+                Some(name)
+            });
+            Action::Accept { sock: sock?, max, wait_ms, mode, name }
         }
         "close" => Action::Close { sock: scope.socket(subject, diags)? },
         "shutdown" => {
@@ -364,7 +386,8 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
             let interval_us = f.get("interval").and_then(|n| fields::duration_us(n, "interval", diags)).unwrap_or(0);
             let timeout_ms = ms(f, "timeout", DEFAULT_CONNECT_TIMEOUT_MS, diags);
             let background = f.get("background").and_then(|n| fields::boolean(n, "background", diags)).unwrap_or(false);
-            Action::Clients { group: group?, count: count? as u32, to: to?, family, interval_us, timeout_ms, background }
+            let cpu = decode_cpu(f, diags);
+            Action::Clients { group: group?, count: count? as u32, to: to?, family, interval_us, timeout_ms, background, cpu }
         }
         "wait" => {
             let group = scope.group(subject, GroupKind::Clients, diags)?;
@@ -393,7 +416,8 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
             let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
             let from = f.get("from").and_then(|n| scope.socket(n, diags));
             let family = f.get("family").and_then(|n| decode_family(Some(n), diags));
-            Action::Datagrams { group: group?, count: count? as u32, to: to?, from, family }
+            let cpu = decode_cpu(f, diags);
+            Action::Datagrams { group: group?, count: count? as u32, to: to?, from, family, cpu }
         }
         "tally" => {
             let group = scope.group(subject, GroupKind::Datagrams, diags);
@@ -414,8 +438,99 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
             Action::Tally { group: group?, among, wait_ms }
         }
         "sleep" => Action::Sleep { ms: fields::duration_ms(subject, "sleep", diags)? },
+        "attach_bpf" => {
+            let sock = scope.socket(subject, diags);
+            let program = f.require("program", diags).and_then(|n| decode_cbpf(n, diags));
+            Action::AttachBpf { sock: sock?, program: program? }
+        }
+        "detach_bpf" => Action::DetachBpf { sock: scope.socket(subject, diags)? },
+        "local_port" => Action::LocalPort { sock: scope.socket(subject, diags)? },
+        "bind_pairs" => {
+            fields::name(subject, "a matrix name", diags)?;
+            let proto = match f.get("proto").map(|n| (n, n.scalar())) {
+                None | Some((_, Some("tcp"))) => Proto::Tcp,
+                Some((_, Some("udp"))) => Proto::Udp,
+                Some((n, _)) => {
+                    diags.error(n.pos, "proto must be tcp or udp");
+                    Proto::Tcp
+                }
+            };
+            let addrs = f.require("addrs", diags).map(|n| decode_pair_addrs(n, diags)).unwrap_or_default();
+            let options = match f.get("options") {
+                None => vec![PairOption::None, PairOption::Reuseaddr, PairOption::Reuseport],
+                Some(n) => fields::list(n, "options", diags)
+                    .iter()
+                    .filter_map(|o| match o.scalar() {
+                        Some("plain") => Some(PairOption::None),
+                        Some("reuseaddr") => Some(PairOption::Reuseaddr),
+                        Some("reuseport") => Some(PairOption::Reuseport),
+                        _ => {
+                            diags.error(o.pos, "options are plain, reuseaddr or reuseport");
+                            None
+                        }
+                    })
+                    .collect(),
+            };
+            let listen = f.get("listen").and_then(|n| fields::boolean(n, "listen", diags)).unwrap_or(true);
+            Action::BindPairs { proto, addrs, options, listen }
+        }
         _ => unreachable!("verbs come from VERBS"),
     })
+}
+
+fn decode_cpu(f: &mut Fields, diags: &mut Diags) -> Option<u32> {
+    f.get("cpu").and_then(|n| fields::uint(n, "cpu", 4095, diags)).map(|c| c as u32)
+}
+
+fn decode_port_range(node: &Node, diags: &mut Diags) -> Option<(u16, u16)> {
+    let items = fields::list(node, "local_port_range", diags);
+    let ports: Vec<u16> = items.iter().filter_map(|n| fields::uint(n, "a port", 65535, diags)).map(|p| p as u16).collect();
+    match ports.as_slice() {
+        [lo, hi] => Some((*lo, *hi)),
+        _ => {
+            diags.error(node.pos, "local_port_range is [low, high]");
+            None
+        }
+    }
+}
+
+fn decode_cbpf(node: &Node, diags: &mut Diags) -> Option<CbpfProgram> {
+    if node.scalar() == Some("cpu") {
+        return Some(CbpfProgram::Cpu);
+    }
+    let mut f = Fields::of(node, "program (cpu, {modulo: N} or {constant: N})", diags)?;
+    let program = if let Some(n) = f.get("modulo") {
+        fields::uint(n, "modulo", u32::MAX as u64, diags).filter(|m| *m > 0).map(|m| CbpfProgram::Modulo(m as u32))
+    } else if let Some(n) = f.get("constant") {
+        fields::uint(n, "constant", u32::MAX as u64, diags).map(|c| CbpfProgram::Constant(c as u32))
+    } else {
+        diags.error(f.pos(), "program is cpu, {modulo: N} or {constant: N}");
+        None
+    };
+    f.finish(diags);
+    program
+}
+
+fn decode_pair_addrs(node: &Node, diags: &mut Diags) -> Vec<PairAddr> {
+    let Kind::Map(entries) = &node.kind else {
+        diags.error(node.pos, "addrs is a mapping of label: address (or label: {addr, v6only})");
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter_map(|(k, v)| {
+            let label = fields::name(k, "an address label", diags)?;
+            if let Kind::Scalar { .. } = v.kind {
+                let addr = fields::ip(v, "addr", diags)?;
+                return Some(PairAddr { label, addr, v6only: None });
+            }
+            let mut f = Fields::of(v, "an address", diags)?;
+            let addr = f.require("addr", diags).and_then(|n| fields::ip(n, "addr", diags));
+            let v6only = f.get("v6only").and_then(|n| fields::boolean(n, "v6only", diags));
+            f.finish(diags);
+            Some(PairAddr { label, addr: addr?, v6only })
+        })
+        .collect()
 }
 
 fn decode_family(node: Option<&Node>, diags: &mut Diags) -> Option<Family> {
@@ -457,6 +572,9 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
                     keys.push(format!("{key}.{name}"));
                 }
             }
+            if o.local_port_range.is_some() {
+                keys.push(format!("{key}.local_port_range"));
+            }
             keys
         }
         Action::Bind { .. }
@@ -480,6 +598,18 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
             keys.extend(among.iter().map(|s| format!("{key}.{s}")));
             keys
         }
+        Action::AttachBpf { .. } | Action::DetachBpf { .. } | Action::LocalPort { .. } => vec![key.to_string()],
+        Action::BindPairs { addrs, options, .. } => {
+            let mut keys = Vec::new();
+            for first in addrs {
+                for second in addrs {
+                    for option in options {
+                        keys.push(format!("{key}.{}.{}.{}", first.label, second.label, option.label()));
+                    }
+                }
+            }
+            keys
+        }
         Action::Wait { .. } | Action::Sleep { .. } => Vec::new(),
     }
 }
@@ -491,6 +621,10 @@ fn record_effects(action: &Action, line: usize, scope: &mut Scope) {
         }
         Action::Listen { sock, .. } => {
             scope.listeners.insert(sock.clone());
+        }
+        Action::Accept { sock, name: Some(name), .. } => {
+            let family = scope.sockets[sock].1;
+            scope.sockets.insert(name.clone(), (Proto::Tcp, family));
         }
         Action::Clients { group, background, .. } => {
             scope.groups.insert(group.clone(), GroupKind::Clients);

@@ -51,8 +51,8 @@ impl<'a> Fields<'a> {
         self.pos
     }
 
-    pub fn has(&self, key: &str) -> bool {
-        self.entries.iter().any(|(k, _)| k.scalar() == Some(key))
+    pub fn first_key(&self) -> Option<&'a str> {
+        self.entries.first().and_then(|(k, _)| k.scalar())
     }
 
     pub fn get(&mut self, key: &'static str) -> Option<&'a Node> {

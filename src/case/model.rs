@@ -104,6 +104,57 @@ pub struct SockOptions {
     pub v6only: Option<bool>,
     pub incoming_cpu: Option<u32>,
     pub bindtodevice: Option<String>,
+    /// IP_LOCAL_PORT_RANGE (6.3, 6.1.32): (low, high), 0 meaning unbounded.
+    pub local_port_range: Option<(u16, u16)>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptMode {
+    /// poll() for up to `wait`, then accept until EAGAIN.
+    Nonblocking,
+    /// Blocking accept() with SO_RCVTIMEO = `wait` for each call.
+    Blocking,
+    /// epoll_wait() for up to `wait`, then accept until EAGAIN.
+    Epoll,
+}
+
+/// Classic BPF programs for SO_ATTACH_REUSEPORT_CBPF; each returns a socket index.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CbpfProgram {
+    /// The CPU the packet is processed on (reuseport_bpf_cpu.c).
+    Cpu,
+    /// The first 32-bit word of the payload modulo N (reuseport_bpf.c).
+    Modulo(u32),
+    /// Always N: an index beyond the group falls back to hashing.
+    Constant(u32),
+}
+
+/// One address of a `bind_pairs` matrix.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PairAddr {
+    pub label: String,
+    pub addr: IpAddr,
+    pub v6only: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PairOption {
+    None,
+    Reuseaddr,
+    Reuseport,
+}
+
+impl PairOption {
+    pub fn label(self) -> &'static str {
+        match self {
+            PairOption::None => "plain",
+            PairOption::Reuseaddr => "reuseaddr",
+            PairOption::Reuseport => "reuseport",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -160,6 +211,9 @@ pub enum Action {
         sock: String,
         max: Option<u32>,
         wait_ms: u64,
+        mode: AcceptMode,
+        /// Keep the (single) accepted connection as a socket of this name.
+        name: Option<String>,
     },
     Close {
         sock: String,
@@ -181,6 +235,8 @@ pub enum Action {
         interval_us: u64,
         timeout_ms: u64,
         background: bool,
+        /// Connect from this CPU (the connecting thread is pinned to it).
+        cpu: Option<u32>,
     },
     /// Waits for a background client group to finish connecting.
     Wait {
@@ -206,6 +262,8 @@ pub enum Action {
         to: Target,
         from: Option<String>,
         family: Option<Family>,
+        /// Send from this CPU (the sending thread is pinned to it).
+        cpu: Option<u32>,
     },
     /// Drains the named UDP sockets and counts the group's datagrams each received.
     Tally {
@@ -215,6 +273,25 @@ pub enum Action {
     },
     Sleep {
         ms: u64,
+    },
+    AttachBpf {
+        sock: String,
+        program: CbpfProgram,
+    },
+    DetachBpf {
+        sock: String,
+    },
+    /// Records the port a socket is bound to (deterministic only when it is).
+    LocalPort {
+        sock: String,
+    },
+    /// For every ordered pair of addresses and every option: bind the first (and
+    /// listen), then bind the second to the same port; observe the second bind.
+    BindPairs {
+        proto: Proto,
+        addrs: Vec<PairAddr>,
+        options: Vec<PairOption>,
+        listen: bool,
     },
 }
 
@@ -238,6 +315,10 @@ impl Action {
             Action::Datagrams { .. } => "datagrams",
             Action::Tally { .. } => "tally",
             Action::Sleep { .. } => "sleep",
+            Action::AttachBpf { .. } => "attach_bpf",
+            Action::DetachBpf { .. } => "detach_bpf",
+            Action::LocalPort { .. } => "local_port",
+            Action::BindPairs { .. } => "bind_pairs",
         }
     }
 }

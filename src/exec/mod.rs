@@ -1,9 +1,12 @@
 //! The executor: runs one case's plan in a fresh network namespace and records what
 //! the kernel did. The same code serves `run --host` and the guest agent.
 
+mod bpf;
 mod clients;
+mod cpu;
 mod creds;
 mod netns;
+mod pairs;
 mod requires;
 mod serve;
 mod sockets;
@@ -113,9 +116,16 @@ impl Executor {
             Action::Bind { sock, addr, port } => one(outcome(self.table.bind(sock, *addr, port))),
             Action::Listen { sock, backlog } => one(outcome(self.table.listen(sock, *backlog))),
             Action::Connect { sock, to, timeout_ms } => one(outcome(self.table.connect(sock, to, *timeout_ms))),
-            Action::Accept { sock, max, wait_ms } => {
-                let (n, result) = self.table.accept(sock, *max, *wait_ms);
-                vec![(key.clone(), json!(n)), (at(".error"), json!(outcome(result)))]
+            Action::Accept { sock, max, wait_ms, mode, name } => {
+                let (n, result) = self.table.accept(sock, *max, *wait_ms, *mode);
+                let mut obs = vec![(key.clone(), json!(n)), (at(".error"), json!(outcome(result)))];
+                if let Some(name) = name {
+                    // Later steps on `name` then see EBADF if nothing was accepted.
+                    if let Err(e) = self.table.adopt_last_accepted(sock, name) {
+                        obs.push((at(".error"), json!(outcome(Err(e)))));
+                    }
+                }
+                obs
             }
             Action::Close { sock } => {
                 if let Some(server) = self.servers.remove(sock) {
@@ -142,14 +152,18 @@ impl Executor {
                     Err(e) => one(crate::errno::of_io(&e)),
                 }
             }
-            Action::Clients { group, count, to, family, interval_us, timeout_ms, background } => {
+            Action::Clients { group, count, to, family, interval_us, timeout_ms, background, cpu } => {
                 let to = match self.table.resolve(to) {
                     Ok(addr) => addr,
                     Err(e) => return vec![(at(".failed"), json!(crate::errno::of_io(&e)))],
                 };
                 let family = family.unwrap_or(if to.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 });
                 let (count, interval, timeout) = (*count, Duration::from_micros(*interval_us), Duration::from_millis(*timeout_ms));
-                let connect = move || clients::connect_group(to, family, count, interval, timeout);
+                let cpu = *cpu;
+                let connect = move || {
+                    cpu::on_cpu(cpu, || clients::connect_group(to, family, count, interval, timeout))
+                        .unwrap_or_else(|_| clients::Group { clients: Vec::new() })
+                };
                 if *background {
                     self.background.insert(group.clone(), (key.clone(), std::thread::spawn(connect)));
                     Vec::new()
@@ -181,13 +195,17 @@ impl Executor {
                     }
                 }
             }
-            Action::Datagrams { group, count, to, from, family } => {
+            Action::Datagrams { group, count, to, from, family, cpu } => {
                 let to = match self.table.resolve(to) {
                     Ok(addr) => addr,
                     Err(e) => return vec![(at(".errors"), json!(crate::errno::of_io(&e)))],
                 };
                 let family = family.unwrap_or(if to.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 });
-                let (sent, errors) = udp::send(&self.table, group, to, *count, from.as_deref(), family);
+                let send = || udp::send(&self.table, group, to, *count, from.as_deref(), family);
+                let (sent, errors) = match cpu::on_cpu(*cpu, send) {
+                    Ok(result) => result,
+                    Err(e) => return vec![(at(".errors"), json!(crate::errno::of_io(&e)))],
+                };
                 self.sent.insert(group.clone(), sent.sent);
                 vec![(at(".sent"), json!(sent.sent)), (at(".errors"), json!(errors))]
             }
@@ -198,6 +216,13 @@ impl Executor {
                     .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
                     .collect()
             }
+            Action::AttachBpf { sock, program } => one(outcome(self.table.with(sock, |s| bpf::attach(s, *program)))),
+            Action::DetachBpf { sock } => one(outcome(self.table.with(sock, bpf::detach))),
+            Action::LocalPort { sock } => match self.table.local_addr(sock) {
+                Ok(addr) => vec![(key.clone(), json!(addr.port()))],
+                Err(e) => one(crate::errno::of_io(&e)),
+            },
+            Action::BindPairs { proto, addrs, options, listen } => pairs::run(key, *proto, addrs, options, *listen),
             Action::Sleep { ms } => {
                 std::thread::sleep(Duration::from_millis(*ms));
                 Vec::new()

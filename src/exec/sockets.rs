@@ -10,13 +10,14 @@ use std::sync::{Arc, Mutex};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::creds;
-use crate::case::{Creds, Family, PortSpec, Proto, SockOptions, Target};
+use crate::case::{AcceptMode, Creds, Family, PortSpec, Proto, SockOptions, Target};
 use crate::errno;
 
 /// A connection some listener accepted: the client's address as the server saw it.
 pub struct Accepted {
     pub peer: SocketAddr,
-    pub _conn: Socket,
+    /// Held open so the client sees an established peer; None once handed to a name.
+    pub conn: Option<Socket>,
 }
 
 pub type AcceptedList = Arc<Mutex<Vec<Accepted>>>;
@@ -28,6 +29,9 @@ pub struct Entry {
     pub creds: Option<Creds>,
     pub listened: bool,
     pub accepted: AcceptedList,
+    /// Where it was bound, remembered so "the port of X" still means something
+    /// after X is closed (TIME_WAIT cases rebind it).
+    pub last_local: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -102,6 +106,9 @@ impl Table {
                 if let Some(dev) = &o.bindtodevice {
                     set("bindtodevice", s.bind_device(Some(dev.as_bytes())));
                 }
+                if let Some((lo, hi)) = o.local_port_range {
+                    set("local_port_range", set_local_port_range(&s, lo, hi));
+                }
                 Some(s)
             }
             Err(e) => {
@@ -115,6 +122,7 @@ impl Table {
             creds,
             listened: false,
             accepted: Arc::default(),
+            last_local: None,
         };
         self.entries.insert(name.to_string(), entry);
         obs
@@ -131,10 +139,19 @@ impl Table {
         creds::as_user(entry.creds, || f(socket))
     }
 
+    /// The socket's address, or where it was bound before it was closed.
     pub fn local_addr(&self, name: &str) -> io::Result<SocketAddr> {
-        self.with(name, |s| s.local_addr())?
-            .as_socket()
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+        match self.with(name, |s| s.local_addr()) {
+            Ok(addr) => addr.as_socket().ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+            Err(e) => self.entry(name).last_local.ok_or(e),
+        }
+    }
+
+    fn remember_local(&mut self, name: &str) {
+        let addr = self.with(name, |s| s.local_addr()).ok().and_then(|a| a.as_socket());
+        if addr.is_some() {
+            self.entries.get_mut(name).expect("validated").last_local = addr;
+        }
     }
 
     pub fn port(&self, spec: &PortSpec) -> io::Result<u16> {
@@ -155,9 +172,11 @@ impl Table {
         }
     }
 
-    pub fn bind(&self, name: &str, addr: IpAddr, port: &PortSpec) -> io::Result<()> {
+    pub fn bind(&mut self, name: &str, addr: IpAddr, port: &PortSpec) -> io::Result<()> {
         let port = self.port(port)?;
-        self.with(name, |s| s.bind(&SockAddr::from(SocketAddr::new(addr, port))))
+        self.with(name, |s| s.bind(&SockAddr::from(SocketAddr::new(addr, port))))?;
+        self.remember_local(name);
+        Ok(())
     }
 
     pub fn listen(&mut self, name: &str, backlog: i32) -> io::Result<()> {
@@ -167,13 +186,15 @@ impl Table {
         self.with(name, |s| s.listen(backlog).and_then(|()| s.set_nonblocking(true)))
     }
 
-    pub fn connect(&self, name: &str, to: &Target, timeout_ms: u64) -> io::Result<()> {
+    pub fn connect(&mut self, name: &str, to: &Target, timeout_ms: u64) -> io::Result<()> {
         let addr = SockAddr::from(self.resolve(to)?);
         let proto = self.entry(name).proto;
         self.with(name, |s| match proto {
             Proto::Tcp => s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms)),
             Proto::Udp => s.connect(&addr),
-        })
+        })?;
+        self.remember_local(name);
+        Ok(())
     }
 
     pub fn close(&mut self, name: &str) -> io::Result<()> {
@@ -181,15 +202,35 @@ impl Table {
         entry.socket.take().map(drop).ok_or_else(ebadf)
     }
 
-    /// Accepts up to `max` queued connections without blocking, after waiting up to
-    /// `wait_ms` for the first. Returns how many, and the error that stopped it, if any.
-    pub fn accept(&self, name: &str, max: Option<u32>, wait_ms: u64) -> (u32, io::Result<()>) {
+    /// Accepts up to `max` queued connections (all when None) the way `mode` says,
+    /// waiting up to `wait_ms`. Returns how many, and the error that stopped it, if any.
+    pub fn accept(&self, name: &str, max: Option<u32>, wait_ms: u64, mode: AcceptMode) -> (u32, io::Result<()>) {
         let entry = self.entry(name);
         let Some(listener) = entry.socket.as_ref() else { return (0, Err(ebadf())) };
-        if wait_ms > 0 {
-            poll_readable(listener.as_raw_fd(), wait_ms);
+        match mode {
+            AcceptMode::Nonblocking => {
+                if wait_ms > 0 {
+                    poll_readable(listener.as_raw_fd(), wait_ms);
+                }
+            }
+            AcceptMode::Epoll => {
+                if let Err(e) = epoll_readable(listener, wait_ms) {
+                    return (0, Err(e));
+                }
+            }
+            AcceptMode::Blocking => return accept_blocking(listener, &entry.accepted, max, wait_ms),
         }
         accept_queued(listener, &entry.accepted, max)
+    }
+
+    /// Gives the last connection `listener` accepted a name of its own.
+    pub fn adopt_last_accepted(&mut self, listener: &str, name: &str) -> io::Result<()> {
+        let conn = self.entry(listener).accepted.lock().unwrap().last_mut().and_then(|a| a.conn.take());
+        let conn = conn.ok_or_else(|| io::Error::from_raw_os_error(libc::EAGAIN))?;
+        let last_local = conn.local_addr().ok().and_then(|a| a.as_socket());
+        let entry = Entry { socket: Some(conn), proto: Proto::Tcp, creds: None, listened: false, accepted: Arc::default(), last_local };
+        self.entries.insert(name.to_string(), entry);
+        Ok(())
     }
 
     /// The listener's accept queue length (TCP_INFO's tcpi_unacked on a listener).
@@ -204,7 +245,7 @@ pub fn accept_queued(listener: &Socket, into: &AcceptedList, max: Option<u32>) -
         match listener.accept() {
             Ok((conn, peer)) => {
                 let peer = peer.as_socket().map(canonical).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                into.lock().unwrap().push(Accepted { peer, _conn: conn });
+                into.lock().unwrap().push(Accepted { peer, conn: Some(conn) });
                 n += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -215,6 +256,55 @@ pub fn accept_queued(listener: &Socket, into: &AcceptedList, max: Option<u32>) -
         }
     }
     (n, Ok(()))
+}
+
+/// Blocking accept() calls, each bounded by SO_RCVTIMEO; the listener goes back to
+/// non-blocking afterwards.
+fn accept_blocking(listener: &Socket, into: &AcceptedList, max: Option<u32>, wait_ms: u64) -> (u32, io::Result<()>) {
+    let setup = listener
+        .set_nonblocking(false)
+        .and_then(|()| listener.set_read_timeout(Some(std::time::Duration::from_millis(wait_ms.max(1)))));
+    if let Err(e) = setup {
+        return (0, Err(e));
+    }
+    // With the timeout set, "would block" now means "nothing came in time".
+    let result = accept_queued(listener, into, max);
+    let restore = listener.set_read_timeout(None).and_then(|()| listener.set_nonblocking(true));
+    match (result, restore) {
+        ((n, Ok(())), Err(e)) => (n, Err(e)),
+        (result, _) => result,
+    }
+}
+
+/// Waits with epoll (not poll) until the listener is readable or the time is up.
+fn epoll_readable(listener: &Socket, wait_ms: u64) -> io::Result<bool> {
+    use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+    let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
+    epoll.add(listener, EpollEvent::new(EpollFlags::EPOLLIN, 0)).map_err(io::Error::from)?;
+    let mut events = [EpollEvent::empty()];
+    let timeout = EpollTimeout::try_from(wait_ms.min(i32::MAX as u64) as i32).unwrap_or(EpollTimeout::NONE);
+    let n = epoll.wait(&mut events, timeout).map_err(io::Error::from)?;
+    Ok(n > 0)
+}
+
+/// IP_LOCAL_PORT_RANGE: the high port in the upper 16 bits, the low in the lower.
+fn set_local_port_range(s: &Socket, lo: u16, hi: u16) -> io::Result<()> {
+    const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
+    let value: u32 = (u32::from(hi) << 16) | u32::from(lo);
+    // SAFETY: a u32 option value with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_IP,
+            IP_LOCAL_PORT_RANGE,
+            &value as *const u32 as *const libc::c_void,
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Waits until `fd` is readable or the time is up; true when readable.

@@ -14,8 +14,16 @@ pub struct Sent {
     pub sent: u32,
 }
 
+/// The datagram's index as a big-endian word (what a cBPF `ld [0]` reads), then
+/// the group's name (what the tally recognises).
 fn payload(group: &str, i: u32) -> Vec<u8> {
-    format!("{group}:{i}").into_bytes()
+    let mut data = i.to_be_bytes().to_vec();
+    data.extend_from_slice(group.as_bytes());
+    data
+}
+
+fn is_of_group(data: &[u8], group: &str) -> bool {
+    data.len() > 4 && &data[4..] == group.as_bytes()
 }
 
 /// Sends `count` datagrams tagged with the group name. Each comes from a fresh
@@ -40,7 +48,6 @@ pub fn send(table: &Table, group: &str, to: SocketAddr, count: u32, from: Option
 
 /// Drains each socket in `among` and counts the datagrams of `group` it holds.
 pub fn tally(table: &Table, group: &str, sent: u32, among: &[String]) -> Vec<(String, serde_json::Value)> {
-    let prefix = format!("{group}:");
     let mut counts = Vec::new();
     for name in among {
         let n = table
@@ -51,7 +58,7 @@ pub fn tally(table: &Table, group: &str, sent: u32, among: &[String]) -> Vec<(St
                 while let Ok(len) = s.recv(&mut buf) {
                     // SAFETY: recv initialised the first `len` bytes.
                     let bytes: Vec<u8> = buf[..len].iter().map(|b| unsafe { b.assume_init() }).collect();
-                    if bytes.starts_with(prefix.as_bytes()) {
+                    if is_of_group(&bytes, group) {
                         n += 1;
                     }
                 }
