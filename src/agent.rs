@@ -48,11 +48,14 @@ pub fn main(args: &[String]) -> ! {
         let _ = writeln!(out, "{}", event.to_line());
         let _ = out.flush();
     };
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let (release, uname_version) = crate::host::uname();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    emit(AgentEvent::Hello { release: release.clone(), cpus, agent_version: env!("CARGO_PKG_VERSION").into() });
+    emit(AgentEvent::Hello {
+        release: release.clone(),
+        uname_version,
+        cpus,
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    });
     match load_plan(Path::new(plan_path)) {
         Ok(plan) => {
             for case in &plan.cases {

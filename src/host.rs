@@ -13,8 +13,13 @@ pub struct HostRun {
 }
 
 pub fn release() -> String {
+    uname().0
+}
+
+/// `uname -r` and `uname -v` of the running kernel.
+pub fn uname() -> (String, String) {
     nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
+        .map(|u| (u.release().to_string_lossy().into_owned(), u.version().to_string_lossy().into_owned()))
         .unwrap_or_default()
 }
 
@@ -32,8 +37,8 @@ pub fn preflight() -> Result<(), String> {
 
 /// Runs each case in turn, calling `progress` after each.
 pub fn run(cases: &[Case], mut progress: impl FnMut(&Case, &CaseRun, &Verdict)) -> HostRun {
-    let release = release();
-    let version = KernelVersion::from_release(&release);
+    let (release, uname_version) = uname();
+    let version = KernelVersion::from_uname(&release, &uname_version);
     let mut results = Vec::new();
     for case in cases {
         let run = crate::exec::run_case(&case.plan, &release);

@@ -34,7 +34,15 @@ pub struct CaseRun {
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum AgentEvent {
     /// First line: the agent is up. Also the host's boot watchdog signal.
-    Hello { release: String, cpus: u32, agent_version: String },
+    Hello {
+        release: String,
+        /// `uname -v`: distribution kernels put the upstream version here
+        /// ("... Debian 6.1.192-2 ..."), where the release only says 6.1.0.
+        #[serde(default)]
+        uname_version: String,
+        cpus: u32,
+        agent_version: String,
+    },
     CaseStart { id: String },
     CaseEnd { run: CaseRun },
     /// The agent could not start (bad plan, missing mount...).

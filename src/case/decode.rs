@@ -14,7 +14,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
 const VERBS: &[&str] = &[
     "socket", "bind", "listen", "connect", "accept", "close", "shutdown", "serve", "clients",
-    "wait", "account", "queue", "wait_queued", "datagrams", "tally", "sleep", "attach_bpf", "detach_bpf",
+    "wait", "account", "queue", "wait_queued", "wait_accepted", "datagrams", "tally", "sleep", "attach_bpf", "detach_bpf",
     "local_port", "bind_pairs",
 ];
 
@@ -410,6 +410,12 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
             let timeout_ms = ms(f, "timeout", 2_000, diags);
             Action::WaitQueued { sock: sock?, count: count? as u32, timeout_ms }
         }
+        "wait_accepted" => {
+            let sock = scope.socket(subject, diags);
+            let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
+            let timeout_ms = ms(f, "timeout", 5_000, diags);
+            Action::WaitAccepted { sock: sock?, count: count? as u32, timeout_ms }
+        }
         "datagrams" => {
             let group = fields::name(subject, "a group name", diags);
             let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", 100_000, diags));
@@ -584,7 +590,8 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
         | Action::Shutdown { .. }
         | Action::Serve { .. }
         | Action::Queue { .. }
-        | Action::WaitQueued { .. } => vec![key.to_string()],
+        | Action::WaitQueued { .. }
+        | Action::WaitAccepted { .. } => vec![key.to_string()],
         Action::Accept { .. } => vec![key.to_string(), format!("{key}.error")],
         Action::Clients { .. } => sub(&["connected", "refused", "timed_out", "failed"]),
         Action::Account { .. } => {

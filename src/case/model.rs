@@ -255,6 +255,12 @@ pub enum Action {
         count: u32,
         timeout_ms: u64,
     },
+    /// Waits until `accept`/`serve` on a listener has taken `count` connections.
+    WaitAccepted {
+        sock: String,
+        count: u32,
+        timeout_ms: u64,
+    },
     /// `count` UDP datagrams to `to`, each from a fresh socket unless `from` names one.
     Datagrams {
         group: String,
@@ -312,6 +318,7 @@ impl Action {
             Action::Account { .. } => "account",
             Action::Queue { .. } => "queue",
             Action::WaitQueued { .. } => "wait_queued",
+            Action::WaitAccepted { .. } => "wait_accepted",
             Action::Datagrams { .. } => "datagrams",
             Action::Tally { .. } => "tally",
             Action::Sleep { .. } => "sleep",

@@ -20,6 +20,20 @@ impl KernelVersion {
     }
 }
 
+impl KernelVersion {
+    /// The most precise version known: Debian's `uname -v` names the upstream
+    /// release ("#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (...)") while `uname -r`
+    /// says only "6.1.0-56-cloud-amd64".
+    pub fn from_uname(release: &str, uname_version: &str) -> Option<KernelVersion> {
+        let from_version = uname_version
+            .split_whitespace()
+            .skip_while(|w| *w != "Debian")
+            .nth(1)
+            .and_then(KernelVersion::from_release);
+        from_version.or_else(|| KernelVersion::from_release(release))
+    }
+}
+
 impl FromStr for KernelVersion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -128,6 +142,14 @@ mod tests {
         assert_eq!(KernelVersion::from_release("5.10.223-1"), Some(KernelVersion(5, 10, 223)));
         assert_eq!(KernelVersion::from_release("7.2-rc1"), Some(KernelVersion(7, 2, 0)));
         assert_eq!(KernelVersion::from_release("6.18.44-fc-v782"), Some(KernelVersion(6, 18, 44)));
+    }
+
+    #[test]
+    fn debian_uname_version_wins() {
+        let v = KernelVersion::from_uname("6.1.0-56-cloud-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-01)");
+        assert_eq!(v, Some(KernelVersion(6, 1, 192)));
+        let v = KernelVersion::from_uname("6.18.44-fc-v782", "#1 SMP Tue Nov 3 2026");
+        assert_eq!(v, Some(KernelVersion(6, 18, 44)));
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl Executor {
                 .into_iter()
                 .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
                 .collect(),
-            Action::Queue { sock } => match self.table.queue_len(sock) {
+            Action::Queue { sock } => match self.table.settled_queue_len(sock) {
                 Ok(n) => vec![(key.clone(), json!(n))],
                 Err(e) => one(crate::errno::of_io(&e)),
             },
@@ -215,6 +215,16 @@ impl Executor {
                     .into_iter()
                     .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
                     .collect()
+            }
+            Action::WaitAccepted { sock, count, timeout_ms } => {
+                let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
+                loop {
+                    let n = self.table.accepted_count(sock);
+                    if n >= *count as usize || Instant::now() >= deadline {
+                        break vec![(key.clone(), json!(n))];
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
             }
             Action::AttachBpf { sock, program } => one(outcome(self.table.with(sock, |s| bpf::attach(s, *program)))),
             Action::DetachBpf { sock } => one(outcome(self.table.with(sock, bpf::detach))),

@@ -212,6 +212,7 @@ impl Table {
                 if wait_ms > 0 {
                     poll_readable(listener.as_raw_fd(), wait_ms);
                 }
+                return accept_settled(listener, &entry.accepted, max);
             }
             AcceptMode::Epoll => {
                 if let Err(e) = epoll_readable(listener, wait_ms) {
@@ -236,6 +237,46 @@ impl Table {
     /// The listener's accept queue length (TCP_INFO's tcpi_unacked on a listener).
     pub fn queue_len(&self, name: &str) -> io::Result<u32> {
         self.with(name, |s| tcp_info(s).map(|i| i.tcpi_unacked))
+    }
+
+    /// The queue length once it has stopped changing for `SETTLE` (see there).
+    pub fn settled_queue_len(&self, name: &str) -> io::Result<u32> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut last = self.queue_len(name)?;
+        loop {
+            std::thread::sleep(SETTLE);
+            let now = self.queue_len(name)?;
+            if now == last || std::time::Instant::now() >= deadline {
+                return Ok(now);
+            }
+            last = now;
+        }
+    }
+
+    /// Connections accepted so far on a listener (by `accept` or `serve`).
+    pub fn accepted_count(&self, name: &str) -> usize {
+        self.entry(name).accepted.lock().unwrap().len()
+    }
+}
+
+/// How long a queue must stay empty before "all that are queued" is believed: a
+/// client's connect() can return before the server side has queued the child (the
+/// final ACK is processed a little later on a slow guest).
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
+
+/// Accepts until `max`, or until nothing more arrives for `SETTLE`.
+fn accept_settled(listener: &Socket, into: &AcceptedList, max: Option<u32>) -> (u32, io::Result<()>) {
+    let mut total = 0;
+    loop {
+        let left = max.map(|m| m - total);
+        let (n, result) = accept_queued(listener, into, left);
+        total += n;
+        if result.is_err() || max.is_some_and(|m| total >= m) {
+            return (total, result);
+        }
+        if !poll_readable(listener.as_raw_fd(), SETTLE.as_millis() as u64) {
+            return (total, Ok(()));
+        }
     }
 }
 

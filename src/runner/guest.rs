@@ -45,12 +45,16 @@ pub fn run_on_kernel(
     };
     let mut runs: BTreeMap<String, CaseRun> = BTreeMap::new();
     let mut died_during: Option<String> = None;
-    match boot_and_collect(image, cases, opts, gate, progress, &console_log, &mut runs, &mut result) {
+    let mut uname_version: Option<String> = None;
+    match boot_and_collect(image, cases, opts, gate, progress, &console_log, &mut runs, &mut result, &mut uname_version) {
         Ok(Some(trouble)) => died_during = Some(trouble),
         Ok(None) => {}
         Err(e) => result.could_not_run = Some(format!("{e:#}")),
     }
-    let version = result.release.as_deref().and_then(KernelVersion::from_release);
+    let version = result
+        .release
+        .as_deref()
+        .and_then(|r| KernelVersion::from_uname(r, uname_version.as_deref().unwrap_or_default()));
     for case in cases {
         let (run, verdict) = match runs.remove(&case.id) {
             Some(run) => {
@@ -108,6 +112,7 @@ fn boot_and_collect(
     console_log: &Path,
     runs: &mut BTreeMap<String, CaseRun>,
     result: &mut KernelResult,
+    uname_version: &mut Option<String>,
 ) -> Result<Option<String>> {
     let agent = super::agent_binary::agent_binary()?;
     let scratch = tempfile::tempdir().context("creating a scratch folder for the initramfs")?;
@@ -142,9 +147,10 @@ fn boot_and_collect(
         BootEvent::Retry { reason, .. } => progress(Progress::Retrying { kernel: id.into(), reason }),
         BootEvent::Problem(p) => progress(Progress::ConsoleProblem { kernel: id.into(), line: p.line }),
         BootEvent::ResultLine(line) => match AgentEvent::from_line(&line) {
-            Some(AgentEvent::Hello { release, .. }) => {
+            Some(AgentEvent::Hello { release, uname_version: version, .. }) => {
                 progress(Progress::AgentUp { kernel: id.into(), release: release.clone() });
                 result.release = Some(release);
+                *uname_version = Some(version);
             }
             Some(AgentEvent::CaseStart { id: case }) => current = Some(case),
             Some(AgentEvent::CaseEnd { run }) => {
