@@ -593,7 +593,7 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
         | Action::WaitQueued { .. }
         | Action::WaitAccepted { .. } => vec![key.to_string()],
         Action::Accept { .. } => vec![key.to_string(), format!("{key}.error")],
-        Action::Clients { .. } => sub(&["connected", "refused", "timed_out", "failed"]),
+        Action::Clients { .. } => sub(&["connected", "refused", "timed_out", "failed", "first_error"]),
         Action::Account { .. } => {
             let mut keys = sub(&["reset", "closed", "refused", "timed_out", "failed", "pending", "total", "fairness"]);
             keys.extend(scope.listeners.iter().map(|l| format!("{key}.accepted.{l}")));

@@ -114,6 +114,11 @@ pub fn connect_observations(group: &Group) -> Vec<(&'static str, serde_json::Val
         ("refused", json!(count(&|s| *s == ConnectState::Refused))),
         ("timed_out", json!(count(&|s| *s == ConnectState::TimedOut))),
         ("failed", json!(count(&|s| matches!(s, ConnectState::Failed(_))))),
+        // Which errno "failed" means, so that a change of reason shows in a diff.
+        ("first_error", json!(group.clients.iter().find_map(|c| match &c.state {
+            ConnectState::Failed(e) => Some(e.clone()),
+            _ => None,
+        }).unwrap_or_else(|| "none".to_string()))),
     ]
 }
 
