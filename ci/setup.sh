@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what sockmatrix needs on a Debian machine: QEMU (x86 system emulator)
-# and a Rust toolchain if there is none. Idempotent; run as root or with sudo.
+# Installs what sockmatrix needs on a Debian machine: QEMU (x86 system emulator),
+# a Rust toolchain if there is none, and Chromium for the HTML report test.
+# Idempotent; run as root or with sudo.
 set -euo pipefail
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -21,4 +22,6 @@ if ! command -v cargo >/dev/null; then
 fi
 # The guest agent is linked statically against glibc.
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || apt_install libc6-dev
+# tests/report_html.rs renders the HTML report in headless Chromium (with a font).
+[ -x /usr/bin/chromium ] || apt_install chromium fonts-liberation
 echo "setup: $(qemu-system-x86_64 --version | head -n1); $(cargo --version)"

@@ -117,6 +117,18 @@ fn check(e: &Expectation, obs: &Observations) -> Option<Mismatch> {
     })
 }
 
+/// Whether a case's run shows the fix it detects: "present", "absent", or
+/// "unknown" (the case did not run, or never made the observation).
+pub fn fix_presence(fix: &crate::case::Fix, outcome: &Outcome, obs: &Observations) -> &'static str {
+    if *outcome != Outcome::Ran || !obs.contains_key(&fix.check.obs) {
+        return "unknown";
+    }
+    match check(&fix.check, obs) {
+        None => "present",
+        Some(_) => "absent",
+    }
+}
+
 /// Numbers compare by value (3 == 3.0); everything else exactly.
 fn same(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {

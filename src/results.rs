@@ -11,6 +11,8 @@ use crate::observe::{Observations, Outcome};
 
 /// Where `run` writes by default; `results/baseline` is the committed reference.
 pub const DEFAULT_DIR: &str = "results/latest";
+/// The committed reference `sockmatrix diff --baseline` gates against.
+pub const BASELINE_DIR: &str = "results/baseline";
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KernelResult {
@@ -83,6 +85,22 @@ pub fn save(results_dir: &Path, result: &KernelResult) -> Result<PathBuf> {
 pub fn load(path: &Path) -> Result<KernelResult> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not a sockmatrix result file", path.display()))
+}
+
+/// A result set: every `<kernel>/result.json` directly under `dir`, by kernel id.
+/// Other files (console logs, stray folders) are ignored.
+pub fn load_set(dir: &Path) -> Result<Vec<KernelResult>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading result set {}", dir.display()))?;
+    let mut set = Vec::new();
+    for entry in entries {
+        let path = entry.with_context(|| format!("reading result set {}", dir.display()))?.path().join("result.json");
+        if path.is_file() {
+            set.push(load(&path)?);
+        }
+    }
+    anyhow::ensure!(!set.is_empty(), "{} holds no <kernel>/result.json", dir.display());
+    set.sort_by(|a, b| a.kernel.cmp(&b.kernel));
+    Ok(set)
 }
 
 pub fn now() -> u64 {

@@ -14,7 +14,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
 const VERBS: &[&str] = &[
     "socket", "bind", "listen", "connect", "accept", "close", "shutdown", "serve", "clients",
-    "wait", "account", "queue", "wait_queued", "wait_accepted", "datagrams", "tally", "sleep", "attach_bpf", "detach_bpf",
+    "wait", "account", "queue", "wait_queued", "wait_accepted", "datagrams", "tally", "sleep", "attach_bpf", "attach_ebpf", "detach_bpf",
     "local_port", "bind_pairs",
 ];
 
@@ -32,7 +32,6 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
         .get("references")
         .map(|n| decode_references(n, diags))
         .unwrap_or_default();
-    let detects = top.get("detects").and_then(|n| decode_fix(n, diags));
     let requires = top
         .get("requires")
         .map(|n| decode_requires(n, diags))
@@ -64,6 +63,8 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
         .get("expect")
         .map(|n| decode_expectations(n, &scope, diags))
         .unwrap_or_default();
+    let detects = top.get("detects").and_then(|n| decode_fix(n, &scope, diags));
+    let volatile = top.get("volatile").map(|n| decode_volatile(n, &scope, diags)).unwrap_or_default();
     top.finish(diags);
 
     let plan = Plan { id: id.to_string(), requires, sysctls, steps, timeout_ms };
@@ -74,6 +75,7 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
         tags,
         references,
         detects,
+        volatile,
         expect,
         plan,
     })
@@ -104,12 +106,20 @@ fn decode_references(node: &Node, diags: &mut Diags) -> Vec<Reference> {
     out
 }
 
-fn decode_fix(node: &Node, diags: &mut Diags) -> Option<Fix> {
+/// `detects: {commit, version, obs, <matcher>}`: the fix and the observation showing it.
+fn decode_fix(node: &Node, scope: &Scope, diags: &mut Diags) -> Option<Fix> {
     let mut f = Fields::of(node, "`detects`", diags)?;
     let commit = f.require("commit", diags).and_then(|n| fields::string(n, "commit", diags));
     let version = f.require("version", diags).and_then(|n| fields::string(n, "version", diags));
+    let obs = f.require("obs", diags).and_then(|n| {
+        let obs = fields::string(n, "obs", diags)?;
+        check_observation(&obs, n, scope, diags).then_some(obs)
+    });
+    let matcher = decode_matcher(&mut f, scope, diags);
+    let line = f.pos().line;
     f.finish(diags);
-    Some(Fix { commit: commit?, version: version? })
+    let check = Expectation { line, obs: obs?, kernel: None, matcher: matcher?, why: None };
+    Some(Fix { commit: commit?, version: version?, check })
 }
 
 fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
@@ -450,6 +460,35 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
             Action::AttachBpf { sock: sock?, program: program? }
         }
         "detach_bpf" => Action::DetachBpf { sock: scope.socket(subject, diags)? },
+        "attach_ebpf" => {
+            let sock = scope.socket(subject, diags);
+            let sockarray: Vec<String> = match f.require("sockarray", diags) {
+                Some(n) => fields::names(n, "a socket name", diags)
+                    .into_iter()
+                    .filter(|s| {
+                        let known = scope.sockets.contains_key(s);
+                        if !known {
+                            diags.error(n.pos, format!("no socket named `{s}` was created before this step"));
+                        }
+                        known
+                    })
+                    .collect(),
+                None => Vec::new(),
+            };
+            let select = f.require("select", diags).and_then(|n| fields::uint(n, "select", u32::MAX as u64, diags));
+            let drop_on_miss = match f.get("on_miss").map(|n| (n, n.scalar())) {
+                None | Some((_, Some("pass"))) => false,
+                Some((_, Some("drop"))) => true,
+                Some((n, _)) => {
+                    diags.error(n.pos, "on_miss is pass (fall back to hashing) or drop");
+                    false
+                }
+            };
+            if sockarray.is_empty() {
+                diags.error(f.pos(), "sockarray needs at least one socket");
+            }
+            Action::AttachEbpf { sock: sock?, sockarray, select: select? as u32, drop_on_miss }
+        }
         "local_port" => Action::LocalPort { sock: scope.socket(subject, diags)? },
         "bind_pairs" => {
             fields::name(subject, "a matrix name", diags)?;
@@ -606,6 +645,7 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
             keys
         }
         Action::AttachBpf { .. } | Action::DetachBpf { .. } | Action::LocalPort { .. } => vec![key.to_string()],
+        Action::AttachEbpf { .. } => vec![key.to_string(), format!("{key}.load"), format!("{key}.fill")],
         Action::BindPairs { addrs, options, .. } => {
             let mut keys = Vec::new();
             for first in addrs {
@@ -666,6 +706,21 @@ fn decode_expectations(node: &Node, scope: &Scope, diags: &mut Diags) -> Vec<Exp
         }
     }
     out
+}
+
+/// Prefixes of observation keys; each must cover at least one key a step produces.
+fn decode_volatile(node: &Node, scope: &Scope, diags: &mut Diags) -> Vec<String> {
+    fields::list(node, "volatile", diags)
+        .iter()
+        .filter_map(|n| {
+            let prefix = fields::string(n, "a volatile observation prefix", diags)?;
+            if !scope.observations.iter().any(|k| k.starts_with(&prefix)) {
+                diags.error(n.pos, format!("no observation starts with `{prefix}`"));
+                return None;
+            }
+            Some(prefix)
+        })
+        .collect()
 }
 
 fn check_observation(obs: &str, node: &Node, scope: &Scope, diags: &mut Diags) -> bool {

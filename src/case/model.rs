@@ -16,17 +16,22 @@ pub struct Case {
     pub summary: String,
     pub tags: Vec<String>,
     pub references: Vec<Reference>,
-    /// The kernel fix this case detects: its expectations describe the fixed
-    /// behaviour, so a pass means "fix present" and a failure "fix absent".
+    /// The kernel fix this case detects, and the observation that shows it.
     pub detects: Option<Fix>,
+    /// Observation key prefixes whose values vary from run to run (hash placement,
+    /// ephemeral ports): diffs show them only on request, never as a regression.
+    pub volatile: Vec<String>,
     pub expect: Vec<Expectation>,
     pub plan: Plan,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Fix {
     pub commit: String,
     pub version: String,
+    /// The observation that shows the fix: present where it holds, absent where it
+    /// does not, whatever the kernel version (unlike version-bound expectations).
+    pub check: Expectation,
 }
 
 /// What the agent needs to run one case; no expectations, the guest only observes.
@@ -287,6 +292,15 @@ pub enum Action {
     DetachBpf {
         sock: String,
     },
+    /// Loads an SK_REUSEPORT eBPF program selecting slot `select` of a sockarray
+    /// filled with `sockarray` (in order), and attaches it to `sock`.
+    AttachEbpf {
+        sock: String,
+        sockarray: Vec<String>,
+        select: u32,
+        /// Return SK_DROP (not SK_PASS, i.e. hash) when the selection fails.
+        drop_on_miss: bool,
+    },
     /// Records the port a socket is bound to (deterministic only when it is).
     LocalPort {
         sock: String,
@@ -324,6 +338,7 @@ impl Action {
             Action::Sleep { .. } => "sleep",
             Action::AttachBpf { .. } => "attach_bpf",
             Action::DetachBpf { .. } => "detach_bpf",
+            Action::AttachEbpf { .. } => "attach_ebpf",
             Action::LocalPort { .. } => "local_port",
             Action::BindPairs { .. } => "bind_pairs",
         }

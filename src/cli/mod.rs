@@ -1,6 +1,13 @@
 //! The command line: argument types and dispatch. Each command lives in its own file.
 
+mod baseline;
+mod bisect;
+mod diff;
+mod fixes;
+mod history;
 mod kernels;
+mod merge;
+mod report;
 mod run;
 
 use std::path::PathBuf;
@@ -18,6 +25,10 @@ pub mod exit {
     pub const BAD_INPUT: u8 = 2;
     /// Something could not run (no root, a guest that died): not a verdict on a kernel.
     pub const COULD_NOT_RUN: u8 = 3;
+    /// `bisect-run`: this kernel cannot be judged; `git bisect run` skips the commit.
+    pub const BISECT_SKIP: u8 = 125;
+    /// `bisect-run`: the case is wrong; `git bisect run` stops (any code above 127).
+    pub const BISECT_ABORT: u8 = 128;
 }
 
 #[derive(Parser)]
@@ -66,6 +77,10 @@ pub struct RunArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 512)]
     pub memory: u32,
+    /// Run only shard i of n (`2/3`) of the sorted (kernel, case) pairs; join the
+    /// shards' result sets with `sockmatrix merge`.
+    #[arg(long)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +104,23 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         accel: AccelArg,
     },
+    /// Render a result set as Markdown, self-contained HTML and/or JUnit XML.
+    Report(report::ReportArgs),
+    /// What changed between two result sets; with --baseline, exit 1 on a regression.
+    Diff(diff::DiffArgs),
+    /// Maintain the committed baseline (results/baseline).
+    Baseline {
+        #[command(subcommand)]
+        action: baseline::Action,
+    },
+    /// Per kernel, whether each fix a case detects (`detects:`) is present.
+    Fixes(fixes::FixesArgs),
+    /// Join shards' result sets into one.
+    Merge(merge::MergeArgs),
+    /// One case's observations across every kept run, marking where they changed.
+    History(history::HistoryArgs),
+    /// One case on one kernel image, for `git bisect run`: 0 pass, 1 fail, 125 skip.
+    BisectRun(bisect::BisectArgs),
     /// List, fetch or pin the kernels of vm/kernels.yaml.
     Kernels {
         #[command(subcommand)]
@@ -102,6 +134,13 @@ pub fn main() -> ExitCode {
         Command::Check { paths } => check(&paths),
         Command::Run(args) => run::run(&args),
         Command::Kernels { action } => kernels::kernels(action),
+        Command::Diff(args) => diff::diff(&args),
+        Command::Baseline { action } => baseline::baseline(action),
+        Command::Fixes(args) => fixes::fixes(&args),
+        Command::Merge(args) => merge::merge(&args),
+        Command::History(args) => history::history(&args),
+        Command::BisectRun(args) => bisect::bisect_run(&args),
+        Command::Report(args) => report::report(&args),
         Command::Bench { kernel, hang_boots, accel } => bench(kernel, hang_boots, accel),
     }
 }
@@ -144,6 +183,7 @@ fn bench(kernels: Vec<String>, hang_boots: u32, accel: AccelArg) -> ExitCode {
         accel: accel.into(),
         // Bench results are figures, not a result set: keep them out of results/latest.
         results_dir: std::env::temp_dir().join("sockmatrix-bench"),
+        history_dir: None,
         ..Default::default()
     };
     eprintln!("bench: {} cases on {}, then {hang_boots} floor boots", cases.len(), kernels.join(", "));

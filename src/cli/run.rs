@@ -5,10 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{exit, RunArgs};
+use crate::case::Case;
 use crate::judge::Explain;
 use crate::output::{self, Tally};
 use crate::results::KernelResult;
 use crate::runner::{self, Progress, RunOptions};
+use crate::shard::Shard;
 
 pub fn run(args: &RunArgs) -> ExitCode {
     let cases = match super::load_cases(&args.paths, args.filter.as_deref()) {
@@ -43,10 +45,34 @@ pub fn run(args: &RunArgs) -> ExitCode {
         results_dir: args.results.clone(),
         ..RunOptions::default()
     };
-    eprintln!("{} case(s) on {}: {}", cases.len(), plural(kernels.len(), "kernel"), kernels.join(", "));
-    let results = runner::run_kernels(&kernels, &cases, &opts, &report_progress);
+    let results = match args.shard {
+        None => {
+            eprintln!("{} case(s) on {}: {}", cases.len(), plural(kernels.len(), "kernel"), kernels.join(", "));
+            runner::run_kernels(&kernels, &cases, &opts, &report_progress)
+        }
+        Some(shard) => {
+            let work = shard_work(&kernels, &cases, shard);
+            let pairs: usize = work.iter().map(|(_, c)| c.len()).sum();
+            let booted: Vec<&str> = work.iter().map(|(k, _)| k.as_str()).collect();
+            eprintln!("shard {shard}: {pairs} case x kernel pair(s) on {}: {}", plural(work.len(), "kernel"), booted.join(", "));
+            if work.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            let work: Vec<(String, &[Case])> = work.iter().map(|(k, c)| (k.clone(), c.as_slice())).collect();
+            runner::run_each(&work, &opts, &report_progress)
+        }
+    };
     print_results(&results, args);
     exit_code(&results)
+}
+
+/// This shard's cases per kernel; kernels without any are left out (not booted).
+fn shard_work(kernels: &[String], cases: &[Case], shard: Shard) -> Vec<(String, Vec<Case>)> {
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    crate::shard::split(kernels, &ids, shard)
+        .into_iter()
+        .map(|(kernel, picked)| (kernel, picked.into_iter().map(|i| cases[i].clone()).collect()))
+        .collect()
 }
 
 fn plural(n: usize, what: &str) -> String {

@@ -5,6 +5,7 @@ mod bpf;
 mod clients;
 mod cpu;
 mod creds;
+mod ebpf;
 mod netns;
 mod pairs;
 mod requires;
@@ -227,6 +228,7 @@ impl Executor {
                 }
             }
             Action::AttachBpf { sock, program } => one(outcome(self.table.with(sock, |s| bpf::attach(s, *program)))),
+            Action::AttachEbpf { sock, sockarray, select, drop_on_miss } => self.attach_ebpf(key, sock, sockarray, *select, *drop_on_miss),
             Action::DetachBpf { sock } => one(outcome(self.table.with(sock, bpf::detach))),
             Action::LocalPort { sock } => match self.table.local_addr(sock) {
                 Ok(addr) => vec![(key.clone(), json!(addr.port()))],
@@ -238,6 +240,29 @@ impl Executor {
                 Vec::new()
             }
         }
+    }
+
+    /// Observations: `.load` (map and program), `.fill` (first failing slot's errno
+    /// or ok), and the attach itself under the key.
+    fn attach_ebpf(&self, key: &str, sock: &str, sockarray: &[String], select: u32, drop_on_miss: bool) -> Vec<(String, serde_json::Value)> {
+        let errno = |e: &std::io::Error| ebpf::errno_of(e).map_or_else(|| crate::errno::of_io(e), crate::errno::name);
+        let on_miss = if drop_on_miss { ebpf::OnMiss::Drop } else { ebpf::OnMiss::Pass };
+        let program = match ebpf::ReuseportEbpf::load(sockarray.len() as u32, select, on_miss) {
+            Ok(p) => p,
+            Err(e) => return vec![(format!("{key}.load"), json!(errno(&e)))],
+        };
+        let fill = sockarray
+            .iter()
+            .enumerate()
+            .map(|(i, name)| self.table.with(name, |s| program.set_slot(i as u32, s)))
+            .find_map(Result::err)
+            .map_or_else(|| "ok".to_string(), |e| errno(&e));
+        let attach = self.table.with(sock, |s| program.attach(s)).map_or_else(|e| errno(&e), |()| "ok".to_string());
+        vec![
+            (format!("{key}.load"), json!("ok")),
+            (format!("{key}.fill"), json!(fill)),
+            (key.to_string(), json!(attach)),
+        ]
     }
 
     fn finish_group(&mut self, key: &str, group: &str, finished: Group) -> Vec<(String, serde_json::Value)> {

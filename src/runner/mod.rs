@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub ready_timeout: Duration,
     pub max_guests: usize,
     pub results_dir: PathBuf,
+    /// Where each kernel's result is also kept, per run (None: not kept).
+    pub history_dir: Option<PathBuf>,
     pub show_downloads: bool,
 }
 
@@ -43,6 +45,7 @@ impl Default for RunOptions {
             ready_timeout: Duration::from_secs(20),
             max_guests: 2,
             results_dir: PathBuf::from(results::DEFAULT_DIR),
+            history_dir: Some(PathBuf::from(crate::history::DEFAULT_DIR)),
             show_downloads: true,
         }
     }
@@ -60,8 +63,13 @@ pub enum Progress {
     KernelDone { kernel: String, saved: Option<PathBuf>, result: Box<KernelResult> },
 }
 
-/// Kernel catalogue and lock as found in the source tree (`vm/`).
+/// Kernel catalogue and lock: `vm/` of the current folder if it has one, else the
+/// source tree's (so the binary works from a checkout and from anywhere else).
 pub fn catalogue_dir() -> PathBuf {
+    let here = PathBuf::from("vm");
+    if here.join("kernels.yaml").is_file() {
+        return here;
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vm")
 }
 
@@ -143,6 +151,10 @@ fn run_one(
         }
     };
     let saved = results::save(&opts.results_dir, &result).ok();
+    // History is a convenience: losing it must not lose the run.
+    if let Some(dir) = &opts.history_dir {
+        let _ = crate::history::record(dir, &result);
+    }
     progress(Progress::KernelDone { kernel: id.into(), saved, result: Box::new(result.clone()) });
     result
 }

@@ -1,0 +1,222 @@
+//! Reports on a result set (a folder of `<kernel>/result.json`): the shared model —
+//! kernels in order, every case with what its file says, per-case differences — that
+//! the Markdown, HTML and JUnit renderers read.
+
+pub mod compare;
+pub mod html;
+pub mod junit;
+pub mod markdown;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::case::{self, Case, Fix, Reference};
+use crate::diff::Volatile;
+use crate::results::{CaseResult, KernelResult};
+use compare::CaseDiff;
+
+/// What a case file says about a case; absent when the file is gone or invalid.
+#[derive(Debug, Clone)]
+pub struct CaseInfo {
+    pub summary: String,
+    pub references: Vec<Reference>,
+    pub detects: Option<Fix>,
+}
+
+/// One row of the matrix: a case, its runs per kernel (in `Report::kernels` order)
+/// and how they differ.
+#[derive(Debug)]
+pub struct Row<'a> {
+    pub case: String,
+    pub info: Option<&'a CaseInfo>,
+    pub runs: Vec<Option<&'a CaseResult>>,
+    pub diff: CaseDiff,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    /// Sorted by version, non-version ids (`host`, bzImage paths) last.
+    pub kernels: Vec<KernelResult>,
+    pub info: BTreeMap<String, CaseInfo>,
+    /// Observations the cases say vary from run to run; the same notion as `diff`'s.
+    pub volatile: Volatile,
+}
+
+/// A fix on one kernel, as `sockmatrix fixes` says it: present, absent, unknown, or
+/// `-` where the case did not run.
+pub fn fix_cell(fix: &Fix, run: Option<&CaseResult>) -> &'static str {
+    crate::diff::fix_state(fix, run)
+}
+
+impl Report {
+    pub fn new(mut kernels: Vec<KernelResult>, cases: &[Case]) -> Report {
+        kernels.sort_by(|a, b| kernel_order(&a.kernel).cmp(&kernel_order(&b.kernel)));
+        let info = cases
+            .iter()
+            .map(|c| {
+                let info = CaseInfo { summary: c.summary.clone(), references: c.references.clone(), detects: c.detects.clone() };
+                (c.id.clone(), info)
+            })
+            .collect();
+        Report { kernels, info, volatile: Volatile::from_cases(cases) }
+    }
+
+    /// Every case any kernel ran, sorted by id.
+    pub fn case_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.kernels.iter().flat_map(|k| k.cases.iter().map(|c| c.case.clone())).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    pub fn rows(&self) -> Vec<Row<'_>> {
+        self.case_ids()
+            .into_iter()
+            .map(|case| {
+                let runs: Vec<Option<&CaseResult>> =
+                    self.kernels.iter().map(|k| k.cases.iter().find(|c| c.case == case)).collect();
+                let diff = compare::compare(&runs, |key| self.volatile.is_volatile(&case, key));
+                Row { info: self.info.get(&case), case, runs, diff }
+            })
+            .collect()
+    }
+}
+
+/// Version-like ids by their numbers (5.10 before 6.1 before 6.12), then the rest by name.
+fn kernel_order(id: &str) -> (bool, Vec<u64>, String) {
+    let numbers: Option<Vec<u64>> = id.split('.').map(|p| p.parse().ok()).collect();
+    match numbers {
+        Some(n) => (false, n, String::new()),
+        None => (true, Vec::new(), id.to_string()),
+    }
+}
+
+/// The cases under `dirs`, skipping files that no longer parse: a report describes
+/// results, and an edited case must not stop it. Returns the warnings too.
+pub fn load_cases_leniently(dirs: &[PathBuf]) -> (Vec<Case>, Vec<String>) {
+    let files = match case::discover(dirs) {
+        Ok(files) => files,
+        Err(e) => return (Vec::new(), vec![format!("{e:#}; cases are shown without summaries")]),
+    };
+    let mut cases = Vec::new();
+    let mut warnings = Vec::new();
+    for file in files {
+        match case::load_file(&file) {
+            Ok(c) => cases.push(c),
+            Err(e) => warnings.push(format!("{}: invalid, shown without its summary", e.file.display())),
+        }
+    }
+    (cases, warnings)
+}
+
+/// A reference as one line of text.
+pub fn reference_text(r: &Reference) -> String {
+    match r {
+        Reference::Commit { title, version } => format!("commit \"{title}\" ({version})"),
+        Reference::Selftest { path } => format!("selftest {path}"),
+        Reference::Article { url } => url.clone(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testdata {
+    use serde_json::json;
+
+    use super::*;
+    use crate::judge::Verdict;
+    use crate::observe::Outcome;
+
+    pub fn case(id: &str, verdict: Verdict, obs: serde_json::Value) -> CaseResult {
+        CaseResult {
+            case: id.into(),
+            file: format!("cases/{id}.yaml").into(),
+            outcome: Outcome::Ran,
+            observations: obs.as_object().unwrap().clone().into_iter().collect(),
+            elapsed_ms: 1500,
+            verdict,
+        }
+    }
+
+    pub fn kernel(id: &str, cases: Vec<CaseResult>) -> KernelResult {
+        KernelResult {
+            kernel: id.into(),
+            release: Some(format!("{id}.0-1-cloud-amd64")),
+            package_version: None,
+            could_not_run: None,
+            boot: None,
+            cases,
+            finished_at: 0,
+        }
+    }
+
+    pub fn pass() -> Verdict {
+        Verdict::Pass { checked: 1 }
+    }
+
+    pub fn fail() -> Verdict {
+        Verdict::Fail {
+            mismatches: vec![crate::judge::Mismatch {
+                line: 7,
+                obs: "account.c.reset".into(),
+                expected: "0".into(),
+                observed: Some(json!(14)),
+                why: Some("a <b> & \"c\"".into()),
+            }],
+        }
+    }
+
+    /// Two kernels; `r/migrate` differs on `account.c.reset`, `b/same` does not.
+    pub fn two_kernels() -> Report {
+        let k510 = kernel(
+            "5.10",
+            vec![
+                case("r/migrate", fail(), json!({"account.c.reset": 14, "bind.a": "ok"})),
+                case("b/same", pass(), json!({"bind.b": "EADDRINUSE"})),
+            ],
+        );
+        let k61 = kernel(
+            "6.1",
+            vec![
+                case("r/migrate", pass(), json!({"account.c.reset": 0, "bind.a": "ok"})),
+                case("b/same", pass(), json!({"bind.b": "EADDRINUSE"})),
+            ],
+        );
+        Report::new(vec![k61, k510], &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_sort_by_version_then_name() {
+        let mut ids = vec!["host", "6.12", "5.10", "7.2", "6.1", "/tmp/bzImage"];
+        ids.sort_by_key(|id| kernel_order(id));
+        assert_eq!(ids, ["5.10", "6.1", "6.12", "7.2", "/tmp/bzImage", "host"]);
+    }
+
+    #[test]
+    fn volatile_keys_come_from_the_cases() {
+        let steps = "  - socket: a\n  - bind: a\n    addr: 127.0.0.1\n  - listen: a\n  - clients: c\n    count: 2\n    to: a\n  - account: c\n";
+        let text = format!("summary: t\nsteps:\n{steps}expect:\n  - obs: account.c.reset\n    max: 20\n");
+        let case = crate::case::load_str("r/migrate", std::path::Path::new("cases/r/migrate.yaml"), &text).unwrap();
+        let report = Report::new(testdata::two_kernels().kernels, &[case]);
+        let rows = report.rows();
+        let migrate = rows.iter().find(|r| r.case == "r/migrate").unwrap();
+        assert!(migrate.diff.differences[0].volatile);
+        assert!(!migrate.diff.odd(0), "a bounded count moving is not a difference of behaviour");
+    }
+
+    #[test]
+    fn rows_cover_every_case_of_every_kernel() {
+        let mut report = testdata::two_kernels();
+        report.kernels[1].cases.push(testdata::case("only/new", testdata::pass(), serde_json::json!({})));
+        let rows = report.rows();
+        let ids: Vec<&str> = rows.iter().map(|r| r.case.as_str()).collect();
+        assert_eq!(ids, ["b/same", "only/new", "r/migrate"]);
+        assert_eq!(report.kernels[0].kernel, "5.10", "sorted by version, not input order");
+        assert!(rows[1].runs[0].is_none() && rows[1].runs[1].is_some());
+    }
+
+}

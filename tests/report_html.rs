@@ -1,0 +1,153 @@
+//! The HTML report as a browser sees it: headless Chromium parses the page (--dump-dom)
+//! and paints it (--screenshot); the DOM must hold the colored matrix and the
+//! screenshot the cell colors. Needs /usr/bin/chromium (`bash ci/setup.sh`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sockmatrix::judge::{Mismatch, Verdict};
+use sockmatrix::observe::Outcome;
+use sockmatrix::report::{html, Report};
+use sockmatrix::results::{CaseResult, KernelResult};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn case(id: &str, verdict: Verdict, obs: serde_json::Value) -> CaseResult {
+    CaseResult {
+        case: id.into(),
+        file: format!("cases/{id}.yaml").into(),
+        outcome: Outcome::Ran,
+        observations: obs.as_object().unwrap().clone().into_iter().collect(),
+        elapsed_ms: 120,
+        verdict,
+    }
+}
+
+fn kernel(id: &str, release: &str, cases: Vec<CaseResult>) -> KernelResult {
+    KernelResult {
+        kernel: id.into(),
+        release: Some(release.into()),
+        package_version: None,
+        could_not_run: None,
+        boot: None,
+        cases,
+        finished_at: 0,
+    }
+}
+
+/// Two kernels: the migrate case fails on 5.10 and differs there; one case errors,
+/// one is skipped, one case file carries a summary with markup in it.
+fn report() -> Report {
+    let fail = Verdict::Fail {
+        mismatches: vec![Mismatch {
+            line: 40,
+            obs: "account.c.reset".into(),
+            expected: "0".into(),
+            observed: Some(json!(14)),
+            why: Some("no migration <before 5.14>".into()),
+        }],
+    };
+    let mut skipped = case("dualstack/v6", Verdict::Skip { reason: "needs ipv6".into() }, json!({}));
+    skipped.outcome = Outcome::Skipped { reason: "needs ipv6".into() };
+    let mut errored = case("dualstack/v6", Verdict::Error { message: "guest died".into() }, json!({}));
+    errored.outcome = Outcome::Error { message: "guest died".into(), line: None };
+    let k510 = kernel(
+        "5.10",
+        "5.10.0-46-cloud-amd64",
+        vec![case("reuseport/migrate", fail, json!({"account.c.reset": 14, "bind.a": "ok"})), errored],
+    );
+    let k61 = kernel(
+        "6.1",
+        "6.1.0-56-cloud-amd64",
+        vec![case("reuseport/migrate", Verdict::Pass { checked: 1 }, json!({"account.c.reset": 0, "bind.a": "ok"})), skipped],
+    );
+    let text = "summary: Closing a <listener> migrates its queue.\nreferences:\n  - article: https://lwn.net/Articles/542629/\nsteps:\n  - socket: a\n";
+    let migrate = sockmatrix::case::load_str("reuseport/migrate", Path::new("cases/reuseport/migrate.yaml"), text).unwrap();
+    Report::new(vec![k61, k510], &[migrate])
+}
+
+/// Runs Chromium with `args`, killing it if it hangs; returns its stdout.
+fn chromium(profile: &Path, args: &[String]) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run `bash ci/setup.sh` (it installs chromium) and test again"
+    );
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(CHROMIUM)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
+        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium did not finish within 90 s: {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "chromium {args:?}: {status}");
+    std::fs::read_to_string(out.path()).unwrap()
+}
+
+fn write_page(dir: &Path) -> PathBuf {
+    let page = dir.join("matrix.html");
+    std::fs::write(&page, html::render(&report())).unwrap();
+    page
+}
+
+#[test]
+fn chromium_parses_the_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = write_page(dir.path());
+    let dom = chromium(&dir.path().join("profile"), &["--dump-dom".into(), format!("file://{}", page.display())]);
+    assert!(dom.contains("<table class=\"matrix\" id=\"matrix\">"), "{dom}");
+    let cells = |class: &str| dom.matches(&format!("<td class=\"{class}\"")).count();
+    assert_eq!(cells("cell fail differs"), 1, "{dom}");
+    assert_eq!(cells("cell pass differs"), 1, "two kernels, two values: both differ");
+    assert_eq!(cells("cell error"), 1, "{dom}");
+    assert_eq!(cells("cell skip"), 1, "{dom}");
+    assert_eq!(dom.matches("<details>").count(), 4, "every run cell unfolds");
+    assert!(dom.contains("<span class=\"marker\">differs</span><span class=\"keys\">reset=14</span>"), "{dom}");
+    // Escaped text comes back as text, not as elements.
+    assert!(dom.contains("Closing a &lt;listener&gt; migrates its queue."), "{dom}");
+    assert!(dom.contains("no migration &lt;before 5.14&gt;"), "{dom}");
+    assert!(!dom.contains("<listener>"), "{dom}");
+    assert!(dom.contains("5.10.0-46-cloud-amd64") && dom.contains("6.1.0-56-cloud-amd64"), "{dom}");
+}
+
+#[test]
+fn chromium_paints_the_cell_colors() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = write_page(dir.path());
+    let png = dir.path().join("shot.png");
+    chromium(
+        &dir.path().join("profile"),
+        &[format!("--screenshot={}", png.display()), "--window-size=1400,900".into(), format!("file://{}", page.display())],
+    );
+    let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
+    assert!(bytes.len() > 10_000, "a {} byte screenshot is blank", bytes.len());
+    let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!((frame.width, frame.height), (1400, 900));
+    let step = frame.color_type.samples();
+    assert!(step >= 3, "{:?}", frame.color_type);
+    let has = |rgb: [u8; 3]| pixels[..frame.buffer_size()].chunks(step).filter(|p| p[..3] == rgb).count() > 200;
+    // The stylesheet's pass, fail, skip and error backgrounds.
+    for (name, rgb) in [("pass", [0xc8, 0xec, 0xc9]), ("fail", [0xf5, 0xb7, 0xb1]), ("skip", [0xe0, 0xe0, 0xe0]), ("error", [0xfb, 0xc9, 0x8e])] {
+        assert!(has(rgb), "no {name} cell color {rgb:02x?} in the screenshot");
+    }
+}
