@@ -59,7 +59,9 @@ pub fn main(args: &[String]) -> ! {
     match load_plan(Path::new(plan_path)) {
         Ok(plan) => {
             for case in &plan.cases {
-                emit(AgentEvent::CaseStart { id: case.id.clone() });
+                emit(AgentEvent::CaseStart {
+                    id: case.id.clone(),
+                });
                 let run = crate::exec::run_case(case, &release);
                 emit(AgentEvent::CaseEnd { run });
             }
@@ -75,16 +77,27 @@ fn arg_value<'a>(args: &'a [String], prefix: &str) -> Option<&'a str> {
 }
 
 fn load_plan(path: &Path) -> Result<GuestPlan, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("bad plan {}: {e}", path.display()))
 }
 
 /// The executor reads /proc (sysctls, if_inet6) and the results port lives in /dev.
 fn mount_basics() {
     use nix::mount::{mount, MsFlags};
-    for (source, target, fstype) in [("proc", "/proc", "proc"), ("sysfs", "/sys", "sysfs"), ("devtmpfs", "/dev", "devtmpfs")] {
+    for (source, target, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+    ] {
         let _ = std::fs::create_dir_all(target);
-        if let Err(e) = mount(Some(source), target, Some(fstype), MsFlags::empty(), None::<&str>) {
+        if let Err(e) = mount(
+            Some(source),
+            target,
+            Some(fstype),
+            MsFlags::empty(),
+            None::<&str>,
+        ) {
             eprintln!("sockmatrix-agent: mount {target}: {e}");
         }
     }
@@ -92,7 +105,10 @@ fn mount_basics() {
 
 /// Opens the serial port raw, so the tty layer neither echoes nor rewrites newlines.
 fn open_results(device: &str) -> std::io::Result<File> {
-    let file = std::fs::OpenOptions::new().write(true).read(true).open(device)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(device)?;
     if let Ok(mut tio) = nix::sys::termios::tcgetattr(&file) {
         nix::sys::termios::cfmakeraw(&mut tio);
         let _ = nix::sys::termios::tcsetattr(&file, nix::sys::termios::SetArg::TCSANOW, &tio);

@@ -46,7 +46,11 @@ pub fn floor_boot(image: &KernelImage, opts: &RunOptions, scratch: &Path) -> Res
     let agent = runner::agent_binary()?;
     let initramfs = scratch.join(format!("floor-{}.cpio", image.id));
     runner::write_guest_image(&initramfs, &agent, None)?;
-    let mut spec = BootSpec::new(&image.vmlinuz, &initramfs, scratch.join(format!("floor-{}.console.log", image.id)));
+    let mut spec = BootSpec::new(
+        &image.vmlinuz,
+        &initramfs,
+        scratch.join(format!("floor-{}.console.log", image.id)),
+    );
     spec.accel = opts.accel;
     spec.memory_mb = opts.memory_mb;
     spec.cpus = opts.cpus;
@@ -55,10 +59,20 @@ pub fn floor_boot(image: &KernelImage, opts: &RunOptions, scratch: &Path) -> Res
     spec.total_timeout = Duration::from_secs(60);
     spec.init_args = vec!["floor".into()];
     let outcome = qemu::boot(&spec, &mut |_| {})?;
-    Ok(FloorBoot { ready: outcome.boot_to_ready, total: outcome.total, attempts: outcome.attempts, exit: outcome.exit })
+    Ok(FloorBoot {
+        ready: outcome.boot_to_ready,
+        total: outcome.total,
+        attempts: outcome.attempts,
+        exit: outcome.exit,
+    })
 }
 
-pub fn run(kernels: &[String], cases: &[Case], opts: &RunOptions, hang_boots: u32) -> Result<Report> {
+pub fn run(
+    kernels: &[String],
+    cases: &[Case],
+    opts: &RunOptions,
+    hang_boots: u32,
+) -> Result<Report> {
     let (catalogue, lock) = runner::load_catalogue()?;
     let images: Vec<KernelImage> = kernels
         .iter()
@@ -79,7 +93,10 @@ pub fn run(kernels: &[String], cases: &[Case], opts: &RunOptions, hang_boots: u3
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().ok().flatten()).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
     });
 
     let started = Instant::now();
@@ -91,15 +108,31 @@ pub fn run(kernels: &[String], cases: &[Case], opts: &RunOptions, hang_boots: u3
         .iter()
         .zip(floors)
         .zip(results)
-        .map(|((kernel, floor), result)| KernelFigures { kernel: kernel.clone(), floor, result })
+        .map(|((kernel, floor), result)| KernelFigures {
+            kernel: kernel.clone(),
+            floor,
+            result,
+        })
         .collect();
-    Ok(Report { kernels, matrix_wall, hangs })
+    Ok(Report {
+        kernels,
+        matrix_wall,
+        hangs,
+    })
 }
 
 /// Floor boots round-robin over the kernels, `max_guests` at a time.
-fn count_hangs(images: &[KernelImage], opts: &RunOptions, scratch: &Path, boots: u32) -> HangFigures {
+fn count_hangs(
+    images: &[KernelImage],
+    opts: &RunOptions,
+    scratch: &Path,
+    boots: u32,
+) -> HangFigures {
     let next = std::sync::atomic::AtomicU32::new(0);
-    let (retried, failed) = (std::sync::atomic::AtomicU32::new(0), std::sync::atomic::AtomicU32::new(0));
+    let (retried, failed) = (
+        std::sync::atomic::AtomicU32::new(0),
+        std::sync::atomic::AtomicU32::new(0),
+    );
     std::thread::scope(|scope| {
         for worker in 0..opts.max_guests.max(1) {
             let (next, retried, failed) = (&next, &retried, &failed);
@@ -127,7 +160,11 @@ fn count_hangs(images: &[KernelImage], opts: &RunOptions, scratch: &Path, boots:
             });
         }
     });
-    HangFigures { boots, retried: retried.into_inner(), failed: failed.into_inner() }
+    HangFigures {
+        boots,
+        retried: retried.into_inner(),
+        failed: failed.into_inner(),
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -144,9 +181,13 @@ impl std::fmt::Display for Report {
         for k in &self.kernels {
             let floor_ready = k.floor.as_ref().and_then(|f| f.ready);
             let boot = k.result.boot.as_ref();
-            let agent = boot.and_then(|b| b.boot_to_ready_ms).map(Duration::from_millis);
+            let agent = boot
+                .and_then(|b| b.boot_to_ready_ms)
+                .map(Duration::from_millis);
             let ratio = match (agent, floor_ready) {
-                (Some(a), Some(fl)) if !fl.is_zero() => format!("{:.2}", a.as_secs_f64() / fl.as_secs_f64()),
+                (Some(a), Some(fl)) if !fl.is_zero() => {
+                    format!("{:.2}", a.as_secs_f64() / fl.as_secs_f64())
+                }
                 _ => "-".into(),
             };
             let cases: u64 = k.result.cases.iter().map(|c| c.elapsed_ms).sum();
@@ -161,7 +202,9 @@ impl std::fmt::Display for Report {
                 cases,
                 boot.map(|b| b.total_ms.to_string()).unwrap_or("-".into()),
                 boot.map(|b| b.attempts.to_string()).unwrap_or("-".into()),
-                slowest.map(|c| format!("{} ({} ms)", c.case, c.elapsed_ms)).unwrap_or_default(),
+                slowest
+                    .map(|c| format!("{} ({} ms)", c.case, c.elapsed_ms))
+                    .unwrap_or_default(),
             )?;
         }
         writeln!(
@@ -170,8 +213,18 @@ impl std::fmt::Display for Report {
              ratio: boot overhead against the floor (target <= 1.30); cases ms: time inside the guest running cases;\n\
              boot ms: launch to power-off for the whole plan."
         )?;
-        let n = self.kernels.iter().map(|k| k.result.cases.len()).max().unwrap_or(0);
-        writeln!(f, "whole matrix: {} kernels x {n} cases in {:.1} s wall (target < 60 s)", self.kernels.len(), self.matrix_wall.as_secs_f64())?;
+        let n = self
+            .kernels
+            .iter()
+            .map(|k| k.result.cases.len())
+            .max()
+            .unwrap_or(0);
+        writeln!(
+            f,
+            "whole matrix: {} kernels x {n} cases in {:.1} s wall (target < 60 s)",
+            self.kernels.len(),
+            self.matrix_wall.as_secs_f64()
+        )?;
         if let Some(h) = &self.hangs {
             writeln!(f, "hangs: {} of {} floor boots needed a retry, {} did not power off cleanly (target 0)", h.retried, h.boots, h.failed)?;
         }

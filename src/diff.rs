@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::judge::fix_presence;
 use crate::case::{Case, Fix, Matcher};
+use crate::judge::fix_presence;
 use crate::output::show_value;
 use crate::results::{CaseResult, KernelResult};
 
@@ -44,14 +44,20 @@ impl Volatile {
                 }
             }
         }
-        let fixes = cases.iter().filter_map(|c| c.detects.clone().map(|f| (c.id.clone(), f))).collect();
+        let fixes = cases
+            .iter()
+            .filter_map(|c| c.detects.clone().map(|f| (c.id.clone(), f)))
+            .collect();
         Volatile { keys, fixes }
     }
 
     pub fn is_volatile(&self, case: &str, key: &str) -> bool {
         key.ends_with(".fairness")
             || self.keys.get(case).is_some_and(|keys| {
-                keys.contains(key) || keys.iter().any(|k| k.strip_suffix('*').is_some_and(|p| key.starts_with(p)))
+                keys.contains(key)
+                    || keys
+                        .iter()
+                        .any(|k| k.strip_suffix('*').is_some_and(|p| key.starts_with(p)))
             })
     }
 }
@@ -110,11 +116,22 @@ pub struct SetDiff {
 
 pub fn diff_kernels(a: &KernelResult, b: &KernelResult, volatile: &Volatile) -> KernelDiff {
     let by_id = |k: &'_ KernelResult| -> BTreeMap<String, CaseResult> {
-        k.cases.iter().map(|c| (c.case.clone(), c.clone())).collect()
+        k.cases
+            .iter()
+            .map(|c| (c.case.clone(), c.clone()))
+            .collect()
     };
     let (cases_a, cases_b) = (by_id(a), by_id(b));
-    let added = cases_b.keys().filter(|id| !cases_a.contains_key(*id)).cloned().collect();
-    let removed = cases_a.keys().filter(|id| !cases_b.contains_key(*id)).cloned().collect();
+    let added = cases_b
+        .keys()
+        .filter(|id| !cases_a.contains_key(*id))
+        .cloned()
+        .collect();
+    let removed = cases_a
+        .keys()
+        .filter(|id| !cases_b.contains_key(*id))
+        .cloned()
+        .collect();
     let cases = cases_a
         .iter()
         .filter_map(|(id, ca)| cases_b.get(id).map(|cb| diff_case(ca, cb, volatile)))
@@ -148,7 +165,10 @@ fn diff_case(a: &CaseResult, b: &CaseResult, volatile: &Volatile) -> CaseDiff {
         .collect();
     let (la, lb) = (a.verdict.label(), b.verdict.label());
     let fix = volatile.fixes.get(&a.case).and_then(|f| {
-        let (fa, fb) = (fix_presence(f, &a.outcome, &a.observations), fix_presence(f, &b.outcome, &b.observations));
+        let (fa, fb) = (
+            fix_presence(f, &a.outcome, &a.observations),
+            fix_presence(f, &b.outcome, &b.observations),
+        );
         (fa != fb).then_some((fa, fb))
     });
     CaseDiff {
@@ -177,7 +197,11 @@ pub fn diff_sets(a: &[KernelResult], b: &[KernelResult], volatile: &Volatile) ->
             None => out.only_a.push(ka.kernel.clone()),
         }
     }
-    out.only_b = b.iter().filter(|kb| !a.iter().any(|ka| ka.kernel == kb.kernel)).map(|k| k.kernel.clone()).collect();
+    out.only_b = b
+        .iter()
+        .filter(|kb| !a.iter().any(|ka| ka.kernel == kb.kernel))
+        .map(|k| k.kernel.clone())
+        .collect();
     out
 }
 
@@ -186,7 +210,11 @@ impl SetDiff {
     /// non-volatile observation that changed, appeared or vanished, a case or a whole
     /// kernel that vanished. A is the baseline.
     pub fn regressions(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.only_a.iter().map(|k| format!("{k}: no current results for this kernel")).collect();
+        let mut out: Vec<String> = self
+            .only_a
+            .iter()
+            .map(|k| format!("{k}: no current results for this kernel"))
+            .collect();
         for k in &self.kernels {
             for case in &k.removed {
                 out.push(format!("{}: {case}: case vanished", k.b));
@@ -213,10 +241,16 @@ impl SetDiff {
                 Some(r) => format!("{kernel} ({r})"),
                 None => format!("{kernel} (release unknown)"),
             };
-            let _ = writeln!(out, "== {} -> {}", show(&k.a, &k.release_a), show(&k.b, &k.release_b));
+            let _ = writeln!(
+                out,
+                "== {} -> {}",
+                show(&k.a, &k.release_a),
+                show(&k.b, &k.release_b)
+            );
             let mut any = false;
             for c in &k.cases {
-                let shown: Vec<&ObsChange> = c.changes.iter().filter(|ch| all || !ch.volatile).collect();
+                let shown: Vec<&ObsChange> =
+                    c.changes.iter().filter(|ch| all || !ch.volatile).collect();
                 hidden += c.changes.len() - shown.len();
                 if c.verdict.is_none() && c.fix.is_none() && shown.is_empty() {
                     continue;
@@ -246,7 +280,10 @@ impl SetDiff {
                 let _ = writeln!(out, "no differences");
             }
             if hidden > 0 {
-                let _ = writeln!(out, "({hidden} volatile observation change(s) not shown; --all shows them)");
+                let _ = writeln!(
+                    out,
+                    "({hidden} volatile observation change(s) not shown; --all shows them)"
+                );
             }
             out.push('\n');
         }
@@ -261,7 +298,11 @@ impl SetDiff {
 }
 
 fn show_change(ch: &ObsChange) -> String {
-    let side = |v: &Option<Value>| v.as_ref().map(show_value).unwrap_or_else(|| "(absent)".into());
+    let side = |v: &Option<Value>| {
+        v.as_ref()
+            .map(show_value)
+            .unwrap_or_else(|| "(absent)".into())
+    };
     format!("{}: {} -> {}", ch.key, side(&ch.a), side(&ch.b))
 }
 
@@ -319,31 +360,83 @@ mod tests {
         let v = volatile_case();
         assert!(v.is_volatile("r/t", "account.c.accepted.a"));
         assert!(v.is_volatile("r/t", "account.c.reset"));
-        assert!(v.is_volatile("r/t", "queue.a"), "the other end of same_as varies too");
+        assert!(
+            v.is_volatile("r/t", "queue.a"),
+            "the other end of same_as varies too"
+        );
         assert!(v.is_volatile("other", "tally.g.fairness"));
         assert!(!v.is_volatile("r/t", "bind.a"));
-        assert!(!v.is_volatile("other", "account.c.accepted.a"), "volatility is per case");
+        assert!(
+            !v.is_volatile("other", "account.c.accepted.a"),
+            "volatility is per case"
+        );
     }
 
     #[test]
     fn lists_changed_one_sided_and_flipped() {
-        let a = result("5.10", &[("r/t", pass(), json!({"bind.a": "ok", "queue.a": 3, "gone": 1})), ("old", pass(), json!({}))]);
-        let b = result("7.2", &[("r/t", fail(), json!({"bind.a": "EADDRINUSE", "queue.a": 5, "new": "ok"})), ("fresh", pass(), json!({}))]);
+        let a = result(
+            "5.10",
+            &[
+                (
+                    "r/t",
+                    pass(),
+                    json!({"bind.a": "ok", "queue.a": 3, "gone": 1}),
+                ),
+                ("old", pass(), json!({})),
+            ],
+        );
+        let b = result(
+            "7.2",
+            &[
+                (
+                    "r/t",
+                    fail(),
+                    json!({"bind.a": "EADDRINUSE", "queue.a": 5, "new": "ok"}),
+                ),
+                ("fresh", pass(), json!({})),
+            ],
+        );
         let d = diff_kernels(&a, &b, &volatile_case());
         assert_eq!(d.added, vec!["fresh"]);
         assert_eq!(d.removed, vec!["old"]);
         let c = &d.cases[0];
         assert_eq!(c.verdict, Some(("pass", "FAIL")));
         assert!(c.worse);
-        let keys: Vec<(&str, bool)> = c.changes.iter().map(|ch| (ch.key.as_str(), ch.volatile)).collect();
-        assert_eq!(keys, vec![("bind.a", false), ("gone", false), ("new", false), ("queue.a", true)]);
-        let text = SetDiff { kernels: vec![d.clone()], ..Default::default() }.render(false, &BTreeMap::new());
+        let keys: Vec<(&str, bool)> = c
+            .changes
+            .iter()
+            .map(|ch| (ch.key.as_str(), ch.volatile))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("bind.a", false),
+                ("gone", false),
+                ("new", false),
+                ("queue.a", true)
+            ]
+        );
+        let text = SetDiff {
+            kernels: vec![d.clone()],
+            ..Default::default()
+        }
+        .render(false, &BTreeMap::new());
         assert!(text.contains("  bind.a: ok -> EADDRINUSE\n"), "{text}");
         assert!(text.contains("  gone: 1 -> (absent)\n"), "{text}");
         assert!(text.contains("  new: (absent) -> ok\n"), "{text}");
-        assert!(!text.contains("queue.a"), "volatile hidden without --all: {text}");
-        assert!(text.contains("1 volatile observation change(s) not shown"), "{text}");
-        let all = SetDiff { kernels: vec![d], ..Default::default() }.render(true, &BTreeMap::new());
+        assert!(
+            !text.contains("queue.a"),
+            "volatile hidden without --all: {text}"
+        );
+        assert!(
+            text.contains("1 volatile observation change(s) not shown"),
+            "{text}"
+        );
+        let all = SetDiff {
+            kernels: vec![d],
+            ..Default::default()
+        }
+        .render(true, &BTreeMap::new());
         assert!(all.contains("  queue.a: 3 -> 5   (volatile)\n"), "{all}");
     }
 
@@ -358,26 +451,52 @@ mod tests {
     fn regressions_only_for_worse_verdicts_and_stable_changes() {
         let vol = volatile_case();
         let base = vec![
-            result("6.1", &[("r/t", pass(), json!({"queue.a": 3})), ("gone", pass(), json!({}))]),
+            result(
+                "6.1",
+                &[
+                    ("r/t", pass(), json!({"queue.a": 3})),
+                    ("gone", pass(), json!({})),
+                ],
+            ),
             result("5.10", &[]),
         ];
         // Volatile change, and a fail that became a pass: no regression there.
         let cur = vec![result("6.1", &[("r/t", pass(), json!({"queue.a": 7}))])];
         let d = diff_sets(&base, &cur, &vol);
-        assert_eq!(d.regressions(), vec!["5.10: no current results for this kernel", "6.1: gone: case vanished"]);
+        assert_eq!(
+            d.regressions(),
+            vec![
+                "5.10: no current results for this kernel",
+                "6.1: gone: case vanished"
+            ]
+        );
         let improved = diff_sets(
             &[result("6.1", &[("x", fail(), json!({}))])],
             &[result("6.1", &[("x", pass(), json!({}))])],
             &vol,
         );
         assert!(improved.regressions().is_empty());
-        let skip = Verdict::Skip { reason: "no ipv6".into() };
+        let skip = Verdict::Skip {
+            reason: "no ipv6".into(),
+        };
         let worse = diff_sets(
             &[result("6.1", &[("x", skip, json!({}))])],
-            &[result("6.1", &[("x", Verdict::Error { message: "died".into() }, json!({"k": 1}))])],
+            &[result(
+                "6.1",
+                &[(
+                    "x",
+                    Verdict::Error {
+                        message: "died".into(),
+                    },
+                    json!({"k": 1}),
+                )],
+            )],
             &vol,
         );
-        assert_eq!(worse.regressions(), vec!["6.1: x: verdict skip -> ERROR", "6.1: x: k: (absent) -> 1"]);
+        assert_eq!(
+            worse.regressions(),
+            vec!["6.1: x: verdict skip -> ERROR", "6.1: x: k: (absent) -> 1"]
+        );
     }
 
     #[test]
@@ -388,9 +507,15 @@ mod tests {
         // Both pass (version-bound expectations), but the observation shows the fix.
         let a = result("5.10", &[("m", pass(), json!({"bind.a": "EADDRINUSE"}))]);
         let b = result("6.1", &[("m", pass(), json!({"bind.a": "ok"}))]);
-        let d = SetDiff { kernels: vec![diff_kernels(&a, &b, &vol)], ..Default::default() };
+        let d = SetDiff {
+            kernels: vec![diff_kernels(&a, &b, &vol)],
+            ..Default::default()
+        };
         let fixes = BTreeMap::from([("m".to_string(), case.detects.clone().unwrap())]);
         let text = d.render(false, &fixes);
-        assert!(text.contains("fix \"tcp: fix it\" (5.14): absent -> present"), "{text}");
+        assert!(
+            text.contains("fix \"tcp: fix it\" (5.14): absent -> present"),
+            "{text}"
+        );
     }
 }

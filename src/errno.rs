@@ -31,7 +31,9 @@ pub fn is_known(candidate: &str) -> bool {
 pub fn looks_like(text: &str) -> bool {
     text.len() > 2
         && text.starts_with('E')
-        && text[1..].chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        && text[1..]
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -13,13 +13,27 @@ use crate::results::KernelResult;
 pub fn table(cases: &[Case], set: &[KernelResult]) -> String {
     let rows: Vec<(&Case, &crate::case::Fix, String)> = cases
         .iter()
-        .filter_map(|c| c.detects.as_ref().map(|f| (c, f, format!("{} ({})", f.commit, f.version))))
+        .filter_map(|c| {
+            c.detects
+                .as_ref()
+                .map(|f| (c, f, format!("{} ({})", f.commit, f.version)))
+        })
         .collect();
     if rows.is_empty() {
         return "no case names a fix it detects (`detects:` in the case file)\n".to_string();
     }
-    let fix_w = rows.iter().map(|(_, _, f)| f.len()).max().unwrap_or(3).max(3);
-    let case_w = rows.iter().map(|(c, _, _)| c.id.len()).max().unwrap_or(4).max(4);
+    let fix_w = rows
+        .iter()
+        .map(|(_, _, f)| f.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let case_w = rows
+        .iter()
+        .map(|(c, _, _)| c.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let mut out = format!("{:<fix_w$}  {:<case_w$}", "fix", "case");
     for k in set {
         let _ = write!(out, "  {:>7}", k.kernel);
@@ -46,7 +60,11 @@ mod tests {
     use std::path::Path;
 
     fn case(id: &str, detects: bool) -> Case {
-        let fix = if detects { "detects:\n  commit: \"tcp: fix\"\n  version: \"5.14\"\n  obs: socket.a\n  eq: ok\n" } else { "" };
+        let fix = if detects {
+            "detects:\n  commit: \"tcp: fix\"\n  version: \"5.14\"\n  obs: socket.a\n  eq: ok\n"
+        } else {
+            ""
+        };
         let text = format!("summary: t\n{fix}steps:\n  - socket: a\n");
         case::load_str(id, Path::new("cases/x.yaml"), &text).unwrap()
     }
@@ -65,7 +83,9 @@ mod tests {
                     case: c.to_string(),
                     file: "cases/x.yaml".into(),
                     outcome: outcome.clone(),
-                    observations: [("socket.a".to_string(), serde_json::json!(obs))].into_iter().collect(),
+                    observations: [("socket.a".to_string(), serde_json::json!(obs))]
+                        .into_iter()
+                        .collect(),
                     elapsed_ms: 0,
                     // The verdict does not decide the fix: the observation does.
                     verdict: Verdict::Pass { checked: 0 },
@@ -81,11 +101,17 @@ mod tests {
         let set = [
             kernel("5.10", &[("m", Outcome::Ran, "EINVAL")]),
             kernel("6.1", &[("m", Outcome::Ran, "ok")]),
-            kernel("6.12", &[("m", Outcome::Skipped { reason: "r".into() }, "ok")]),
+            kernel(
+                "6.12",
+                &[("m", Outcome::Skipped { reason: "r".into() }, "ok")],
+            ),
             kernel("7.2", &[]),
         ];
         let text = table(&cases, &set);
-        let row = text.lines().find(|l| l.starts_with("tcp: fix (5.14)")).expect(&text);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("tcp: fix (5.14)"))
+            .expect(&text);
         let cells: Vec<&str> = row.split_whitespace().rev().take(4).collect();
         assert_eq!(cells, vec!["-", "unknown", "present", "absent"], "{text}");
         assert!(!text.contains("plain"), "{text}");

@@ -17,7 +17,11 @@ pub const DEFAULT_DIR: &str = "results/history";
 
 /// Keeps `result` in the history; never replaces an earlier run's file.
 pub fn record(history_dir: &Path, result: &KernelResult) -> Result<PathBuf> {
-    let release = result.release.as_deref().unwrap_or("unknown").replace('/', "_");
+    let release = result
+        .release
+        .as_deref()
+        .unwrap_or("unknown")
+        .replace('/', "_");
     let dir = history_dir.join(&result.kernel).join(release);
     let stamp = file_stamp(result.finished_at);
     let mut path = dir.join(format!("{stamp}.json"));
@@ -29,7 +33,8 @@ pub fn record(history_dir: &Path, result: &KernelResult) -> Result<PathBuf> {
     }
     let mut text = serde_json::to_string_pretty(result)?;
     text.push('\n');
-    results::write_atomic(&path, text.as_bytes()).with_context(|| format!("keeping kernel {} in the history", result.kernel))?;
+    results::write_atomic(&path, text.as_bytes())
+        .with_context(|| format!("keeping kernel {} in the history", result.kernel))?;
     Ok(path)
 }
 
@@ -42,7 +47,8 @@ pub fn load(history_dir: &Path, kernel: Option<&str>) -> Result<Vec<KernelResult
     let mut runs = Vec::new();
     for kdir in kernels {
         for rdir in subdirs(&kdir)? {
-            let files = std::fs::read_dir(&rdir).with_context(|| format!("reading {}", rdir.display()))?;
+            let files =
+                std::fs::read_dir(&rdir).with_context(|| format!("reading {}", rdir.display()))?;
             for file in files {
                 let path = file?.path();
                 if path.extension().is_some_and(|e| e == "json") {
@@ -56,8 +62,12 @@ pub fn load(history_dir: &Path, kernel: Option<&str>) -> Result<Vec<KernelResult
 }
 
 fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("no run history in {}", dir.display()))?;
-    let mut out: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("no run history in {}", dir.display()))?;
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
     out.sort();
     Ok(out)
 }
@@ -88,17 +98,29 @@ pub fn timeline(runs: &[KernelResult], case: &str, obs: Option<&str>) -> Vec<Row
     let keys: BTreeSet<String> = match obs {
         None => all.into_iter().cloned().collect(),
         Some(o) if all.iter().any(|k| *k == o) => BTreeSet::from([o.to_string()]),
-        Some(o) => all.into_iter().filter(|k| k.strip_prefix(o).is_some_and(|rest| rest.starts_with('.'))).cloned().collect(),
+        Some(o) => all
+            .into_iter()
+            .filter(|k| k.strip_prefix(o).is_some_and(|rest| rest.starts_with('.')))
+            .cloned()
+            .collect(),
     };
     let mut rows: Vec<Row> = Vec::new();
     for run in runs {
         // Runs that did not include the case (a filtered run) say nothing about it.
-        let Some(result) = run.cases.iter().find(|c| c.case == case) else { continue };
-        let values: BTreeMap<String, Option<Value>> =
-            keys.iter().map(|k| (k.clone(), result.observations.get(k).cloned())).collect();
+        let Some(result) = run.cases.iter().find(|c| c.case == case) else {
+            continue;
+        };
+        let values: BTreeMap<String, Option<Value>> = keys
+            .iter()
+            .map(|k| (k.clone(), result.observations.get(k).cloned()))
+            .collect();
         let previous = rows.iter().rev().find(|r| r.kernel == run.kernel);
         let changed = match previous {
-            Some(p) => keys.iter().filter(|k| p.values[*k] != values[*k]).cloned().collect(),
+            Some(p) => keys
+                .iter()
+                .filter(|k| p.values[*k] != values[*k])
+                .cloned()
+                .collect(),
             None => Vec::new(),
         };
         rows.push(Row {
@@ -117,7 +139,11 @@ pub fn timeline(runs: &[KernelResult], case: &str, obs: Option<&str>) -> Vec<Row
 /// One kernel per block; each run's values, with `<- changed` where they moved.
 pub fn render(rows: &[Row]) -> String {
     let mut out = String::new();
-    let show = |v: &Option<Value>| v.as_ref().map(show_value).unwrap_or_else(|| "(absent)".into());
+    let show = |v: &Option<Value>| {
+        v.as_ref()
+            .map(show_value)
+            .unwrap_or_else(|| "(absent)".into())
+    };
     for (i, row) in rows.iter().enumerate() {
         if row.first {
             let _ = writeln!(out, "{}== {}", if i > 0 { "\n" } else { "" }, row.kernel);
@@ -126,13 +152,32 @@ pub fn render(rows: &[Row]) -> String {
         let prev = rows[..i].iter().rev().find(|r| r.kernel == row.kernel);
         let release_moved = prev.is_some_and(|p| p.release != row.release);
         let verdict_moved = prev.is_some_and(|p| p.verdict != row.verdict);
-        let _ = write!(out, "{}  {release}{}  {}{}", utc_iso(row.at), if release_moved { " (new release)" } else { "" }, row.verdict, if verdict_moved { " (verdict changed)" } else { "" });
+        let _ = write!(
+            out,
+            "{}  {release}{}  {}{}",
+            utc_iso(row.at),
+            if release_moved { " (new release)" } else { "" },
+            row.verdict,
+            if verdict_moved {
+                " (verdict changed)"
+            } else {
+                ""
+            }
+        );
         if row.values.len() == 1 {
             let (key, value) = row.values.iter().next().unwrap();
-            let mark = if row.changed.is_empty() { "" } else { "   <- changed" };
+            let mark = if row.changed.is_empty() {
+                ""
+            } else {
+                "   <- changed"
+            };
             let _ = writeln!(out, "  {key}={}{mark}", show(value));
         } else if row.first {
-            let all: Vec<String> = row.values.iter().map(|(k, v)| format!("{k}={}", show(v))).collect();
+            let all: Vec<String> = row
+                .values
+                .iter()
+                .map(|(k, v)| format!("{k}={}", show(v)))
+                .collect();
             let _ = writeln!(out, "\n    {}", all.join("  "));
         } else if row.changed.is_empty() {
             let _ = writeln!(out, "  (no change)");
@@ -140,7 +185,12 @@ pub fn render(rows: &[Row]) -> String {
             let _ = writeln!(out, "   <- changed:");
             let prev = prev.expect("a changed row has a previous one");
             for key in &row.changed {
-                let _ = writeln!(out, "    {key}: {} -> {}", show(&prev.values[key]), show(&row.values[key]));
+                let _ = writeln!(
+                    out,
+                    "    {key}: {} -> {}",
+                    show(&prev.values[key]),
+                    show(&row.values[key])
+                );
             }
         }
     }
@@ -214,22 +264,58 @@ mod tests {
     #[test]
     fn marks_the_run_where_a_value_changed() {
         let runs = [
-            run("6.1", 10, "r1", Some(json!({"a.x": 1, "a.y": "ok", "b": 0}))),
+            run(
+                "6.1",
+                10,
+                "r1",
+                Some(json!({"a.x": 1, "a.y": "ok", "b": 0})),
+            ),
             run("6.1", 20, "r1", None), // a filtered run without the case: skipped
-            run("6.1", 30, "r1", Some(json!({"a.x": 1, "a.y": "ok", "b": 5}))),
-            run("6.1", 40, "r2", Some(json!({"a.x": 2, "a.y": "ok", "b": 5}))),
+            run(
+                "6.1",
+                30,
+                "r1",
+                Some(json!({"a.x": 1, "a.y": "ok", "b": 5})),
+            ),
+            run(
+                "6.1",
+                40,
+                "r2",
+                Some(json!({"a.x": 2, "a.y": "ok", "b": 5})),
+            ),
             run("7.2", 15, "r9", Some(json!({"a.x": 2}))),
         ];
         let rows = timeline(&runs, "c", Some("a"));
         assert_eq!(rows.len(), 4);
-        assert_eq!(rows[0].values.keys().collect::<Vec<_>>(), vec!["a.x", "a.y"], "prefix selects a.*, not b");
+        assert_eq!(
+            rows[0].values.keys().collect::<Vec<_>>(),
+            vec!["a.x", "a.y"],
+            "prefix selects a.*, not b"
+        );
         let changed: Vec<&Vec<String>> = rows.iter().map(|r| &r.changed).collect();
-        assert_eq!(changed, vec![&vec![], &vec![], &vec!["a.x".to_string()], &vec![]]);
+        assert_eq!(
+            changed,
+            vec![&vec![], &vec![], &vec!["a.x".to_string()], &vec![]]
+        );
         assert!(rows[3].first, "7.2 starts its own timeline");
-        let exact = timeline(&[run("6.1", 1, "r", Some(json!({"a": 1, "a.error": "ok"})))], "c", Some("a"));
-        assert_eq!(exact[0].values.keys().collect::<Vec<_>>(), vec!["a"], "an exact key selects only itself");
+        let exact = timeline(
+            &[run("6.1", 1, "r", Some(json!({"a": 1, "a.error": "ok"})))],
+            "c",
+            Some("a"),
+        );
+        assert_eq!(
+            exact[0].values.keys().collect::<Vec<_>>(),
+            vec!["a"],
+            "an exact key selects only itself"
+        );
         let text = render(&timeline(&runs, "c", Some("a.x")));
-        assert!(text.contains("1970-01-01T00:00:40Z  r2 (new release)  pass  a.x=2   <- changed"), "{text}");
-        assert!(text.contains("1970-01-01T00:00:30Z  r1  pass  a.x=1\n"), "{text}");
+        assert!(
+            text.contains("1970-01-01T00:00:40Z  r2 (new release)  pass  a.x=2   <- changed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1970-01-01T00:00:30Z  r1  pass  a.x=1\n"),
+            "{text}"
+        );
     }
 }

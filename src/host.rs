@@ -19,7 +19,12 @@ pub fn release() -> String {
 /// `uname -r` and `uname -v` of the running kernel.
 pub fn uname() -> (String, String) {
     nix::sys::utsname::uname()
-        .map(|u| (u.release().to_string_lossy().into_owned(), u.version().to_string_lossy().into_owned()))
+        .map(|u| {
+            (
+                u.release().to_string_lossy().into_owned(),
+                u.version().to_string_lossy().into_owned(),
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -28,10 +33,12 @@ pub fn preflight() -> Result<(), String> {
     if nix::unistd::geteuid().is_root() {
         Ok(())
     } else {
-        Err("`run --host` needs root: every case runs in its own network namespace \
+        Err(
+            "`run --host` needs root: every case runs in its own network namespace \
              (unshare CLONE_NEWNET), sets namespace sysctls and may switch uids. \
              Run it with sudo, or use the QEMU runner (`run --kernel ...`), which needs no root."
-            .to_string())
+                .to_string(),
+        )
     }
 }
 

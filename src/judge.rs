@@ -25,11 +25,19 @@ pub struct Mismatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "verdict")]
 pub enum Verdict {
-    Pass { checked: usize },
-    Fail { mismatches: Vec<Mismatch> },
-    Skip { reason: String },
+    Pass {
+        checked: usize,
+    },
+    Fail {
+        mismatches: Vec<Mismatch>,
+    },
+    Skip {
+        reason: String,
+    },
     /// The case could not run to the end: not a statement about the kernel.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 impl Verdict {
@@ -49,14 +57,25 @@ impl Verdict {
 
 pub fn judge(case: &Case, run: &CaseRun, kernel: Option<KernelVersion>) -> Verdict {
     match &run.outcome {
-        Outcome::Skipped { reason } => return Verdict::Skip { reason: reason.clone() },
+        Outcome::Skipped { reason } => {
+            return Verdict::Skip {
+                reason: reason.clone(),
+            }
+        }
         Outcome::Error { message, line } => {
-            let at = line.map(|l| format!(" (step at line {l})")).unwrap_or_default();
-            return Verdict::Error { message: format!("{message}{at}") };
+            let at = line
+                .map(|l| format!(" (step at line {l})"))
+                .unwrap_or_default();
+            return Verdict::Error {
+                message: format!("{message}{at}"),
+            };
         }
         Outcome::Timeout { after_ms } => {
             return Verdict::Error {
-                message: format!("timed out after {after_ms} ms; observed so far: {}", summarize(&run.observations)),
+                message: format!(
+                    "timed out after {after_ms} ms; observed so far: {}",
+                    summarize(&run.observations)
+                ),
             }
         }
         Outcome::Ran => {}
@@ -76,7 +95,9 @@ pub fn judge(case: &Case, run: &CaseRun, kernel: Option<KernelVersion>) -> Verdi
         .filter_map(|e| check(e, &run.observations))
         .collect();
     if mismatches.is_empty() {
-        Verdict::Pass { checked: applicable.len() }
+        Verdict::Pass {
+            checked: applicable.len(),
+        }
     } else {
         Verdict::Fail { mismatches }
     }
@@ -88,7 +109,10 @@ fn check(e: &Expectation, obs: &Observations) -> Option<Mismatch> {
         Matcher::Eq(want) => (observed.is_some_and(|v| same(v, want)), show(want)),
         Matcher::OneOf(wants) => (
             observed.is_some_and(|v| wants.iter().any(|w| same(v, w))),
-            format!("one of {}", wants.iter().map(show).collect::<Vec<_>>().join(", ")),
+            format!(
+                "one of {}",
+                wants.iter().map(show).collect::<Vec<_>>().join(", ")
+            ),
         ),
         Matcher::Range { min, max } => {
             let n = observed.and_then(Value::as_f64);
@@ -148,7 +172,10 @@ fn summarize(obs: &Observations) -> String {
     if obs.is_empty() {
         return "nothing".to_string();
     }
-    obs.iter().map(|(k, v)| format!("{k}={}", show(v))).collect::<Vec<_>>().join(", ")
+    obs.iter()
+        .map(|(k, v)| format!("{k}={}", show(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A failure as a person reads it: where the expectation is, and -expected / +observed.
@@ -172,7 +199,11 @@ impl fmt::Display for Explain<'_> {
                     }
                     writeln!(f, "{file}:{}: {}", m.line, m.obs)?;
                     writeln!(f, "  - expected: {}", m.expected)?;
-                    let observed = m.observed.as_ref().map(show).unwrap_or_else(|| "(not observed)".into());
+                    let observed = m
+                        .observed
+                        .as_ref()
+                        .map(show)
+                        .unwrap_or_else(|| "(not observed)".into());
                     write!(f, "  + observed: {observed}")?;
                     if let Some(why) = &m.why {
                         write!(f, "\n    why: {why}")?;
@@ -200,15 +231,25 @@ mod tests {
 
     fn run(obs: serde_json::Value) -> CaseRun {
         let observations = obs.as_object().unwrap().clone().into_iter().collect();
-        CaseRun { id: "t".into(), outcome: Outcome::Ran, observations, elapsed_ms: 1 }
+        CaseRun {
+            id: "t".into(),
+            outcome: Outcome::Ran,
+            observations,
+            elapsed_ms: 1,
+        }
     }
 
     #[test]
     fn eq_and_errno() {
         let c = case_with("  - obs: bind.b\n    eq: EADDRINUSE\n");
-        assert!(matches!(judge(&c, &run(json!({"bind.b": "EADDRINUSE"})), None), Verdict::Pass { checked: 1 }));
+        assert!(matches!(
+            judge(&c, &run(json!({"bind.b": "EADDRINUSE"})), None),
+            Verdict::Pass { checked: 1 }
+        ));
         let v = judge(&c, &run(json!({"bind.b": "ok"})), None);
-        let Verdict::Fail { mismatches } = v else { panic!("{v:?}") };
+        let Verdict::Fail { mismatches } = v else {
+            panic!("{v:?}")
+        };
         assert_eq!(mismatches[0].line, 13);
         assert_eq!(mismatches[0].observed, Some(json!("ok")));
     }
@@ -218,7 +259,11 @@ mod tests {
         let c = case_with("  - obs: bind.b\n    eq: ok\n");
         let v = judge(&c, &run(json!({})), None);
         assert!(matches!(v, Verdict::Fail { .. }));
-        let text = Explain { file: &c.file, verdict: &v }.to_string();
+        let text = Explain {
+            file: &c.file,
+            verdict: &v,
+        }
+        .to_string();
         assert!(text.contains("cases/t.yaml:13: bind.b"), "{text}");
         assert!(text.contains("(not observed)"), "{text}");
     }
@@ -237,17 +282,29 @@ mod tests {
 
     #[test]
     fn ranges_and_relations() {
-        let c = case_with("  - obs: queue.a\n    min: 1\n    max: 3\n  - obs: queue.a\n    same_as: bind.a\n");
+        let c = case_with(
+            "  - obs: queue.a\n    min: 1\n    max: 3\n  - obs: queue.a\n    same_as: bind.a\n",
+        );
         assert!(judge(&c, &run(json!({"queue.a": 2, "bind.a": 2.0})), None).is_ok());
-        let Verdict::Fail { mismatches } = judge(&c, &run(json!({"queue.a": 4, "bind.a": 2})), None) else { panic!() };
-        assert_eq!(mismatches.len(), 2, "every mismatch is reported, not only the first");
+        let Verdict::Fail { mismatches } =
+            judge(&c, &run(json!({"queue.a": 4, "bind.a": 2})), None)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            mismatches.len(),
+            2,
+            "every mismatch is reported, not only the first"
+        );
     }
 
     #[test]
     fn skips_and_errors_are_not_failures_of_the_kernel() {
         let c = case_with("  - obs: bind.b\n    eq: ok\n");
         let mut r = run(json!({}));
-        r.outcome = Outcome::Skipped { reason: "needs IPv6".into() };
+        r.outcome = Outcome::Skipped {
+            reason: "needs IPv6".into(),
+        };
         assert!(matches!(judge(&c, &r, None), Verdict::Skip { .. }));
         r.outcome = Outcome::Timeout { after_ms: 5 };
         assert!(matches!(judge(&c, &r, None), Verdict::Error { .. }));

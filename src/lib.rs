@@ -3,9 +3,9 @@ pub mod agent;
 #[cfg(feature = "runner")]
 pub mod bench;
 pub mod case;
-pub mod diff;
 #[cfg(feature = "runner")]
 pub mod cli;
+pub mod diff;
 pub mod errno;
 pub mod exec;
 pub mod fixes;
@@ -16,13 +16,13 @@ pub mod judge;
 pub mod kernel;
 pub mod merge;
 pub mod observe;
+pub mod output;
 #[cfg(feature = "runner")]
 pub mod qemu;
 pub mod report;
 pub mod results;
 #[cfg(feature = "runner")]
 pub mod runner;
-pub mod output;
 pub mod select;
 pub mod shard;
 pub mod yaml;

@@ -27,7 +27,11 @@ pub fn merge(sets: Vec<Vec<KernelResult>>) -> Result<Vec<KernelResult>> {
         for case in result.cases {
             match into.cases.iter().find(|c| c.case == case.case) {
                 Some(same) if *same == case => {}
-                Some(_) => bail!("kernel {}: case {} is in several shards with different results", result.kernel, case.case),
+                Some(_) => bail!(
+                    "kernel {}: case {} is in several shards with different results",
+                    result.kernel,
+                    case.case
+                ),
                 None => into.cases.push(case),
             }
         }
@@ -78,20 +82,39 @@ mod tests {
     #[test]
     fn unions_cases_per_kernel() {
         let merged = merge(vec![
-            vec![kernel("6.1", "r", &[("b", 1)]), kernel("5.10", "q", &[("a", 1)])],
+            vec![
+                kernel("6.1", "r", &[("b", 1)]),
+                kernel("5.10", "q", &[("a", 1)]),
+            ],
             vec![kernel("6.1", "r", &[("a", 2), ("b", 1)])],
         ])
         .unwrap();
-        let shape: Vec<(&str, Vec<&str>)> =
-            merged.iter().map(|k| (k.kernel.as_str(), k.cases.iter().map(|c| c.case.as_str()).collect())).collect();
+        let shape: Vec<(&str, Vec<&str>)> = merged
+            .iter()
+            .map(|k| {
+                (
+                    k.kernel.as_str(),
+                    k.cases.iter().map(|c| c.case.as_str()).collect(),
+                )
+            })
+            .collect();
         assert_eq!(shape, vec![("5.10", vec!["a"]), ("6.1", vec!["a", "b"])]);
     }
 
     #[test]
     fn conflicts_are_errors() {
-        let twice = merge(vec![vec![kernel("6.1", "r", &[("a", 1)])], vec![kernel("6.1", "r", &[("a", 2)])]]);
-        assert!(twice.unwrap_err().to_string().contains("case a is in several shards"));
-        let other = merge(vec![vec![kernel("host", "r1", &[])], vec![kernel("host", "r2", &[])]]);
+        let twice = merge(vec![
+            vec![kernel("6.1", "r", &[("a", 1)])],
+            vec![kernel("6.1", "r", &[("a", 2)])],
+        ]);
+        assert!(twice
+            .unwrap_err()
+            .to_string()
+            .contains("case a is in several shards"));
+        let other = merge(vec![
+            vec![kernel("host", "r1", &[])],
+            vec![kernel("host", "r2", &[])],
+        ]);
         assert!(other.unwrap_err().to_string().contains("different kernels"));
     }
 }

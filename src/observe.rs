@@ -16,7 +16,10 @@ pub enum Outcome {
     /// A requirement is not met on this kernel; the reason is recorded.
     Skipped { reason: String },
     /// The executor could not carry on (not a kernel behaviour).
-    Error { message: String, line: Option<usize> },
+    Error {
+        message: String,
+        line: Option<usize>,
+    },
     /// The case overran its time budget; observations hold what was seen so far.
     Timeout { after_ms: u64 },
 }
@@ -43,10 +46,16 @@ pub enum AgentEvent {
         cpus: u32,
         agent_version: String,
     },
-    CaseStart { id: String },
-    CaseEnd { run: CaseRun },
+    CaseStart {
+        id: String,
+    },
+    CaseEnd {
+        run: CaseRun,
+    },
     /// The agent could not start (bad plan, missing mount...).
-    Fatal { message: String },
+    Fatal {
+        message: String,
+    },
     Done,
 }
 

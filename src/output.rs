@@ -34,7 +34,11 @@ impl Tally {
 
 impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{} passed, {} failed, {} skipped, {} could not run", self.passed, self.failed, self.skipped, self.errors)
+        write!(
+            f,
+            "{} passed, {} failed, {} skipped, {} could not run",
+            self.passed, self.failed, self.skipped, self.errors
+        )
     }
 }
 
@@ -54,7 +58,12 @@ pub fn human_case(result: &CaseResult, observations: bool) -> String {
         Verdict::Skip { reason } => reason.clone(),
         Verdict::Error { .. } => "could not run".to_string(),
     };
-    let mut out = format!("{:<5} {}  ({detail}, {} ms)\n", verdict.label(), result.case, result.elapsed_ms);
+    let mut out = format!(
+        "{:<5} {}  ({detail}, {} ms)\n",
+        verdict.label(),
+        result.case,
+        result.elapsed_ms
+    );
     if !observations {
         return out;
     }
@@ -92,7 +101,10 @@ pub fn json_line(kernel: &KernelResult, result: &CaseResult) -> String {
 
 /// The case x kernel table of verdicts.
 pub fn matrix(results: &[KernelResult]) -> String {
-    let mut cases: Vec<&str> = results.iter().flat_map(|k| k.cases.iter().map(|c| c.case.as_str())).collect();
+    let mut cases: Vec<&str> = results
+        .iter()
+        .flat_map(|k| k.cases.iter().map(|c| c.case.as_str()))
+        .collect();
     cases.sort_unstable();
     cases.dedup();
     let width = cases.iter().map(|c| c.len()).max().unwrap_or(4).max(4);
@@ -104,7 +116,11 @@ pub fn matrix(results: &[KernelResult]) -> String {
     for case in cases {
         out.push_str(&format!("{case:<width$}"));
         for k in results {
-            let cell = k.cases.iter().find(|c| c.case == case).map_or("-", |c| c.verdict.label());
+            let cell = k
+                .cases
+                .iter()
+                .find(|c| c.case == case)
+                .map_or("-", |c| c.verdict.label());
             out.push_str(&format!("  {cell:>6}"));
         }
         out.push('\n');

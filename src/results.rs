@@ -42,6 +42,10 @@ pub struct BootFacts {
     /// Panics, oopses, BUG and WARN lines from the console.
     pub console_problems: Vec<String>,
     pub console_log: PathBuf,
+    /// Guests that died mid-plan before this one (one line each); the cases they
+    /// had not reported ran again in a new boot.
+    #[serde(default)]
+    pub resumes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -52,6 +56,24 @@ pub struct CaseResult {
     pub observations: Observations,
     pub elapsed_ms: u64,
     pub verdict: Verdict,
+}
+
+impl CaseResult {
+    /// A case's run on one kernel together with its verdict.
+    pub fn new(
+        case: &crate::case::Case,
+        run: crate::observe::CaseRun,
+        verdict: Verdict,
+    ) -> CaseResult {
+        CaseResult {
+            case: case.id.clone(),
+            file: case.file.clone(),
+            outcome: run.outcome,
+            observations: run.observations,
+            elapsed_ms: run.elapsed_ms,
+            verdict,
+        }
+    }
 }
 
 pub fn kernel_dir(results_dir: &Path, kernel: &str) -> PathBuf {
@@ -70,7 +92,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -83,22 +106,32 @@ pub fn save(results_dir: &Path, result: &KernelResult) -> Result<PathBuf> {
 }
 
 pub fn load(path: &Path) -> Result<KernelResult> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not a sockmatrix result file", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a sockmatrix result file", path.display()))
 }
 
 /// A result set: every `<kernel>/result.json` directly under `dir`, by kernel id.
 /// Other files (console logs, stray folders) are ignored.
 pub fn load_set(dir: &Path) -> Result<Vec<KernelResult>> {
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading result set {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("reading result set {}", dir.display()))?;
     let mut set = Vec::new();
     for entry in entries {
-        let path = entry.with_context(|| format!("reading result set {}", dir.display()))?.path().join("result.json");
+        let path = entry
+            .with_context(|| format!("reading result set {}", dir.display()))?
+            .path()
+            .join("result.json");
         if path.is_file() {
             set.push(load(&path)?);
         }
     }
-    anyhow::ensure!(!set.is_empty(), "{} holds no <kernel>/result.json", dir.display());
+    anyhow::ensure!(
+        !set.is_empty(),
+        "{} holds no <kernel>/result.json",
+        dir.display()
+    );
     set.sort_by(|a, b| a.kernel.cmp(&b.kernel));
     Ok(set)
 }

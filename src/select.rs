@@ -17,7 +17,10 @@ pub enum SelectError {
 fn render(errors: &[FileErrors]) -> String {
     let count: usize = errors.iter().map(|e| e.errors.len()).sum();
     let mut text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    text.push(format!("{count} error(s) in {} file(s); nothing was run", errors.len()));
+    text.push(format!(
+        "{count} error(s) in {} file(s); nothing was run",
+        errors.len()
+    ));
     text.join("\n")
 }
 
@@ -29,7 +32,11 @@ pub fn default_paths() -> Vec<PathBuf> {
 /// Loads and validates every case under `paths`, then keeps those whose id contains
 /// `filter` (when given). Fails when a file is invalid or nothing is left.
 pub fn load(paths: &[PathBuf], filter: Option<&str>) -> Result<Vec<Case>, SelectError> {
-    let paths = if paths.is_empty() { default_paths() } else { paths.to_vec() };
+    let paths = if paths.is_empty() {
+        default_paths()
+    } else {
+        paths.to_vec()
+    };
     let cases = case::load_all(&paths)?.map_err(SelectError::Invalid)?;
     let selected: Vec<Case> = cases
         .into_iter()
@@ -46,5 +53,9 @@ pub fn load(paths: &[PathBuf], filter: Option<&str>) -> Result<Vec<Case>, Select
 }
 
 fn show(paths: &[PathBuf]) -> String {
-    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

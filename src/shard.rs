@@ -17,7 +17,10 @@ impl FromStr for Shard {
     fn from_str(s: &str) -> Result<Shard, String> {
         let bad = || format!("`{s}` is not a shard: write i/n with 1 <= i <= n, e.g. 2/3");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (index, count) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
         if index == 0 || index > count {
             return Err(bad());
         }
@@ -37,12 +40,22 @@ impl fmt::Display for Shard {
 pub fn split(kernels: &[String], case_ids: &[&str], shard: Shard) -> Vec<(String, Vec<usize>)> {
     let mut pairs: Vec<(&str, &str, usize)> = kernels
         .iter()
-        .flat_map(|k| case_ids.iter().enumerate().map(move |(i, c)| (k.as_str(), *c, i)))
+        .flat_map(|k| {
+            case_ids
+                .iter()
+                .enumerate()
+                .map(move |(i, c)| (k.as_str(), *c, i))
+        })
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
     let mut out: Vec<(String, Vec<usize>)> = Vec::new();
-    for (kernel, _, case) in pairs.into_iter().enumerate().filter(|(n, _)| n % shard.count == shard.index - 1).map(|(_, p)| p) {
+    for (kernel, _, case) in pairs
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| n % shard.count == shard.index - 1)
+        .map(|(_, p)| p)
+    {
         match out.last_mut() {
             Some((k, cases)) if k == kernel => cases.push(case),
             _ => out.push((kernel.to_string(), vec![case])),
@@ -78,11 +91,17 @@ mod tests {
             }
         }
         seen.sort();
-        let mut all: Vec<(String, &str)> = ks.iter().flat_map(|k| cases.iter().map(move |c| (k.clone(), *c))).collect();
+        let mut all: Vec<(String, &str)> = ks
+            .iter()
+            .flat_map(|k| cases.iter().map(move |c| (k.clone(), *c)))
+            .collect();
         all.sort();
         assert_eq!(seen, all);
         // Same split when kernels and cases come in another order.
-        let (ks2, cases2) = (kernels(&["7.2", "6.1", "5.10"]), ["c/z", "a/a", "b/x", "a/y"]);
+        let (ks2, cases2) = (
+            kernels(&["7.2", "6.1", "5.10"]),
+            ["c/z", "a/a", "b/x", "a/y"],
+        );
         let named = |ks: &[String], cs: &[&str]| -> Vec<(String, Vec<String>)> {
             split(ks, cs, Shard { index: 2, count: 3 })
                 .into_iter()
@@ -95,9 +114,20 @@ mod tests {
     #[test]
     fn a_kernel_without_pairs_is_not_booted() {
         // Sorted pairs: (5.10,a) (5.10,b) (6.1,a) (6.1,b); shard 1/4 takes only (5.10,a).
-        let got = split(&kernels(&["5.10", "6.1"]), &["a", "b"], Shard { index: 1, count: 4 });
+        let got = split(
+            &kernels(&["5.10", "6.1"]),
+            &["a", "b"],
+            Shard { index: 1, count: 4 },
+        );
         assert_eq!(got, vec![("5.10".to_string(), vec![0])]);
-        let got = split(&kernels(&["5.10", "6.1"]), &["a", "b"], Shard { index: 2, count: 2 });
-        assert_eq!(got, vec![("5.10".to_string(), vec![1]), ("6.1".to_string(), vec![1])]);
+        let got = split(
+            &kernels(&["5.10", "6.1"]),
+            &["a", "b"],
+            Shard { index: 2, count: 2 },
+        );
+        assert_eq!(
+            got,
+            vec![("5.10".to_string(), vec![1]), ("6.1".to_string(), vec![1])]
+        );
     }
 }

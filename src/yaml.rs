@@ -22,7 +22,10 @@ impl fmt::Display for Pos {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     /// A scalar keeps its text; `quoted` scalars are always strings.
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Keys are scalars in file order; duplicates are rejected by the parser.
     Map(Vec<(Node, Node)>),
@@ -68,7 +71,10 @@ impl Node {
         use serde_json::Value;
         match &self.kind {
             Kind::Scalar { text, quoted: true } => Value::String(text.clone()),
-            Kind::Scalar { text, quoted: false } => plain_scalar_json(text),
+            Kind::Scalar {
+                text,
+                quoted: false,
+            } => plain_scalar_json(text),
             Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             Kind::Map(entries) => Value::Object(
                 entries
@@ -118,7 +124,10 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     }
     Ok(builder.root.unwrap_or(Node {
         pos: Pos { line: 1, col: 1 },
-        kind: Kind::Scalar { text: String::new(), quoted: false },
+        kind: Kind::Scalar {
+            text: String::new(),
+            quoted: false,
+        },
     }))
 }
 
@@ -134,7 +143,10 @@ pub fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> anyhow::Result<T>
 
 fn pos_of(m: &Marker) -> Pos {
     // yaml-rust2 counts lines from 1 and columns from 0.
-    Pos { line: m.line(), col: m.col() + 1 }
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
+    }
 }
 
 /// Builds the node tree from parser events.
@@ -156,11 +168,18 @@ impl Builder {
         match &mut parent.kind {
             Kind::Seq(items) => items.push(node),
             Kind::Map(entries) => {
-                let slot = self.pending_keys.last_mut().expect("a mapping has a key slot");
+                let slot = self
+                    .pending_keys
+                    .last_mut()
+                    .expect("a mapping has a key slot");
                 match slot.take() {
                     None => {
                         if node.scalar().is_none() {
-                            record(&mut self.error, node.pos, "mapping keys must be plain scalars");
+                            record(
+                                &mut self.error,
+                                node.pos,
+                                "mapping keys must be plain scalars",
+                            );
                         }
                         if entries.iter().any(|(k, _)| k.scalar() == node.scalar()) {
                             let key = node.scalar().unwrap_or_default();
@@ -174,13 +193,15 @@ impl Builder {
             Kind::Scalar { .. } => unreachable!("scalars are never containers"),
         }
     }
-
 }
 
 /// Keeps the first structural error: later ones are usually its echoes.
 fn record(error: &mut Option<SyntaxError>, pos: Pos, message: &str) {
     if error.is_none() {
-        *error = Some(SyntaxError { pos, message: message.to_string() });
+        *error = Some(SyntaxError {
+            pos,
+            message: message.to_string(),
+        });
     }
 }
 
@@ -190,11 +211,20 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Scalar(text, style, _, _) => {
                 let quoted = !matches!(style, TScalarStyle::Plain);
-                self.push_value(Node { pos, kind: Kind::Scalar { text, quoted } });
+                self.push_value(Node {
+                    pos,
+                    kind: Kind::Scalar { text, quoted },
+                });
             }
-            Event::SequenceStart(..) => self.stack.push(Node { pos, kind: Kind::Seq(Vec::new()) }),
+            Event::SequenceStart(..) => self.stack.push(Node {
+                pos,
+                kind: Kind::Seq(Vec::new()),
+            }),
             Event::MappingStart(..) => {
-                self.stack.push(Node { pos, kind: Kind::Map(Vec::new()) });
+                self.stack.push(Node {
+                    pos,
+                    kind: Kind::Map(Vec::new()),
+                });
                 self.pending_keys.push(None);
             }
             Event::SequenceEnd => {
@@ -206,7 +236,11 @@ impl MarkedEventReceiver for Builder {
                 let node = self.stack.pop().expect("balanced mapping events");
                 self.push_value(node);
             }
-            Event::Alias(_) => record(&mut self.error, pos, "YAML aliases are not supported in cases"),
+            Event::Alias(_) => record(
+                &mut self.error,
+                pos,
+                "YAML aliases are not supported in cases",
+            ),
             _ => {}
         }
     }
@@ -219,10 +253,14 @@ mod tests {
     #[test]
     fn positions_are_one_based() {
         let node = parse("a: 1\nb:\n  - x\n").unwrap();
-        let Kind::Map(entries) = &node.kind else { panic!() };
+        let Kind::Map(entries) = &node.kind else {
+            panic!()
+        };
         assert_eq!(entries[0].0.pos, Pos { line: 1, col: 1 });
         assert_eq!(entries[0].1.pos, Pos { line: 1, col: 4 });
-        let Kind::Seq(items) = &entries[1].1.kind else { panic!() };
+        let Kind::Seq(items) = &entries[1].1.kind else {
+            panic!()
+        };
         assert_eq!(items[0].pos, Pos { line: 3, col: 5 });
     }
 
@@ -242,6 +280,9 @@ mod tests {
     #[test]
     fn quoted_scalars_stay_strings_in_json() {
         let node = parse("a: '1'\nb: 1\nc: ~\n").unwrap();
-        assert_eq!(node.to_json(), serde_json::json!({"a": "1", "b": 1, "c": null}));
+        assert_eq!(
+            node.to_json(),
+            serde_json::json!({"a": "1", "b": 1, "c": null})
+        );
     }
 }

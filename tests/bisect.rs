@@ -18,11 +18,17 @@ fn sockmatrix(args: &[&str]) -> Output {
 }
 
 fn code(out: &Output) -> i32 {
-    out.status.code().unwrap_or_else(|| panic!("killed by a signal: {out:?}"))
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("killed by a signal: {out:?}"))
 }
 
 fn shown(out: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Debian's 6.1 bzImage, downloaded and verified on first use.
@@ -30,7 +36,10 @@ fn debian_6_1() -> PathBuf {
     let out = sockmatrix(&["kernels", "fetch", "6.1"]);
     assert_eq!(code(&out), 0, "{}", shown(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    let path = text.lines().find_map(|l| l.strip_prefix("6.1: ")).unwrap_or_else(|| panic!("{}", shown(&out)));
+    let path = text
+        .lines()
+        .find_map(|l| l.strip_prefix("6.1: "))
+        .unwrap_or_else(|| panic!("{}", shown(&out)));
     PathBuf::from(path.trim())
 }
 
@@ -39,18 +48,36 @@ fn a_file_that_is_not_a_kernel_is_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("bzImage");
     std::fs::write(&junk, b"this is not a kernel\n".repeat(100)).unwrap();
-    let out = sockmatrix(&["bisect-run", "--kernel-image", junk.to_str().unwrap(), "--case", "bind/wildcard_vs_specific_tcp"]);
+    let out = sockmatrix(&[
+        "bisect-run",
+        "--kernel-image",
+        junk.to_str().unwrap(),
+        "--case",
+        "bind/wildcard_vs_specific_tcp",
+    ]);
     assert_eq!(code(&out), 125, "{}", shown(&out));
     assert!(shown(&out).contains("not a bzImage"), "{}", shown(&out));
     // No build output at all is a commit to skip too.
     let missing = dir.path().join("arch/x86/boot/bzImage");
-    let out = sockmatrix(&["bisect-run", "--kernel-image", missing.to_str().unwrap(), "--case", "bind/wildcard_vs_specific_tcp"]);
+    let out = sockmatrix(&[
+        "bisect-run",
+        "--kernel-image",
+        missing.to_str().unwrap(),
+        "--case",
+        "bind/wildcard_vs_specific_tcp",
+    ]);
     assert_eq!(code(&out), 125, "{}", shown(&out));
 }
 
 #[test]
 fn an_unknown_case_aborts_the_bisection() {
-    let out = sockmatrix(&["bisect-run", "--kernel-image", "/nonexistent", "--case", "no/such_case"]);
+    let out = sockmatrix(&[
+        "bisect-run",
+        "--kernel-image",
+        "/nonexistent",
+        "--case",
+        "no/such_case",
+    ]);
     assert_eq!(code(&out), 128, "{}", shown(&out));
 }
 
@@ -58,7 +85,13 @@ fn an_unknown_case_aborts_the_bisection() {
 fn a_passing_case_is_good() {
     let _one = ONE_BOOT.lock().unwrap_or_else(|e| e.into_inner());
     let image = debian_6_1();
-    let out = sockmatrix(&["bisect-run", "--kernel-image", image.to_str().unwrap(), "--case", "bind/wildcard_vs_specific_tcp"]);
+    let out = sockmatrix(&[
+        "bisect-run",
+        "--kernel-image",
+        image.to_str().unwrap(),
+        "--case",
+        "bind/wildcard_vs_specific_tcp",
+    ]);
     assert_eq!(code(&out), 0, "{}", shown(&out));
     assert!(shown(&out).contains("passes on 6.1."), "{}", shown(&out));
 }
@@ -77,7 +110,17 @@ fn a_failing_case_file_is_bad() {
          expect:\n  - obs: bind.b\n    eq: ok\n",
     )
     .unwrap();
-    let out = sockmatrix(&["bisect-run", "--kernel-image", image.to_str().unwrap(), "--case", case.to_str().unwrap()]);
+    let out = sockmatrix(&[
+        "bisect-run",
+        "--kernel-image",
+        image.to_str().unwrap(),
+        "--case",
+        case.to_str().unwrap(),
+    ]);
     assert_eq!(code(&out), 1, "{}", shown(&out));
-    assert!(shown(&out).contains("+ observed: EADDRINUSE"), "{}", shown(&out));
+    assert!(
+        shown(&out).contains("+ observed: EADDRINUSE"),
+        "{}",
+        shown(&out)
+    );
 }

@@ -29,18 +29,33 @@ fn every_malformed_file_reports_exactly_its_errors() {
     let mut problems = Vec::new();
     for file in bad_files() {
         let expected = expected_errors(&file);
-        assert!(!expected.is_empty(), "{} declares no expect-error", file.display());
+        assert!(
+            !expected.is_empty(),
+            "{} declares no expect-error",
+            file.display()
+        );
         let got: Vec<String> = match sockmatrix::case::load_file(&file) {
             Ok(_) => vec![],
-            Err(e) => e.errors.iter().map(|d| format!("{}:{}: {}", d.pos.line, d.pos.col, d.message)).collect(),
+            Err(e) => e
+                .errors
+                .iter()
+                .map(|d| format!("{}:{}: {}", d.pos.line, d.pos.col, d.message))
+                .collect(),
         };
         for want in &expected {
             if !got.iter().any(|g| g.starts_with(want.as_str())) {
-                problems.push(format!("{}: missing error `{want}`; got {got:#?}", file.display()));
+                problems.push(format!(
+                    "{}: missing error `{want}`; got {got:#?}",
+                    file.display()
+                ));
             }
         }
         if got.len() != expected.len() {
-            problems.push(format!("{}: expected {} errors, got {got:#?}", file.display(), expected.len()));
+            problems.push(format!(
+                "{}: expected {} errors, got {got:#?}",
+                file.display(),
+                expected.len()
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
@@ -54,7 +69,10 @@ fn check_command_exits_2_and_names_file_line_and_column() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("tests/data/bad/unknown_field.yaml:9:5: unknown field `backlogg`"), "{stderr}");
+    assert!(
+        stderr.contains("tests/data/bad/unknown_field.yaml:9:5: unknown field `backlogg`"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing was run"), "{stderr}");
 }
 
@@ -62,15 +80,30 @@ fn check_command_exits_2_and_names_file_line_and_column() {
 fn one_bad_file_stops_the_whole_run() {
     // A valid case next to a bad one: nothing runs, the exit code says bad input.
     let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
-        .args(["run", "--host", "cases/reuseport/distribution_udp.yaml", "tests/data/bad/syntax.yaml"])
+        .args([
+            "run",
+            "--host",
+            "cases/reuseport/distribution_udp.yaml",
+            "tests/data/bad/syntax.yaml",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stdout).is_empty(), "something ran");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "something ran"
+    );
 }
 
 #[test]
 fn shipped_cases_are_valid() {
-    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix")).args(["check", "cases"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .args(["check", "cases"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

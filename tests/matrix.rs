@@ -42,7 +42,12 @@ impl Slot {
 
 fn kernels() -> Vec<String> {
     if let Ok(list) = std::env::var("SOCKMATRIX_KERNELS") {
-        return list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+        return list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
     }
     let (catalogue, _) = runner::load_catalogue().expect("vm/kernels.yaml must load");
     let mut ids = Vec::new();
@@ -80,7 +85,12 @@ fn main() {
             wanted.entry(kernel.clone()).or_default().push(case);
         }
     }
-    let slots: Arc<BTreeMap<String, Slot>> = Arc::new(wanted.keys().map(|k| (k.clone(), Slot::default())).collect());
+    let slots: Arc<BTreeMap<String, Slot>> = Arc::new(
+        wanted
+            .keys()
+            .map(|k| (k.clone(), Slot::default()))
+            .collect(),
+    );
     let start = Arc::new(Once::new());
 
     let trials = names
@@ -89,7 +99,9 @@ fn main() {
             let (slots, start, wanted) = (slots.clone(), start.clone(), wanted.clone());
             Trial::ignorable_test(format!("{kernel}::{case_id}"), move || {
                 start.call_once(|| start_runner(wanted, slots.clone()));
-                let slot = slots.get(&kernel).expect("a running trial's kernel was selected");
+                let slot = slots
+                    .get(&kernel)
+                    .expect("a running trial's kernel was selected");
                 judge_trial(&slot.wait(), &case_id)
             })
         })
@@ -101,8 +113,14 @@ fn main() {
 /// and hands each kernel's result to its trials as soon as it is done.
 fn start_runner(wanted: BTreeMap<String, Vec<Case>>, slots: Arc<BTreeMap<String, Slot>>) {
     std::thread::spawn(move || {
-        let opts = RunOptions { show_downloads: false, ..RunOptions::default() };
-        let work: Vec<(String, &[Case])> = wanted.iter().map(|(k, c)| (k.clone(), c.as_slice())).collect();
+        let opts = RunOptions {
+            show_downloads: false,
+            ..RunOptions::default()
+        };
+        let work: Vec<(String, &[Case])> = wanted
+            .iter()
+            .map(|(k, c)| (k.clone(), c.as_slice()))
+            .collect();
         let progress = |event: Progress| match event {
             Progress::Retrying { kernel, reason } => eprintln!("[{kernel}] {reason}; retrying"),
             Progress::KernelDone { kernel, result, .. } => slots[&kernel].fill(*result),
@@ -112,7 +130,11 @@ fn start_runner(wanted: BTreeMap<String, Vec<Case>>, slots: Arc<BTreeMap<String,
         // A kernel whose runner thread died still releases its trials.
         for (kernel, cases) in &wanted {
             if slots[kernel].result.lock().unwrap().is_none() {
-                slots[kernel].fill(runner::could_not_run(kernel, cases, "the runner for this kernel died".into()));
+                slots[kernel].fill(runner::could_not_run(
+                    kernel,
+                    cases,
+                    "the runner for this kernel died".into(),
+                ));
             }
         }
     });
@@ -120,7 +142,11 @@ fn start_runner(wanted: BTreeMap<String, Vec<Case>>, slots: Arc<BTreeMap<String,
 
 fn judge_trial(result: &KernelResult, case_id: &str) -> Result<Completion, Failed> {
     let Some(case) = result.cases.iter().find(|c| c.case == case_id) else {
-        return Err(format!("{case_id} was not part of the run on kernel {}", result.kernel).into());
+        return Err(format!(
+            "{case_id} was not part of the run on kernel {}",
+            result.kernel
+        )
+        .into());
     };
     let release = result.release.as_deref().unwrap_or("release unknown");
     match &case.verdict {
@@ -129,7 +155,10 @@ fn judge_trial(result: &KernelResult, case_id: &str) -> Result<Completion, Faile
         verdict => Err(format!(
             "kernel {} ({release}), case {case_id}\n{}",
             result.kernel,
-            Explain { file: &case.file, verdict }
+            Explain {
+                file: &case.file,
+                verdict
+            }
         )
         .into()),
     }

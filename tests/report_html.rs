@@ -49,22 +49,58 @@ fn report() -> Report {
             why: Some("no migration <before 5.14>".into()),
         }],
     };
-    let mut skipped = case("dualstack/v6", Verdict::Skip { reason: "needs ipv6".into() }, json!({}));
-    skipped.outcome = Outcome::Skipped { reason: "needs ipv6".into() };
-    let mut errored = case("dualstack/v6", Verdict::Error { message: "guest died".into() }, json!({}));
-    errored.outcome = Outcome::Error { message: "guest died".into(), line: None };
+    let mut skipped = case(
+        "dualstack/v6",
+        Verdict::Skip {
+            reason: "needs ipv6".into(),
+        },
+        json!({}),
+    );
+    skipped.outcome = Outcome::Skipped {
+        reason: "needs ipv6".into(),
+    };
+    let mut errored = case(
+        "dualstack/v6",
+        Verdict::Error {
+            message: "guest died".into(),
+        },
+        json!({}),
+    );
+    errored.outcome = Outcome::Error {
+        message: "guest died".into(),
+        line: None,
+    };
     let k510 = kernel(
         "5.10",
         "5.10.0-46-cloud-amd64",
-        vec![case("reuseport/migrate", fail, json!({"account.c.reset": 14, "bind.a": "ok"})), errored],
+        vec![
+            case(
+                "reuseport/migrate",
+                fail,
+                json!({"account.c.reset": 14, "bind.a": "ok"}),
+            ),
+            errored,
+        ],
     );
     let k61 = kernel(
         "6.1",
         "6.1.0-56-cloud-amd64",
-        vec![case("reuseport/migrate", Verdict::Pass { checked: 1 }, json!({"account.c.reset": 0, "bind.a": "ok"})), skipped],
+        vec![
+            case(
+                "reuseport/migrate",
+                Verdict::Pass { checked: 1 },
+                json!({"account.c.reset": 0, "bind.a": "ok"}),
+            ),
+            skipped,
+        ],
     );
     let text = "summary: Closing a <listener> migrates its queue.\nreferences:\n  - article: https://lwn.net/Articles/542629/\nsteps:\n  - socket: a\n";
-    let migrate = sockmatrix::case::load_str("reuseport/migrate", Path::new("cases/reuseport/migrate.yaml"), text).unwrap();
+    let migrate = sockmatrix::case::load_str(
+        "reuseport/migrate",
+        Path::new("cases/reuseport/migrate.yaml"),
+        text,
+    )
+    .unwrap();
     Report::new(vec![k61, k510], &[migrate])
 }
 
@@ -76,8 +112,18 @@ fn chromium(profile: &Path, args: &[String]) -> String {
     );
     let out = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(CHROMIUM)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"])
-        .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .stdin(Stdio::null())
@@ -111,20 +157,43 @@ fn write_page(dir: &Path) -> PathBuf {
 fn chromium_parses_the_matrix() {
     let dir = tempfile::tempdir().unwrap();
     let page = write_page(dir.path());
-    let dom = chromium(&dir.path().join("profile"), &["--dump-dom".into(), format!("file://{}", page.display())]);
-    assert!(dom.contains("<table class=\"matrix\" id=\"matrix\">"), "{dom}");
+    let dom = chromium(
+        &dir.path().join("profile"),
+        &["--dump-dom".into(), format!("file://{}", page.display())],
+    );
+    assert!(
+        dom.contains("<table class=\"matrix\" id=\"matrix\">"),
+        "{dom}"
+    );
     let cells = |class: &str| dom.matches(&format!("<td class=\"{class}\"")).count();
     assert_eq!(cells("cell fail differs"), 1, "{dom}");
-    assert_eq!(cells("cell pass differs"), 1, "two kernels, two values: both differ");
+    assert_eq!(
+        cells("cell pass differs"),
+        1,
+        "two kernels, two values: both differ"
+    );
     assert_eq!(cells("cell error"), 1, "{dom}");
     assert_eq!(cells("cell skip"), 1, "{dom}");
-    assert_eq!(dom.matches("<details>").count(), 4, "every run cell unfolds");
-    assert!(dom.contains("<span class=\"marker\">differs</span><span class=\"keys\">reset=14</span>"), "{dom}");
+    assert_eq!(
+        dom.matches("<details>").count(),
+        4,
+        "every run cell unfolds"
+    );
+    assert!(
+        dom.contains("<span class=\"marker\">differs</span><span class=\"keys\">reset=14</span>"),
+        "{dom}"
+    );
     // Escaped text comes back as text, not as elements.
-    assert!(dom.contains("Closing a &lt;listener&gt; migrates its queue."), "{dom}");
+    assert!(
+        dom.contains("Closing a &lt;listener&gt; migrates its queue."),
+        "{dom}"
+    );
     assert!(dom.contains("no migration &lt;before 5.14&gt;"), "{dom}");
     assert!(!dom.contains("<listener>"), "{dom}");
-    assert!(dom.contains("5.10.0-46-cloud-amd64") && dom.contains("6.1.0-56-cloud-amd64"), "{dom}");
+    assert!(
+        dom.contains("5.10.0-46-cloud-amd64") && dom.contains("6.1.0-56-cloud-amd64"),
+        "{dom}"
+    );
 }
 
 #[test]
@@ -134,10 +203,18 @@ fn chromium_paints_the_cell_colors() {
     let png = dir.path().join("shot.png");
     chromium(
         &dir.path().join("profile"),
-        &[format!("--screenshot={}", png.display()), "--window-size=1400,900".into(), format!("file://{}", page.display())],
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1400,900".into(),
+            format!("file://{}", page.display()),
+        ],
     );
     let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
-    assert!(bytes.len() > 10_000, "a {} byte screenshot is blank", bytes.len());
+    assert!(
+        bytes.len() > 10_000,
+        "a {} byte screenshot is blank",
+        bytes.len()
+    );
     let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];
@@ -145,9 +222,23 @@ fn chromium_paints_the_cell_colors() {
     assert_eq!((frame.width, frame.height), (1400, 900));
     let step = frame.color_type.samples();
     assert!(step >= 3, "{:?}", frame.color_type);
-    let has = |rgb: [u8; 3]| pixels[..frame.buffer_size()].chunks(step).filter(|p| p[..3] == rgb).count() > 200;
+    let has = |rgb: [u8; 3]| {
+        pixels[..frame.buffer_size()]
+            .chunks(step)
+            .filter(|p| p[..3] == rgb)
+            .count()
+            > 200
+    };
     // The stylesheet's pass, fail, skip and error backgrounds.
-    for (name, rgb) in [("pass", [0xc8, 0xec, 0xc9]), ("fail", [0xf5, 0xb7, 0xb1]), ("skip", [0xe0, 0xe0, 0xe0]), ("error", [0xfb, 0xc9, 0x8e])] {
-        assert!(has(rgb), "no {name} cell color {rgb:02x?} in the screenshot");
+    for (name, rgb) in [
+        ("pass", [0xc8, 0xec, 0xc9]),
+        ("fail", [0xf5, 0xb7, 0xb1]),
+        ("skip", [0xe0, 0xe0, 0xe0]),
+        ("error", [0xfb, 0xc9, 0x8e]),
+    ] {
+        assert!(
+            has(rgb),
+            "no {name} cell color {rgb:02x?} in the screenshot"
+        );
     }
 }

@@ -13,9 +13,28 @@ use crate::yaml::{Kind, Node};
 const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
 const VERBS: &[&str] = &[
-    "socket", "bind", "listen", "connect", "accept", "close", "shutdown", "serve", "clients",
-    "wait", "account", "queue", "wait_queued", "wait_accepted", "datagrams", "tally", "sleep", "attach_bpf", "attach_ebpf", "detach_bpf",
-    "local_port", "bind_pairs",
+    "socket",
+    "bind",
+    "listen",
+    "connect",
+    "accept",
+    "close",
+    "shutdown",
+    "serve",
+    "clients",
+    "wait",
+    "account",
+    "queue",
+    "wait_queued",
+    "wait_accepted",
+    "datagrams",
+    "tally",
+    "sleep",
+    "attach_bpf",
+    "attach_ebpf",
+    "detach_bpf",
+    "local_port",
+    "bind_pairs",
 ];
 
 pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Option<Case> {
@@ -36,7 +55,10 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
         .get("requires")
         .map(|n| decode_requires(n, diags))
         .unwrap_or_default();
-    let sysctls = top.get("sysctls").map(|n| decode_sysctls(n, diags)).unwrap_or_default();
+    let sysctls = top
+        .get("sysctls")
+        .map(|n| decode_sysctls(n, diags))
+        .unwrap_or_default();
     let timeout_ms = top
         .get("timeout")
         .and_then(|n| fields::duration_ms(n, "timeout", diags))
@@ -55,19 +77,35 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
     };
     for (group, line) in &scope.background {
         diags.error(
-            crate::yaml::Pos { line: *line, col: 1 },
-            format!("background client group `{group}` is never waited for (add `- wait: {group}`)"),
+            crate::yaml::Pos {
+                line: *line,
+                col: 1,
+            },
+            format!(
+                "background client group `{group}` is never waited for (add `- wait: {group}`)"
+            ),
         );
     }
     let expect = top
         .get("expect")
         .map(|n| decode_expectations(n, &scope, diags))
         .unwrap_or_default();
-    let detects = top.get("detects").and_then(|n| decode_fix(n, &scope, diags));
-    let volatile = top.get("volatile").map(|n| decode_volatile(n, &scope, diags)).unwrap_or_default();
+    let detects = top
+        .get("detects")
+        .and_then(|n| decode_fix(n, &scope, diags));
+    let volatile = top
+        .get("volatile")
+        .map(|n| decode_volatile(n, &scope, diags))
+        .unwrap_or_default();
     top.finish(diags);
 
-    let plan = Plan { id: id.to_string(), requires, sysctls, steps, timeout_ms };
+    let plan = Plan {
+        id: id.to_string(),
+        requires,
+        sysctls,
+        steps,
+        timeout_ms,
+    };
     Some(Case {
         id: id.to_string(),
         file: file.to_path_buf(),
@@ -84,19 +122,26 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
 fn decode_references(node: &Node, diags: &mut Diags) -> Vec<Reference> {
     let mut out = Vec::new();
     for item in fields::list(node, "references", diags) {
-        let Some(mut f) = Fields::of(item, "a reference", diags) else { continue };
+        let Some(mut f) = Fields::of(item, "a reference", diags) else {
+            continue;
+        };
         let reference = if let Some(title) = f.get("commit") {
             let title = fields::string(title, "commit", diags);
             let version = f
                 .require("version", diags)
                 .and_then(|n| fields::string(n, "version", diags));
-            title.zip(version).map(|(title, version)| Reference::Commit { title, version })
+            title
+                .zip(version)
+                .map(|(title, version)| Reference::Commit { title, version })
         } else if let Some(path) = f.get("selftest") {
             fields::string(path, "selftest", diags).map(|path| Reference::Selftest { path })
         } else if let Some(url) = f.get("article") {
             fields::string(url, "article", diags).map(|url| Reference::Article { url })
         } else {
-            diags.error(f.pos(), "a reference needs `commit` (with `version`), `selftest` or `article`");
+            diags.error(
+                f.pos(),
+                "a reference needs `commit` (with `version`), `selftest` or `article`",
+            );
             None
         };
         f.get("note");
@@ -109,8 +154,12 @@ fn decode_references(node: &Node, diags: &mut Diags) -> Vec<Reference> {
 /// `detects: {commit, version, obs, <matcher>}`: the fix and the observation showing it.
 fn decode_fix(node: &Node, scope: &Scope, diags: &mut Diags) -> Option<Fix> {
     let mut f = Fields::of(node, "`detects`", diags)?;
-    let commit = f.require("commit", diags).and_then(|n| fields::string(n, "commit", diags));
-    let version = f.require("version", diags).and_then(|n| fields::string(n, "version", diags));
+    let commit = f
+        .require("commit", diags)
+        .and_then(|n| fields::string(n, "commit", diags));
+    let version = f
+        .require("version", diags)
+        .and_then(|n| fields::string(n, "version", diags));
     let obs = f.require("obs", diags).and_then(|n| {
         let obs = fields::string(n, "obs", diags)?;
         check_observation(&obs, n, scope, diags).then_some(obs)
@@ -118,8 +167,18 @@ fn decode_fix(node: &Node, scope: &Scope, diags: &mut Diags) -> Option<Fix> {
     let matcher = decode_matcher(&mut f, scope, diags);
     let line = f.pos().line;
     f.finish(diags);
-    let check = Expectation { line, obs: obs?, kernel: None, matcher: matcher?, why: None };
-    Some(Fix { commit: commit?, version: version?, check })
+    let check = Expectation {
+        line,
+        obs: obs?,
+        kernel: None,
+        matcher: matcher?,
+        why: None,
+    };
+    Some(Fix {
+        commit: commit?,
+        version: version?,
+        check,
+    })
 }
 
 fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
@@ -136,7 +195,9 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                 }
             },
             _ => {
-                let Some(mut f) = Fields::of(item, "a requirement", diags) else { continue };
+                let Some(mut f) = Fields::of(item, "a requirement", diags) else {
+                    continue;
+                };
                 let req = if let Some(n) = f.get("sysctl") {
                     fields::string(n, "sysctl", diags).map(Requirement::Sysctl)
                 } else if let Some(n) = f.get("kernel") {
@@ -144,7 +205,10 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                 } else if let Some(n) = f.get("cpus") {
                     fields::uint(n, "cpus", 1024, diags).map(|c| Requirement::Cpus(c as u32))
                 } else {
-                    diags.error(f.pos(), "a requirement mapping needs `sysctl`, `kernel` or `cpus`");
+                    diags.error(
+                        f.pos(),
+                        "a requirement mapping needs `sysctl`, `kernel` or `cpus`",
+                    );
                     None
                 };
                 f.finish(diags);
@@ -166,7 +230,10 @@ fn decode_sysctls(node: &Node, diags: &mut Diags) -> Vec<Sysctl> {
         .filter_map(|(k, v)| {
             let name = k.scalar()?.to_string();
             if name.split('.').count() < 2 || name.contains('/') {
-                diags.error(k.pos, format!("sysctl `{name}` must be a dotted name like net.ipv4.tcp_migrate_req"));
+                diags.error(
+                    k.pos,
+                    format!("sysctl `{name}` must be a dotted name like net.ipv4.tcp_migrate_req"),
+                );
                 return None;
             }
             let value = fields::string(v, "a sysctl value", diags)?;
@@ -207,7 +274,10 @@ impl Scope {
     fn socket(&self, node: &Node, diags: &mut Diags) -> Option<String> {
         let name = fields::name(node, "a socket name", diags)?;
         if !self.sockets.contains_key(&name) {
-            diags.error(node.pos, format!("no socket named `{name}` was created before this step"));
+            diags.error(
+                node.pos,
+                format!("no socket named `{name}` was created before this step"),
+            );
             return None;
         }
         Some(name)
@@ -220,7 +290,10 @@ impl Scope {
                 GroupKind::Clients => "client group (from a `clients` step)",
                 GroupKind::Datagrams => "datagram group (from a `datagrams` step)",
             };
-            diags.error(node.pos, format!("no {what} named `{name}` before this step"));
+            diags.error(
+                node.pos,
+                format!("no {what} named `{name}` before this step"),
+            );
             return None;
         }
         Some(name)
@@ -238,10 +311,15 @@ impl Scope {
             return self.socket(node, diags).map(Target::Sock);
         }
         let mut f = Fields::of(node, "`to`", diags)?;
-        let addr = f.require("addr", diags).and_then(|n| fields::ip(n, "addr", diags));
+        let addr = f
+            .require("addr", diags)
+            .and_then(|n| fields::ip(n, "addr", diags));
         let port = f.require("port", diags).and_then(|n| self.port(n, diags));
         f.finish(diags);
-        Some(Target::Addr { addr: addr?, port: port? })
+        Some(Target::Addr {
+            addr: addr?,
+            port: port?,
+        })
     }
 }
 
@@ -252,11 +330,20 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
     let verb = match f.first_key() {
         Some(key) if VERBS.contains(&key) => VERBS.iter().copied().find(|v| *v == key).unwrap(),
         Some(key) => {
-            diags.error(f.pos(), format!("a step starts with its action; `{key}` is not one of: {}", VERBS.join(", ")));
+            diags.error(
+                f.pos(),
+                format!(
+                    "a step starts with its action; `{key}` is not one of: {}",
+                    VERBS.join(", ")
+                ),
+            );
             return None;
         }
         None => {
-            diags.error(f.pos(), format!("a step needs an action, one of: {}", VERBS.join(", ")));
+            diags.error(
+                f.pos(),
+                format!("a step needs an action, one of: {}", VERBS.join(", ")),
+            );
             return None;
         }
     };
@@ -272,50 +359,78 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
     });
     let produced = observation_keys(&key, &action, scope);
     if let Some(dup) = produced.iter().find(|k| scope.observations.contains(*k)) {
-        diags.error(pos, format!("observation `{dup}` is produced twice; give this step an `id`"));
+        diags.error(
+            pos,
+            format!("observation `{dup}` is produced twice; give this step an `id`"),
+        );
     }
     scope.observations.extend(produced);
     record_effects(&action, node.pos.line, scope);
-    Some(Step { line: node.pos.line, key, action })
+    Some(Step {
+        line: node.pos.line,
+        key,
+        action,
+    })
 }
 
-fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Action> {
+fn decode_action(
+    verb: &str,
+    subject: &Node,
+    f: &mut Fields,
+    scope: &Scope,
+    diags: &mut Diags,
+) -> Option<Action> {
     let ms = |f: &mut Fields, key: &'static str, default: u64, diags: &mut Diags| {
-        f.get(key).and_then(|n| fields::duration_ms(n, key, diags)).unwrap_or(default)
+        f.get(key)
+            .and_then(|n| fields::duration_ms(n, key, diags))
+            .unwrap_or(default)
     };
     Some(match verb {
         "socket" => {
             let name = fields::name(subject, "a socket name", diags)?;
             if scope.sockets.contains_key(&name) {
-                diags.error(subject.pos, format!("socket `{name}` already exists; pick another name"));
+                diags.error(
+                    subject.pos,
+                    format!("socket `{name}` already exists; pick another name"),
+                );
             }
-            let proto = match f.get("proto").map(|n| (n, n.scalar())) {
-                None | Some((_, Some("tcp"))) => Proto::Tcp,
-                Some((_, Some("udp"))) => Proto::Udp,
-                Some((n, _)) => {
-                    diags.error(n.pos, "proto must be tcp or udp");
-                    Proto::Tcp
-                }
-            };
+            let proto = decode_proto(f, diags);
             let family = decode_family(f.get("family"), diags).unwrap_or(Family::Ipv4);
-            let bool_opt = |f: &mut Fields, key, diags: &mut Diags| f.get(key).and_then(|n| fields::boolean(n, key, diags));
+            let bool_opt = |f: &mut Fields, key, diags: &mut Diags| {
+                f.get(key).and_then(|n| fields::boolean(n, key, diags))
+            };
             let options = SockOptions {
                 reuseaddr: bool_opt(f, "reuseaddr", diags),
                 reuseport: bool_opt(f, "reuseport", diags),
                 v6only: bool_opt(f, "v6only", diags),
-                incoming_cpu: f.get("incoming_cpu").and_then(|n| fields::uint(n, "incoming_cpu", 4096, diags)).map(|c| c as u32),
-                bindtodevice: f.get("bindtodevice").and_then(|n| fields::string(n, "bindtodevice", diags)),
-                local_port_range: f.get("local_port_range").and_then(|n| decode_port_range(n, diags)),
+                incoming_cpu: f
+                    .get("incoming_cpu")
+                    .and_then(|n| fields::uint(n, "incoming_cpu", 4096, diags))
+                    .map(|c| c as u32),
+                bindtodevice: f
+                    .get("bindtodevice")
+                    .and_then(|n| fields::string(n, "bindtodevice", diags)),
+                local_port_range: f
+                    .get("local_port_range")
+                    .and_then(|n| decode_port_range(n, diags)),
             };
             if options.v6only.is_some() && family != Family::Ipv6 {
                 diags.error(f.pos(), "v6only only applies to `family: ipv6` sockets");
             }
             let creds = f.get("as").and_then(|n| decode_creds(n, diags));
-            Action::Socket { name, proto, family, options, creds }
+            Action::Socket {
+                name,
+                proto,
+                family,
+                options,
+                creds,
+            }
         }
         "bind" => {
             let sock = scope.socket(subject, diags);
-            let addr = f.require("addr", diags).and_then(|n| fields::ip(n, "addr", diags));
+            let addr = f
+                .require("addr", diags)
+                .and_then(|n| fields::ip(n, "addr", diags));
             let port = match f.get("port") {
                 Some(n) => scope.port(n, diags),
                 None => Some(PortSpec::Number(0)),
@@ -326,25 +441,40 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
                     diags.error(f.pos(), format!("socket `{s}` is {family:?} but addr {a} is not; use ::ffff:a.b.c.d for v4-mapped"));
                 }
             }
-            Action::Bind { sock: sock?, addr: addr?, port: port? }
+            Action::Bind {
+                sock: sock?,
+                addr: addr?,
+                port: port?,
+            }
         }
         "listen" => {
             let sock = scope.socket(subject, diags);
-            let backlog = f.get("backlog").and_then(|n| fields::uint(n, "backlog", 65535, diags)).unwrap_or(128);
-            Action::Listen { sock: sock?, backlog: backlog as i32 }
+            let backlog = f
+                .get("backlog")
+                .and_then(|n| fields::uint(n, "backlog", 65535, diags))
+                .unwrap_or(128);
+            Action::Listen {
+                sock: sock?,
+                backlog: backlog as i32,
+            }
         }
         "connect" => {
             let sock = scope.socket(subject, diags);
             let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
             let timeout_ms = ms(f, "timeout", DEFAULT_CONNECT_TIMEOUT_MS, diags);
-            Action::Connect { sock: sock?, to: to?, timeout_ms }
+            Action::Connect {
+                sock: sock?,
+                to: to?,
+                timeout_ms,
+            }
         }
         "accept" => {
             let sock = scope.socket(subject, diags);
             let max = match f.get("count") {
                 None => None,
                 Some(n) if n.scalar() == Some("all") => None,
-                Some(n) => fields::uint(n, "count (a number or `all`)", u32::MAX as u64, diags).map(|c| c as u32),
+                Some(n) => fields::uint(n, "count (a number or `all`)", u32::MAX as u64, diags)
+                    .map(|c| c as u32),
             };
             let wait_ms = ms(f, "wait", 0, diags);
             let mode = match f.get("mode").map(|n| (n, n.scalar())) {
@@ -359,16 +489,30 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
             let name = f.get("name").and_then(|n| {
                 let name = fields::name(n, "name", diags)?;
                 if max != Some(1) {
-                    diags.error(n.pos, "`name` keeps one accepted connection: it needs `count: 1`");
+                    diags.error(
+                        n.pos,
+                        "`name` keeps one accepted connection: it needs `count: 1`",
+                    );
                 }
                 if scope.sockets.contains_key(&name) {
-                    diags.error(n.pos, format!("socket `{name}` already exists; pick another name"));
+                    diags.error(
+                        n.pos,
+                        format!("socket `{name}` already exists; pick another name"),
+                    );
                 }
                 Some(name)
             });
-            Action::Accept { sock: sock?, max, wait_ms, mode, name }
+            Action::Accept {
+                sock: sock?,
+                max,
+                wait_ms,
+                mode,
+                name,
+            }
         }
-        "close" => Action::Close { sock: scope.socket(subject, diags)? },
+        "close" => Action::Close {
+            sock: scope.socket(subject, diags)?,
+        },
         "shutdown" => {
             let sock = scope.socket(subject, diags);
             let how = match f.get("how").map(|n| (n, n.scalar())) {
@@ -382,7 +526,21 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
             };
             Action::Shutdown { sock: sock?, how }
         }
-        "serve" => Action::Serve { sock: scope.socket(subject, diags)? },
+        "serve" => {
+            let sock = scope.socket(subject, diags);
+            let epoll_wait_ms = match f.get("mode").map(|n| (n, n.scalar())) {
+                None | Some((_, Some("poll"))) => None,
+                Some((_, Some("epoll"))) => Some(ms(f, "wait", 5_000, diags)),
+                Some((n, _)) => {
+                    diags.error(n.pos, "serve mode is poll (short polls) or epoll (sleeps in epoll_wait for `wait`)");
+                    None
+                }
+            };
+            Action::Serve {
+                sock: sock?,
+                epoll_wait_ms,
+            }
+        }
         "clients" => {
             let group = fields::name(subject, "a group name", diags);
             if let Some(g) = &group {
@@ -390,50 +548,96 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
                     diags.error(subject.pos, format!("group `{g}` already exists"));
                 }
             }
-            let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", 100_000, diags));
+            let count = f
+                .require("count", diags)
+                .and_then(|n| fields::uint(n, "count", 100_000, diags));
             let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
             let family = f.get("family").and_then(|n| decode_family(Some(n), diags));
-            let interval_us = f.get("interval").and_then(|n| fields::duration_us(n, "interval", diags)).unwrap_or(0);
+            let interval_us = f
+                .get("interval")
+                .and_then(|n| fields::duration_us(n, "interval", diags))
+                .unwrap_or(0);
             let timeout_ms = ms(f, "timeout", DEFAULT_CONNECT_TIMEOUT_MS, diags);
-            let background = f.get("background").and_then(|n| fields::boolean(n, "background", diags)).unwrap_or(false);
+            let background = f
+                .get("background")
+                .and_then(|n| fields::boolean(n, "background", diags))
+                .unwrap_or(false);
             let cpu = decode_cpu(f, diags);
-            Action::Clients { group: group?, count: count? as u32, to: to?, family, interval_us, timeout_ms, background, cpu }
+            Action::Clients {
+                group: group?,
+                count: count? as u32,
+                to: to?,
+                family,
+                interval_us,
+                timeout_ms,
+                background,
+                cpu,
+            }
         }
         "wait" => {
             let group = scope.group(subject, GroupKind::Clients, diags)?;
             if !scope.background.contains_key(&group) {
-                diags.error(subject.pos, format!("client group `{group}` is not running in the background"));
+                diags.error(
+                    subject.pos,
+                    format!("client group `{group}` is not running in the background"),
+                );
             }
             Action::Wait { group }
         }
         "account" => {
             let group = scope.group(subject, GroupKind::Clients, diags)?;
             if scope.background.contains_key(&group) {
-                diags.error(subject.pos, format!("`wait: {group}` must come before accounting for it"));
+                diags.error(
+                    subject.pos,
+                    format!("`wait: {group}` must come before accounting for it"),
+                );
             }
             Action::Account { group }
         }
-        "queue" => Action::Queue { sock: scope.socket(subject, diags)? },
+        "queue" => Action::Queue {
+            sock: scope.socket(subject, diags)?,
+        },
         "wait_queued" => {
             let sock = scope.socket(subject, diags);
-            let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
+            let count = f
+                .require("count", diags)
+                .and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
             let timeout_ms = ms(f, "timeout", 2_000, diags);
-            Action::WaitQueued { sock: sock?, count: count? as u32, timeout_ms }
+            Action::WaitQueued {
+                sock: sock?,
+                count: count? as u32,
+                timeout_ms,
+            }
         }
         "wait_accepted" => {
             let sock = scope.socket(subject, diags);
-            let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
+            let count = f
+                .require("count", diags)
+                .and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
             let timeout_ms = ms(f, "timeout", 5_000, diags);
-            Action::WaitAccepted { sock: sock?, count: count? as u32, timeout_ms }
+            Action::WaitAccepted {
+                sock: sock?,
+                count: count? as u32,
+                timeout_ms,
+            }
         }
         "datagrams" => {
             let group = fields::name(subject, "a group name", diags);
-            let count = f.require("count", diags).and_then(|n| fields::uint(n, "count", 100_000, diags));
+            let count = f
+                .require("count", diags)
+                .and_then(|n| fields::uint(n, "count", 100_000, diags));
             let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
             let from = f.get("from").and_then(|n| scope.socket(n, diags));
             let family = f.get("family").and_then(|n| decode_family(Some(n), diags));
             let cpu = decode_cpu(f, diags);
-            Action::Datagrams { group: group?, count: count? as u32, to: to?, from, family, cpu }
+            Action::Datagrams {
+                group: group?,
+                count: count? as u32,
+                to: to?,
+                from,
+                family,
+                cpu,
+            }
         }
         "tally" => {
             let group = scope.group(subject, GroupKind::Datagrams, diags);
@@ -443,7 +647,10 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
                     .filter(|s| {
                         let known = scope.sockets.get(s).map(|(p, _)| *p == Proto::Udp);
                         if known != Some(true) {
-                            diags.error(n.pos, format!("`{s}` is not a UDP socket created before this step"));
+                            diags.error(
+                                n.pos,
+                                format!("`{s}` is not a UDP socket created before this step"),
+                            );
                         }
                         known == Some(true)
                     })
@@ -451,15 +658,28 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
                 None => Vec::new(),
             };
             let wait_ms = ms(f, "wait", 50, diags);
-            Action::Tally { group: group?, among, wait_ms }
+            Action::Tally {
+                group: group?,
+                among,
+                wait_ms,
+            }
         }
-        "sleep" => Action::Sleep { ms: fields::duration_ms(subject, "sleep", diags)? },
+        "sleep" => Action::Sleep {
+            ms: fields::duration_ms(subject, "sleep", diags)?,
+        },
         "attach_bpf" => {
             let sock = scope.socket(subject, diags);
-            let program = f.require("program", diags).and_then(|n| decode_cbpf(n, diags));
-            Action::AttachBpf { sock: sock?, program: program? }
+            let program = f
+                .require("program", diags)
+                .and_then(|n| decode_cbpf(n, diags));
+            Action::AttachBpf {
+                sock: sock?,
+                program: program?,
+            }
         }
-        "detach_bpf" => Action::DetachBpf { sock: scope.socket(subject, diags)? },
+        "detach_bpf" => Action::DetachBpf {
+            sock: scope.socket(subject, diags)?,
+        },
         "attach_ebpf" => {
             let sock = scope.socket(subject, diags);
             let sockarray: Vec<String> = match f.require("sockarray", diags) {
@@ -468,14 +688,19 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
                     .filter(|s| {
                         let known = scope.sockets.contains_key(s);
                         if !known {
-                            diags.error(n.pos, format!("no socket named `{s}` was created before this step"));
+                            diags.error(
+                                n.pos,
+                                format!("no socket named `{s}` was created before this step"),
+                            );
                         }
                         known
                     })
                     .collect(),
                 None => Vec::new(),
             };
-            let select = f.require("select", diags).and_then(|n| fields::uint(n, "select", u32::MAX as u64, diags));
+            let select = f
+                .require("select", diags)
+                .and_then(|n| fields::uint(n, "select", u32::MAX as u64, diags));
             let drop_on_miss = match f.get("on_miss").map(|n| (n, n.scalar())) {
                 None | Some((_, Some("pass"))) => false,
                 Some((_, Some("drop"))) => true,
@@ -487,22 +712,29 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
             if sockarray.is_empty() {
                 diags.error(f.pos(), "sockarray needs at least one socket");
             }
-            Action::AttachEbpf { sock: sock?, sockarray, select: select? as u32, drop_on_miss }
+            Action::AttachEbpf {
+                sock: sock?,
+                sockarray,
+                select: select? as u32,
+                drop_on_miss,
+            }
         }
-        "local_port" => Action::LocalPort { sock: scope.socket(subject, diags)? },
+        "local_port" => Action::LocalPort {
+            sock: scope.socket(subject, diags)?,
+        },
         "bind_pairs" => {
             fields::name(subject, "a matrix name", diags)?;
-            let proto = match f.get("proto").map(|n| (n, n.scalar())) {
-                None | Some((_, Some("tcp"))) => Proto::Tcp,
-                Some((_, Some("udp"))) => Proto::Udp,
-                Some((n, _)) => {
-                    diags.error(n.pos, "proto must be tcp or udp");
-                    Proto::Tcp
-                }
-            };
-            let addrs = f.require("addrs", diags).map(|n| decode_pair_addrs(n, diags)).unwrap_or_default();
+            let proto = decode_proto(f, diags);
+            let addrs = f
+                .require("addrs", diags)
+                .map(|n| decode_pair_addrs(n, diags))
+                .unwrap_or_default();
             let options = match f.get("options") {
-                None => vec![PairOption::None, PairOption::Reuseaddr, PairOption::Reuseport],
+                None => vec![
+                    PairOption::None,
+                    PairOption::Reuseaddr,
+                    PairOption::Reuseport,
+                ],
                 Some(n) => fields::list(n, "options", diags)
                     .iter()
                     .filter_map(|o| match o.scalar() {
@@ -516,20 +748,45 @@ fn decode_action(verb: &str, subject: &Node, f: &mut Fields, scope: &Scope, diag
                     })
                     .collect(),
             };
-            let listen = f.get("listen").and_then(|n| fields::boolean(n, "listen", diags)).unwrap_or(true);
-            Action::BindPairs { proto, addrs, options, listen }
+            let listen = f
+                .get("listen")
+                .and_then(|n| fields::boolean(n, "listen", diags))
+                .unwrap_or(true);
+            Action::BindPairs {
+                proto,
+                addrs,
+                options,
+                listen,
+            }
         }
         _ => unreachable!("verbs come from VERBS"),
     })
 }
 
+fn decode_proto(f: &mut Fields, diags: &mut Diags) -> Proto {
+    match f.get("proto").map(|n| (n, n.scalar())) {
+        None | Some((_, Some("tcp"))) => Proto::Tcp,
+        Some((_, Some("udp"))) => Proto::Udp,
+        Some((n, _)) => {
+            diags.error(n.pos, "proto must be tcp or udp");
+            Proto::Tcp
+        }
+    }
+}
+
 fn decode_cpu(f: &mut Fields, diags: &mut Diags) -> Option<u32> {
-    f.get("cpu").and_then(|n| fields::uint(n, "cpu", 4095, diags)).map(|c| c as u32)
+    f.get("cpu")
+        .and_then(|n| fields::uint(n, "cpu", 4095, diags))
+        .map(|c| c as u32)
 }
 
 fn decode_port_range(node: &Node, diags: &mut Diags) -> Option<(u16, u16)> {
     let items = fields::list(node, "local_port_range", diags);
-    let ports: Vec<u16> = items.iter().filter_map(|n| fields::uint(n, "a port", 65535, diags)).map(|p| p as u16).collect();
+    let ports: Vec<u16> = items
+        .iter()
+        .filter_map(|n| fields::uint(n, "a port", 65535, diags))
+        .map(|p| p as u16)
+        .collect();
     match ports.as_slice() {
         [lo, hi] => Some((*lo, *hi)),
         _ => {
@@ -545,7 +802,9 @@ fn decode_cbpf(node: &Node, diags: &mut Diags) -> Option<CbpfProgram> {
     }
     let mut f = Fields::of(node, "program (cpu, {modulo: N} or {constant: N})", diags)?;
     let program = if let Some(n) = f.get("modulo") {
-        fields::uint(n, "modulo", u32::MAX as u64, diags).filter(|m| *m > 0).map(|m| CbpfProgram::Modulo(m as u32))
+        fields::uint(n, "modulo", u32::MAX as u64, diags)
+            .filter(|m| *m > 0)
+            .map(|m| CbpfProgram::Modulo(m as u32))
     } else if let Some(n) = f.get("constant") {
         fields::uint(n, "constant", u32::MAX as u64, diags).map(|c| CbpfProgram::Constant(c as u32))
     } else {
@@ -558,7 +817,10 @@ fn decode_cbpf(node: &Node, diags: &mut Diags) -> Option<CbpfProgram> {
 
 fn decode_pair_addrs(node: &Node, diags: &mut Diags) -> Vec<PairAddr> {
     let Kind::Map(entries) = &node.kind else {
-        diags.error(node.pos, "addrs is a mapping of label: address (or label: {addr, v6only})");
+        diags.error(
+            node.pos,
+            "addrs is a mapping of label: address (or label: {addr, v6only})",
+        );
         return Vec::new();
     };
     entries
@@ -567,13 +829,25 @@ fn decode_pair_addrs(node: &Node, diags: &mut Diags) -> Vec<PairAddr> {
             let label = fields::name(k, "an address label", diags)?;
             if let Kind::Scalar { .. } = v.kind {
                 let addr = fields::ip(v, "addr", diags)?;
-                return Some(PairAddr { label, addr, v6only: None });
+                return Some(PairAddr {
+                    label,
+                    addr,
+                    v6only: None,
+                });
             }
             let mut f = Fields::of(v, "an address", diags)?;
-            let addr = f.require("addr", diags).and_then(|n| fields::ip(n, "addr", diags));
-            let v6only = f.get("v6only").and_then(|n| fields::boolean(n, "v6only", diags));
+            let addr = f
+                .require("addr", diags)
+                .and_then(|n| fields::ip(n, "addr", diags));
+            let v6only = f
+                .get("v6only")
+                .and_then(|n| fields::boolean(n, "v6only", diags));
             f.finish(diags);
-            Some(PairAddr { label, addr: addr?, v6only })
+            Some(PairAddr {
+                label,
+                addr: addr?,
+                v6only,
+            })
         })
         .collect()
 }
@@ -592,16 +866,28 @@ fn decode_family(node: Option<&Node>, diags: &mut Diags) -> Option<Family> {
 
 fn decode_creds(node: &Node, diags: &mut Diags) -> Option<Creds> {
     let mut f = Fields::of(node, "`as`", diags)?;
-    let uid = f.require("uid", diags).and_then(|n| fields::uint(n, "uid", u32::MAX as u64 - 1, diags));
-    let gid = f.get("gid").and_then(|n| fields::uint(n, "gid", u32::MAX as u64 - 1, diags));
+    let uid = f
+        .require("uid", diags)
+        .and_then(|n| fields::uint(n, "uid", u32::MAX as u64 - 1, diags));
+    let gid = f
+        .get("gid")
+        .and_then(|n| fields::uint(n, "gid", u32::MAX as u64 - 1, diags));
     f.finish(diags);
     let uid = uid? as u32;
-    Some(Creds { uid, gid: gid.map(|g| g as u32).unwrap_or(uid) })
+    Some(Creds {
+        uid,
+        gid: gid.map(|g| g as u32).unwrap_or(uid),
+    })
 }
 
 /// Every observation key a step will produce, known before anything runs.
 fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
-    let sub = |names: &[&str]| names.iter().map(|n| format!("{key}.{n}")).collect::<Vec<_>>();
+    let sub = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| format!("{key}.{n}"))
+            .collect::<Vec<_>>()
+    };
     match action {
         Action::Socket { options, .. } => {
             let mut keys = vec![key.to_string()];
@@ -632,10 +918,26 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
         | Action::WaitQueued { .. }
         | Action::WaitAccepted { .. } => vec![key.to_string()],
         Action::Accept { .. } => vec![key.to_string(), format!("{key}.error")],
-        Action::Clients { .. } => sub(&["connected", "refused", "timed_out", "failed", "first_error"]),
+        Action::Clients { .. } => {
+            sub(&["connected", "refused", "timed_out", "failed", "first_error"])
+        }
         Action::Account { .. } => {
-            let mut keys = sub(&["reset", "closed", "refused", "timed_out", "failed", "pending", "total", "fairness"]);
-            keys.extend(scope.listeners.iter().map(|l| format!("{key}.accepted.{l}")));
+            let mut keys = sub(&[
+                "reset",
+                "closed",
+                "refused",
+                "timed_out",
+                "failed",
+                "pending",
+                "total",
+                "fairness",
+            ]);
+            keys.extend(
+                scope
+                    .listeners
+                    .iter()
+                    .map(|l| format!("{key}.accepted.{l}")),
+            );
             keys
         }
         Action::Datagrams { .. } => sub(&["sent", "errors"]),
@@ -644,14 +946,25 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
             keys.extend(among.iter().map(|s| format!("{key}.{s}")));
             keys
         }
-        Action::AttachBpf { .. } | Action::DetachBpf { .. } | Action::LocalPort { .. } => vec![key.to_string()],
-        Action::AttachEbpf { .. } => vec![key.to_string(), format!("{key}.load"), format!("{key}.fill")],
+        Action::AttachBpf { .. } | Action::DetachBpf { .. } | Action::LocalPort { .. } => {
+            vec![key.to_string()]
+        }
+        Action::AttachEbpf { .. } => vec![
+            key.to_string(),
+            format!("{key}.load"),
+            format!("{key}.fill"),
+        ],
         Action::BindPairs { addrs, options, .. } => {
             let mut keys = Vec::new();
             for first in addrs {
                 for second in addrs {
                     for option in options {
-                        keys.push(format!("{key}.{}.{}.{}", first.label, second.label, option.label()));
+                        keys.push(format!(
+                            "{key}.{}.{}.{}",
+                            first.label,
+                            second.label,
+                            option.label()
+                        ));
                     }
                 }
             }
@@ -663,17 +976,28 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
 
 fn record_effects(action: &Action, line: usize, scope: &mut Scope) {
     match action {
-        Action::Socket { name, proto, family, .. } => {
+        Action::Socket {
+            name,
+            proto,
+            family,
+            ..
+        } => {
             scope.sockets.insert(name.clone(), (*proto, *family));
         }
         Action::Listen { sock, .. } => {
             scope.listeners.insert(sock.clone());
         }
-        Action::Accept { sock, name: Some(name), .. } => {
+        Action::Accept {
+            sock,
+            name: Some(name),
+            ..
+        } => {
             let family = scope.sockets[sock].1;
             scope.sockets.insert(name.clone(), (Proto::Tcp, family));
         }
-        Action::Clients { group, background, .. } => {
+        Action::Clients {
+            group, background, ..
+        } => {
             scope.groups.insert(group.clone(), GroupKind::Clients);
             if *background {
                 scope.background.insert(group.clone(), line);
@@ -692,7 +1016,9 @@ fn record_effects(action: &Action, line: usize, scope: &mut Scope) {
 fn decode_expectations(node: &Node, scope: &Scope, diags: &mut Diags) -> Vec<Expectation> {
     let mut out = Vec::new();
     for item in fields::list(node, "expect", diags) {
-        let Some(mut f) = Fields::of(item, "an expectation", diags) else { continue };
+        let Some(mut f) = Fields::of(item, "an expectation", diags) else {
+            continue;
+        };
         let obs = f.require("obs", diags).and_then(|n| {
             let obs = fields::string(n, "obs", diags)?;
             check_observation(&obs, n, scope, diags).then_some(obs)
@@ -702,7 +1028,13 @@ fn decode_expectations(node: &Node, scope: &Scope, diags: &mut Diags) -> Vec<Exp
         let matcher = decode_matcher(&mut f, scope, diags);
         f.finish(diags);
         if let (Some(obs), Some(matcher)) = (obs, matcher) {
-            out.push(Expectation { line: item.pos.line, obs, kernel, matcher, why });
+            out.push(Expectation {
+                line: item.pos.line,
+                obs,
+                kernel,
+                matcher,
+                why,
+            });
         }
     }
     out
@@ -740,7 +1072,10 @@ fn check_observation(obs: &str, node: &Node, scope: &Scope, diags: &mut Diags) -
     } else {
         format!("; steps produce: {}", near.join(", "))
     };
-    diags.error(node.pos, format!("no step produces observation `{obs}`{hint}"));
+    diags.error(
+        node.pos,
+        format!("no step produces observation `{obs}`{hint}"),
+    );
     false
 }
 
@@ -750,26 +1085,38 @@ fn decode_matcher(f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Ma
     let min = f.get("min");
     let max = f.get("max");
     let same_as = f.get("same_as");
-    let chosen = [eq.is_some(), one_of.is_some(), min.is_some() || max.is_some(), same_as.is_some()]
-        .iter()
-        .filter(|c| **c)
-        .count();
+    let chosen = [
+        eq.is_some(),
+        one_of.is_some(),
+        min.is_some() || max.is_some(),
+        same_as.is_some(),
+    ]
+    .iter()
+    .filter(|c| **c)
+    .count();
     if chosen != 1 {
-        diags.error(f.pos(), "an expectation needs exactly one of `eq`, `one_of`, `min`/`max`, `same_as`");
+        diags.error(
+            f.pos(),
+            "an expectation needs exactly one of `eq`, `one_of`, `min`/`max`, `same_as`",
+        );
         return None;
     }
     if let Some(n) = eq {
         return expected_value(n, diags).map(Matcher::Eq);
     }
     if let Some(n) = one_of {
-        let values: Vec<_> = fields::list(n, "one_of", diags).iter().filter_map(|v| expected_value(v, diags)).collect();
+        let values: Vec<_> = fields::list(n, "one_of", diags)
+            .iter()
+            .filter_map(|v| expected_value(v, diags))
+            .collect();
         return Some(Matcher::OneOf(values));
     }
     if let Some(n) = same_as {
         let other = fields::string(n, "same_as", diags)?;
         return check_observation(&other, n, scope, diags).then_some(Matcher::SameAs(other));
     }
-    let number = |n: &Node, diags: &mut Diags| match n.scalar().and_then(|s| s.parse::<f64>().ok()) {
+    let number = |n: &Node, diags: &mut Diags| match n.scalar().and_then(|s| s.parse::<f64>().ok())
+    {
         Some(v) => Some(v),
         None => {
             diags.error(n.pos, "min and max must be numbers");
@@ -785,13 +1132,22 @@ fn decode_matcher(f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Ma
 /// An expected value: numbers and booleans as such, errno names checked against the libc.
 fn expected_value(node: &Node, diags: &mut Diags) -> Option<serde_json::Value> {
     if !matches!(node.kind, Kind::Scalar { .. }) {
-        diags.error(node.pos, format!("an expected value must be a scalar, found {}", node.describe()));
+        diags.error(
+            node.pos,
+            format!(
+                "an expected value must be a scalar, found {}",
+                node.describe()
+            ),
+        );
         return None;
     }
     let value = node.to_json();
     if let serde_json::Value::String(text) = &value {
         if errno::looks_like(text) && !errno::is_known(text) {
-            diags.error(node.pos, format!("`{text}` is not an errno name this libc knows (e.g. EADDRINUSE)"));
+            diags.error(
+                node.pos,
+                format!("`{text}` is not an errno name this libc knows (e.g. EADDRINUSE)"),
+            );
             return None;
         }
     }

@@ -17,7 +17,10 @@ pub struct Diags(pub Vec<Diagnostic>);
 
 impl Diags {
     pub fn error(&mut self, pos: Pos, message: impl Into<String>) {
-        self.0.push(Diagnostic { pos, message: message.into() });
+        self.0.push(Diagnostic {
+            pos,
+            message: message.into(),
+        });
     }
 }
 
@@ -41,7 +44,10 @@ impl<'a> Fields<'a> {
                 known: Vec::new(),
             }),
             _ => {
-                diags.error(node.pos, format!("{what} must be a mapping, found {}", node.describe()));
+                diags.error(
+                    node.pos,
+                    format!("{what} must be a mapping, found {}", node.describe()),
+                );
                 None
             }
         }
@@ -57,7 +63,10 @@ impl<'a> Fields<'a> {
 
     pub fn get(&mut self, key: &'static str) -> Option<&'a Node> {
         self.known.push(key);
-        let i = self.entries.iter().position(|(k, _)| k.scalar() == Some(key))?;
+        let i = self
+            .entries
+            .iter()
+            .position(|(k, _)| k.scalar() == Some(key))?;
         self.used[i] = true;
         Some(&self.entries[i].1)
     }
@@ -79,7 +88,10 @@ impl<'a> Fields<'a> {
                 known.dedup();
                 diags.error(
                     key.pos,
-                    format!("unknown field `{name}`; expected one of: {}", known.join(", ")),
+                    format!(
+                        "unknown field `{name}`; expected one of: {}",
+                        known.join(", ")
+                    ),
                 );
             }
         }
@@ -90,7 +102,10 @@ pub fn string(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
     match &node.kind {
         Kind::Scalar { text, .. } if !node.is_null() => Some(text.clone()),
         _ => {
-            diags.error(node.pos, format!("{what} must be a string, found {}", node.describe()));
+            diags.error(
+                node.pos,
+                format!("{what} must be a string, found {}", node.describe()),
+            );
             None
         }
     }
@@ -99,7 +114,9 @@ pub fn string(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
 pub fn name(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
     let text = string(node, what, diags)?;
     let ok = !text.is_empty()
-        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         && !text.chars().next().unwrap().is_ascii_digit();
     if !ok {
         diags.error(node.pos, format!("{what} `{text}` must be a name: letters, digits, _ or -, not starting with a digit"));
@@ -110,14 +127,23 @@ pub fn name(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
 
 pub fn uint(node: &Node, what: &str, max: u64, diags: &mut Diags) -> Option<u64> {
     let parsed = match &node.kind {
-        Kind::Scalar { text, quoted: false } => text.parse::<u64>().ok(),
+        Kind::Scalar {
+            text,
+            quoted: false,
+        } => text.parse::<u64>().ok(),
         _ => None,
     };
     match parsed {
         Some(n) if n <= max => Some(n),
         _ => {
-            let shown = node.scalar().map(|s| format!("`{s}`")).unwrap_or_else(|| node.describe().into());
-            diags.error(node.pos, format!("{what} must be a whole number from 0 to {max}, found {shown}"));
+            let shown = node
+                .scalar()
+                .map(|s| format!("`{s}`"))
+                .unwrap_or_else(|| node.describe().into());
+            diags.error(
+                node.pos,
+                format!("{what} must be a whole number from 0 to {max}, found {shown}"),
+            );
             None
         }
     }
@@ -139,7 +165,10 @@ pub fn ip(node: &Node, what: &str, diags: &mut Diags) -> Option<IpAddr> {
     match text.parse() {
         Ok(addr) => Some(addr),
         Err(_) => {
-            diags.error(node.pos, format!("{what} `{text}` is not an IPv4 or IPv6 address"));
+            diags.error(
+                node.pos,
+                format!("{what} `{text}` is not an IPv4 or IPv6 address"),
+            );
             None
         }
     }
@@ -151,7 +180,10 @@ pub fn duration_us(node: &Node, what: &str, diags: &mut Diags) -> Option<u64> {
     match parse_duration_us(&text) {
         Some(us) => Some(us),
         None => {
-            diags.error(node.pos, format!("{what} `{text}` is not a duration like 250ms, 2s or 500us"));
+            diags.error(
+                node.pos,
+                format!("{what} `{text}` is not a duration like 250ms, 2s or 500us"),
+            );
             None
         }
     }
@@ -180,7 +212,10 @@ pub fn list<'a>(node: &'a Node, what: &str, diags: &mut Diags) -> &'a [Node] {
     match &node.kind {
         Kind::Seq(items) => items,
         _ => {
-            diags.error(node.pos, format!("{what} must be a list, found {}", node.describe()));
+            diags.error(
+                node.pos,
+                format!("{what} must be a list, found {}", node.describe()),
+            );
             &[]
         }
     }

@@ -25,7 +25,14 @@ impl fmt::Display for FileErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}:{}: {}", self.file.display(), e.pos.line, e.pos.col, e.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                e.pos.line,
+                e.pos.col,
+                e.message
+            )?;
         }
         Ok(())
     }
@@ -33,17 +40,30 @@ impl fmt::Display for FileErrors {
 
 /// Parses and validates one file.
 pub fn load_file(path: &Path) -> Result<Case, FileErrors> {
-    let fail = |errors| FileErrors { file: path.to_path_buf(), errors };
+    let fail = |errors| FileErrors {
+        file: path.to_path_buf(),
+        errors,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| {
-        fail(vec![Diagnostic { pos: Default::default(), message: format!("cannot read: {e}") }])
+        fail(vec![Diagnostic {
+            pos: Default::default(),
+            message: format!("cannot read: {e}"),
+        }])
     })?;
     load_str(&case_id(path), path, &text)
 }
 
 pub fn load_str(id: &str, path: &Path, text: &str) -> Result<Case, FileErrors> {
-    let fail = |errors| FileErrors { file: path.to_path_buf(), errors };
-    let root = crate::yaml::parse(text)
-        .map_err(|e| fail(vec![Diagnostic { pos: e.pos, message: format!("YAML syntax: {}", e.message) }]))?;
+    let fail = |errors| FileErrors {
+        file: path.to_path_buf(),
+        errors,
+    };
+    let root = crate::yaml::parse(text).map_err(|e| {
+        fail(vec![Diagnostic {
+            pos: e.pos,
+            message: format!("YAML syntax: {}", e.message),
+        }])
+    })?;
     let mut diags = fields::Diags::default();
     let case = decode::decode_case(id, path, &root, &mut diags);
     match case {
@@ -55,7 +75,10 @@ pub fn load_str(id: &str, path: &Path, text: &str) -> Result<Case, FileErrors> {
 /// The case id: its path below the nearest `cases` folder, without `.yaml`.
 pub fn case_id(path: &Path) -> String {
     let no_ext = path.with_extension("");
-    let parts: Vec<_> = no_ext.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let parts: Vec<_> = no_ext
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
     match parts.iter().rposition(|p| p == "cases") {
         Some(i) if i + 1 < parts.len() => parts[i + 1..].join("/"),
         _ => parts.last().cloned().unwrap_or_default(),

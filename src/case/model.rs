@@ -176,7 +176,10 @@ pub enum PortSpec {
 pub enum Target {
     /// Where socket `name` is bound; a wildcard address becomes that family's loopback.
     Sock(String),
-    Addr { addr: IpAddr, port: PortSpec },
+    Addr {
+        addr: IpAddr,
+        port: PortSpec,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -230,6 +233,9 @@ pub enum Action {
     /// A background thread accepts everything on `sock` until it is closed.
     Serve {
         sock: String,
+        /// Sleep in epoll_wait() (up to `wait_ms` at a time) instead of short polls,
+        /// so a wake-up the kernel forgets shows as a delay.
+        epoll_wait_ms: Option<u64>,
     },
     /// `count` TCP clients connect to `to`, one every `interval_us`.
     Clients {

@@ -108,7 +108,10 @@ impl FromStr for VersionReq {
             let version = rest.parse().map_err(|e| format!("in `{term}`: {e}"))?;
             terms.push((op, version));
         }
-        Ok(VersionReq { text: s.trim().to_string(), terms })
+        Ok(VersionReq {
+            text: s.trim().to_string(),
+            terms,
+        })
     }
 }
 
@@ -139,14 +142,26 @@ mod tests {
     fn release_strings() {
         let v = KernelVersion::from_release("6.1.0-28-cloud-amd64").unwrap();
         assert_eq!(v, KernelVersion(6, 1, 0));
-        assert_eq!(KernelVersion::from_release("5.10.223-1"), Some(KernelVersion(5, 10, 223)));
-        assert_eq!(KernelVersion::from_release("7.2-rc1"), Some(KernelVersion(7, 2, 0)));
-        assert_eq!(KernelVersion::from_release("6.18.44-fc-v782"), Some(KernelVersion(6, 18, 44)));
+        assert_eq!(
+            KernelVersion::from_release("5.10.223-1"),
+            Some(KernelVersion(5, 10, 223))
+        );
+        assert_eq!(
+            KernelVersion::from_release("7.2-rc1"),
+            Some(KernelVersion(7, 2, 0))
+        );
+        assert_eq!(
+            KernelVersion::from_release("6.18.44-fc-v782"),
+            Some(KernelVersion(6, 18, 44))
+        );
     }
 
     #[test]
     fn debian_uname_version_wins() {
-        let v = KernelVersion::from_uname("6.1.0-56-cloud-amd64", "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-01)");
+        let v = KernelVersion::from_uname(
+            "6.1.0-56-cloud-amd64",
+            "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-01)",
+        );
         assert_eq!(v, Some(KernelVersion(6, 1, 192)));
         let v = KernelVersion::from_uname("6.18.44-fc-v782", "#1 SMP Tue Nov 3 2026");
         assert_eq!(v, Some(KernelVersion(6, 18, 44)));
@@ -163,8 +178,14 @@ mod tests {
 
     #[test]
     fn bad_ranges_say_why() {
-        assert!("5.14".parse::<VersionReq>().unwrap_err().contains("comparison"));
-        assert!(">= five".parse::<VersionReq>().unwrap_err().contains("kernel version"));
+        assert!("5.14"
+            .parse::<VersionReq>()
+            .unwrap_err()
+            .contains("comparison"));
+        assert!(">= five"
+            .parse::<VersionReq>()
+            .unwrap_err()
+            .contains("kernel version"));
         assert!(">= 5.".parse::<VersionReq>().is_err());
     }
 }

@@ -43,15 +43,25 @@ fn update(from: &std::path::Path, to: &std::path::Path) -> Result<usize> {
     let mut copied = 0;
     for k in &set {
         if let Some(why) = &k.could_not_run {
-            println!("{}: not copied, it could not run: {}", k.kernel, why.lines().next().unwrap_or_default());
+            println!(
+                "{}: not copied, it could not run: {}",
+                k.kernel,
+                why.lines().next().unwrap_or_default()
+            );
             continue;
         }
         let src = results::result_path(from, &k.kernel);
         let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
         let dst = results::result_path(to, &k.kernel);
-        results::write_atomic(&dst, &bytes).with_context(|| format!("updating the baseline of kernel {}", k.kernel))?;
+        results::write_atomic(&dst, &bytes)
+            .with_context(|| format!("updating the baseline of kernel {}", k.kernel))?;
         let release = k.release.as_deref().unwrap_or("release unknown");
-        println!("{}: {} ({release}, {} cases)", k.kernel, dst.display(), k.cases.len());
+        println!(
+            "{}: {} ({release}, {} cases)",
+            k.kernel,
+            dst.display(),
+            k.cases.len()
+        );
         copied += 1;
     }
     Ok(copied)

@@ -41,7 +41,12 @@ pub fn bisect_run(args: &BisectArgs) -> ExitCode {
     // A build that produced no image is a commit to skip, not a bad one.
     let image = match std::fs::canonicalize(&args.kernel_image) {
         Ok(path) => path,
-        Err(e) => return skip(&format!("no kernel image at {}: {e}", args.kernel_image.display())),
+        Err(e) => {
+            return skip(&format!(
+                "no kernel image at {}: {e}",
+                args.kernel_image.display()
+            ))
+        }
     };
     let scratch = match tempfile::tempdir() {
         Ok(dir) => dir,
@@ -62,29 +67,47 @@ pub fn bisect_run(args: &BisectArgs) -> ExitCode {
     let cases = [case];
     let work = [(image.to_string_lossy().into_owned(), &cases[..])];
     let results = runner::run_each(&work, &opts, &progress);
-    let Some(kernel) = results.first() else { return skip("the runner returned nothing") };
+    let Some(kernel) = results.first() else {
+        return skip("the runner returned nothing");
+    };
     if let Some(why) = &kernel.could_not_run {
         return skip(why);
     }
     let release = kernel.release.as_deref().unwrap_or("release unknown");
-    let Some(result) = kernel.cases.first() else { return skip("the case did not run") };
+    let Some(result) = kernel.cases.first() else {
+        return skip("the case did not run");
+    };
     match &result.verdict {
         Verdict::Pass { .. } => {
             println!("bisect-run: {} passes on {release} (good)", result.case);
             ExitCode::SUCCESS
         }
         Verdict::Fail { .. } => {
-            println!("{}", Explain { file: &result.file, verdict: &result.verdict });
+            println!(
+                "{}",
+                Explain {
+                    file: &result.file,
+                    verdict: &result.verdict
+                }
+            );
             println!("bisect-run: {} fails on {release} (bad)", result.case);
             ExitCode::from(exit::FAILED)
         }
-        Verdict::Skip { reason } => skip(&format!("{} skipped on {release}: {reason}", result.case)),
-        Verdict::Error { message } => skip(&format!("{} could not run on {release}: {message}", result.case)),
+        Verdict::Skip { reason } => {
+            skip(&format!("{} skipped on {release}: {reason}", result.case))
+        }
+        Verdict::Error { message } => skip(&format!(
+            "{} could not run on {release}: {message}",
+            result.case
+        )),
     }
 }
 
 fn skip(why: &str) -> ExitCode {
-    eprintln!("bisect-run: cannot judge this kernel ({}); exit 125 = skip", why.lines().next().unwrap_or_default());
+    eprintln!(
+        "bisect-run: cannot judge this kernel ({}); exit 125 = skip",
+        why.lines().next().unwrap_or_default()
+    );
     ExitCode::from(exit::BISECT_SKIP)
 }
 
@@ -94,16 +117,23 @@ fn find_case(name: &str, library: &Path) -> Result<Case> {
     if path.is_file() {
         return case::load_file(path).map_err(|e| anyhow::anyhow!("{e}"));
     }
-    let cases = crate::select::load(&[library.to_path_buf()], None).with_context(|| format!("loading the cases in {}", library.display()))?;
-    cases
-        .into_iter()
-        .find(|c| c.id == name)
-        .with_context(|| format!("no case `{name}`: neither a case file nor a case id under {}", library.display()))
+    let cases = crate::select::load(&[library.to_path_buf()], None)
+        .with_context(|| format!("loading the cases in {}", library.display()))?;
+    cases.into_iter().find(|c| c.id == name).with_context(|| {
+        format!(
+            "no case `{name}`: neither a case file nor a case id under {}",
+            library.display()
+        )
+    })
 }
 
 fn progress(event: Progress) {
     match event {
-        Progress::Booting { kernel, attempt, accel } => eprintln!("[{kernel}] booting (attempt {attempt}, {accel})"),
+        Progress::Booting {
+            kernel,
+            attempt,
+            accel,
+        } => eprintln!("[{kernel}] booting (attempt {attempt}, {accel})"),
         Progress::Retrying { kernel, reason } => eprintln!("[{kernel}] {reason}; retrying"),
         Progress::AgentUp { kernel, release } => eprintln!("[{kernel}] agent up on {release}"),
         Progress::ConsoleProblem { kernel, line } => eprintln!("[{kernel}] console: {line}"),

@@ -55,7 +55,9 @@ pub fn resolve(arg: &str) -> Result<Side> {
     }
     // A kernel's own folder (`results/latest/6.1`) means its result file.
     if path.join("result.json").is_file() {
-        return Ok(Side::File(Box::new(results::load(&path.join("result.json"))?)));
+        return Ok(Side::File(Box::new(results::load(
+            &path.join("result.json"),
+        )?)));
     }
     if path.is_dir() {
         return Ok(Side::Set(results::load_set(path)?));
@@ -64,13 +66,19 @@ pub fn resolve(arg: &str) -> Result<Side> {
     if latest.is_file() {
         return Ok(Side::File(Box::new(results::load(&latest)?)));
     }
-    bail!("`{arg}` is not a result file, a result-set folder, or a kernel with results in {}", results::DEFAULT_DIR)
+    bail!(
+        "`{arg}` is not a result file, a result-set folder, or a kernel with results in {}",
+        results::DEFAULT_DIR
+    )
 }
 
 /// Two files are compared whatever their kernels; otherwise kernel by kernel.
 fn compare(a: Side, b: Side, volatile: &Volatile) -> SetDiff {
     match (a, b) {
-        (Side::File(a), Side::File(b)) => SetDiff { kernels: vec![diff::diff_kernels(&a, &b, volatile)], ..Default::default() },
+        (Side::File(a), Side::File(b)) => SetDiff {
+            kernels: vec![diff::diff_kernels(&a, &b, volatile)],
+            ..Default::default()
+        },
         (Side::File(a), Side::Set(b)) => {
             let b: Vec<KernelResult> = b.into_iter().filter(|k| k.kernel == a.kernel).collect();
             diff::diff_sets(&[*a], &b, volatile)
@@ -84,7 +92,10 @@ fn compare(a: Side, b: Side, volatile: &Volatile) -> SetDiff {
 }
 
 pub fn fixes_of(cases: &[Case]) -> BTreeMap<String, Fix> {
-    cases.iter().filter_map(|c| c.detects.clone().map(|f| (c.id.clone(), f))).collect()
+    cases
+        .iter()
+        .filter_map(|c| c.detects.clone().map(|f| (c.id.clone(), f)))
+        .collect()
 }
 
 pub fn diff(args: &DiffArgs) -> ExitCode {
@@ -93,10 +104,19 @@ pub fn diff(args: &DiffArgs) -> ExitCode {
         Err(code) => return code,
     };
     let (a, b) = match (&args.baseline, &args.a, &args.b) {
-        (Some(base), current, None) => (base.clone(), current.clone().unwrap_or_else(|| results::DEFAULT_DIR.into())),
-        (Some(_), _, Some(_)) => return bad("with --baseline, give at most one result set (the current one)"),
+        (Some(base), current, None) => (
+            base.clone(),
+            current
+                .clone()
+                .unwrap_or_else(|| results::DEFAULT_DIR.into()),
+        ),
+        (Some(_), _, Some(_)) => {
+            return bad("with --baseline, give at most one result set (the current one)")
+        }
         (None, Some(a), Some(b)) => (a.clone(), b.clone()),
-        (None, _, _) => return bad("give two results to compare (A B), or --baseline DIR [CURRENT]"),
+        (None, _, _) => {
+            return bad("give two results to compare (A B), or --baseline DIR [CURRENT]")
+        }
     };
     let sides = resolve(&a).and_then(|a| Ok((a, resolve(&b)?)));
     let (side_a, side_b) = match sides {
@@ -113,7 +133,10 @@ pub fn diff(args: &DiffArgs) -> ExitCode {
         println!("no regressions: {b} against baseline {a}");
         return ExitCode::SUCCESS;
     }
-    println!("{} regression(s): {b} against baseline {a}", regressions.len());
+    println!(
+        "{} regression(s): {b} against baseline {a}",
+        regressions.len()
+    );
     for r in &regressions {
         println!("  {r}");
     }

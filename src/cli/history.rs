@@ -21,7 +21,11 @@ pub struct HistoryArgs {
 }
 
 pub fn history(args: &HistoryArgs) -> ExitCode {
-    let case = if args.case.ends_with(".yaml") { crate::case::case_id(Path::new(&args.case)) } else { args.case.clone() };
+    let case = if args.case.ends_with(".yaml") {
+        crate::case::case_id(Path::new(&args.case))
+    } else {
+        args.case.clone()
+    };
     let runs = match history::load(&args.dir, args.kernel.as_deref()) {
         Ok(runs) => runs,
         Err(e) => {
@@ -31,11 +35,18 @@ pub fn history(args: &HistoryArgs) -> ExitCode {
     };
     let rows = history::timeline(&runs, &case, args.obs.as_deref());
     if rows.is_empty() {
-        eprintln!("error: no run of {case} in {} ({} runs kept)", args.dir.display(), runs.len());
+        eprintln!(
+            "error: no run of {case} in {} ({} runs kept)",
+            args.dir.display(),
+            runs.len()
+        );
         return ExitCode::from(exit::BAD_INPUT);
     }
     if rows.iter().all(|r| r.values.is_empty()) {
-        eprintln!("error: {case} never observed {}", args.obs.as_deref().unwrap_or("anything"));
+        eprintln!(
+            "error: {case} never observed {}",
+            args.obs.as_deref().unwrap_or("anything")
+        );
         return ExitCode::from(exit::BAD_INPUT);
     }
     print!("{}", history::render(&rows));

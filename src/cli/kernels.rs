@@ -33,20 +33,33 @@ pub fn kernels(action: Action) -> ExitCode {
     let cache = kernel::cache_dir();
     match action {
         Action::List => {
-            println!("{:<6} {:<13} {:<8} {:<7} {}", "id", "source", "default", "cached", "pinned");
+            println!(
+                "{:<6} {:<13} {:<8} {:<7} {}",
+                "id", "source", "default", "cached", "pinned"
+            );
             for k in kernel::list(&catalogue, &lock, &cache) {
                 let pinned = match (&k.pinned_package, &k.pinned_version) {
                     (Some(p), Some(v)) => format!("{p} {v}"),
                     _ => "-".to_string(),
                 };
                 let yes = |b: bool| if b { "yes" } else { "no" };
-                println!("{:<6} {:<13} {:<8} {:<7} {pinned}", k.id, k.kind, yes(k.default), yes(k.cached));
+                println!(
+                    "{:<6} {:<13} {:<8} {:<7} {pinned}",
+                    k.id,
+                    k.kind,
+                    yes(k.default),
+                    yes(k.cached)
+                );
             }
             println!("cache: {}", cache.display());
             ExitCode::SUCCESS
         }
         Action::Fetch { ids } => {
-            let ids = if ids.is_empty() { catalogue.default_ids() } else { ids };
+            let ids = if ids.is_empty() {
+                catalogue.default_ids()
+            } else {
+                ids
+            };
             let mut failed = false;
             for id in &ids {
                 match runner::provision(id, &catalogue, &lock, true) {
@@ -57,7 +70,11 @@ pub fn kernels(action: Action) -> ExitCode {
                     }
                 }
             }
-            if failed { ExitCode::from(exit::COULD_NOT_RUN) } else { ExitCode::SUCCESS }
+            if failed {
+                ExitCode::from(exit::COULD_NOT_RUN)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Action::Lock { refresh } => {
             if !refresh {
@@ -65,7 +82,9 @@ pub fn kernels(action: Action) -> ExitCode {
                 return ExitCode::from(exit::BAD_INPUT);
             }
             let path = runner::catalogue_dir().join("kernels.lock");
-            match kernel::refresh_lock(&catalogue, &cache).and_then(|new| new.save(&path).map(|()| new)) {
+            match kernel::refresh_lock(&catalogue, &cache)
+                .and_then(|new| new.save(&path).map(|()| new))
+            {
                 Ok(new) => {
                     for (id, k) in &new.kernels {
                         println!("{id}: {} {}", k.package, k.version);

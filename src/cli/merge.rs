@@ -28,10 +28,19 @@ pub fn merge(args: &MergeArgs) -> ExitCode {
 }
 
 fn run(args: &MergeArgs) -> Result<()> {
-    let sets = args.dirs.iter().map(|d| results::load_set(d)).collect::<Result<Vec<_>>>()?;
+    let sets = args
+        .dirs
+        .iter()
+        .map(|d| results::load_set(d))
+        .collect::<Result<Vec<_>>>()?;
     for k in crate::merge::merge(sets)? {
         let path = results::save(&args.out, &k)?;
-        println!("{}: {} cases -> {}", k.kernel, k.cases.len(), path.display());
+        println!(
+            "{}: {} cases -> {}",
+            k.kernel,
+            k.cases.len(),
+            path.display()
+        );
     }
     Ok(())
 }

@@ -32,7 +32,11 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "sockmatrix", version, about = "How does this Linux kernel behave when several sockets share a port?")]
+#[command(
+    name = "sockmatrix",
+    version,
+    about = "How does this Linux kernel behave when several sockets share a port?"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -141,7 +145,11 @@ pub fn main() -> ExitCode {
         Command::History(args) => history::history(&args),
         Command::BisectRun(args) => bisect::bisect_run(&args),
         Command::Report(args) => report::report(&args),
-        Command::Bench { kernel, hang_boots, accel } => bench(kernel, hang_boots, accel),
+        Command::Bench {
+            kernel,
+            hang_boots,
+            accel,
+        } => bench(kernel, hang_boots, accel),
     }
 }
 
@@ -186,7 +194,11 @@ fn bench(kernels: Vec<String>, hang_boots: u32, accel: AccelArg) -> ExitCode {
         history_dir: None,
         ..Default::default()
     };
-    eprintln!("bench: {} cases on {}, then {hang_boots} floor boots", cases.len(), kernels.join(", "));
+    eprintln!(
+        "bench: {} cases on {}, then {hang_boots} floor boots",
+        cases.len(),
+        kernels.join(", ")
+    );
     match crate::bench::run(&kernels, &cases, &opts, hang_boots) {
         Ok(report) => {
             print!("{report}");

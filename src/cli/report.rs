@@ -29,8 +29,11 @@ pub struct ReportArgs {
 
 /// Exits 0 whatever the verdicts: a report describes a run, `diff` gates on one.
 pub fn report(args: &ReportArgs) -> ExitCode {
-    let outputs: [(&Option<PathBuf>, fn(&Report) -> String); 3] =
-        [(&args.markdown, report::markdown::render), (&args.html, report::html::render), (&args.junit, report::junit::render)];
+    let outputs: [(&Option<PathBuf>, fn(&Report) -> String); 3] = [
+        (&args.markdown, report::markdown::render),
+        (&args.html, report::html::render),
+        (&args.junit, report::junit::render),
+    ];
     if outputs.iter().all(|(path, _)| path.is_none()) {
         eprintln!("error: nothing to write; give --markdown, --html and/or --junit FILE");
         return ExitCode::from(exit::BAD_INPUT);
@@ -65,5 +68,6 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     crate::results::write_atomic(path, text.as_bytes())?;
     // Temp files are created 0600; a report is meant to be read by others (CI, a web server).
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).with_context(|| format!("chmod {}", path.display()))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+        .with_context(|| format!("chmod {}", path.display()))
 }

@@ -47,18 +47,30 @@ pub fn run(args: &RunArgs) -> ExitCode {
     };
     let results = match args.shard {
         None => {
-            eprintln!("{} case(s) on {}: {}", cases.len(), plural(kernels.len(), "kernel"), kernels.join(", "));
+            eprintln!(
+                "{} case(s) on {}: {}",
+                cases.len(),
+                plural(kernels.len(), "kernel"),
+                kernels.join(", ")
+            );
             runner::run_kernels(&kernels, &cases, &opts, &report_progress)
         }
         Some(shard) => {
             let work = shard_work(&kernels, &cases, shard);
             let pairs: usize = work.iter().map(|(_, c)| c.len()).sum();
             let booted: Vec<&str> = work.iter().map(|(k, _)| k.as_str()).collect();
-            eprintln!("shard {shard}: {pairs} case x kernel pair(s) on {}: {}", plural(work.len(), "kernel"), booted.join(", "));
+            eprintln!(
+                "shard {shard}: {pairs} case x kernel pair(s) on {}: {}",
+                plural(work.len(), "kernel"),
+                booted.join(", ")
+            );
             if work.is_empty() {
                 return ExitCode::SUCCESS;
             }
-            let work: Vec<(String, &[Case])> = work.iter().map(|(k, c)| (k.clone(), c.as_slice())).collect();
+            let work: Vec<(String, &[Case])> = work
+                .iter()
+                .map(|(k, c)| (k.clone(), c.as_slice()))
+                .collect();
             runner::run_each(&work, &opts, &report_progress)
         }
     };
@@ -71,28 +83,59 @@ fn shard_work(kernels: &[String], cases: &[Case], shard: Shard) -> Vec<(String, 
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
     crate::shard::split(kernels, &ids, shard)
         .into_iter()
-        .map(|(kernel, picked)| (kernel, picked.into_iter().map(|i| cases[i].clone()).collect()))
+        .map(|(kernel, picked)| {
+            (
+                kernel,
+                picked.into_iter().map(|i| cases[i].clone()).collect(),
+            )
+        })
         .collect()
 }
 
 fn plural(n: usize, what: &str) -> String {
-    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn report_progress(event: Progress) {
     match event {
-        Progress::Provisioned { kernel, vmlinuz } => eprintln!("[{kernel}] kernel {}", vmlinuz.display()),
-        Progress::Booting { kernel, attempt, accel } => eprintln!("[{kernel}] booting (attempt {attempt}, {accel})"),
+        Progress::Provisioned { kernel, vmlinuz } => {
+            eprintln!("[{kernel}] kernel {}", vmlinuz.display())
+        }
+        Progress::Booting {
+            kernel,
+            attempt,
+            accel,
+        } => eprintln!("[{kernel}] booting (attempt {attempt}, {accel})"),
         Progress::Retrying { kernel, reason } => eprintln!("[{kernel}] {reason}; retrying"),
         Progress::AgentUp { kernel, release } => eprintln!("[{kernel}] agent up on {release}"),
         Progress::CaseDone { .. } => {}
         Progress::ConsoleProblem { kernel, line } => eprintln!("[{kernel}] console: {line}"),
-        Progress::KernelDone { kernel, saved, result } => {
+        Progress::KernelDone {
+            kernel,
+            saved,
+            result,
+        } => {
             let tally = Tally::of(result.cases.iter().map(|c| &c.verdict));
-            let took = result.boot.as_ref().map(|b| format!(" in {:.1} s", Duration::from_millis(b.total_ms).as_secs_f64())).unwrap_or_default();
+            let took = result
+                .boot
+                .as_ref()
+                .map(|b| {
+                    format!(
+                        " in {:.1} s",
+                        Duration::from_millis(b.total_ms).as_secs_f64()
+                    )
+                })
+                .unwrap_or_default();
             eprintln!("[{kernel}] done{took}: {tally}");
             if let Some(why) = &result.could_not_run {
-                eprintln!("[{kernel}] could not run: {}", why.lines().next().unwrap_or_default());
+                eprintln!(
+                    "[{kernel}] could not run: {}",
+                    why.lines().next().unwrap_or_default()
+                );
             }
             match saved {
                 Some(path) => eprintln!("[{kernel}] results in {}", path.display()),
@@ -125,15 +168,31 @@ fn print_results(results: &[KernelResult], args: &RunArgs) {
     }
     for kernel in results {
         for case in kernel.cases.iter().filter(|c| !c.verdict.is_ok()) {
-            println!("\n--- {} on {}\n{}", case.case, kernel.kernel, Explain { file: &case.file, verdict: &case.verdict });
+            println!(
+                "\n--- {} on {}\n{}",
+                case.case,
+                kernel.kernel,
+                Explain {
+                    file: &case.file,
+                    verdict: &case.verdict
+                }
+            );
         }
     }
-    let tally = Tally::of(results.iter().flat_map(|k| k.cases.iter().map(|c| &c.verdict)));
+    let tally = Tally::of(
+        results
+            .iter()
+            .flat_map(|k| k.cases.iter().map(|c| &c.verdict)),
+    );
     println!("\n{tally}");
 }
 
 fn exit_code(results: &[KernelResult]) -> ExitCode {
-    let tally = Tally::of(results.iter().flat_map(|k| k.cases.iter().map(|c| &c.verdict)));
+    let tally = Tally::of(
+        results
+            .iter()
+            .flat_map(|k| k.cases.iter().map(|c| &c.verdict)),
+    );
     if tally.failed > 0 {
         ExitCode::from(exit::FAILED)
     } else if tally.errors > 0 {

@@ -13,7 +13,12 @@ const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 const SO_DETACH_REUSEPORT_BPF: libc::c_int = 68;
 
 fn insn(code: u32, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
 }
 
 /// The instructions of a program; each leaves a socket index in A and returns it.
@@ -38,7 +43,10 @@ pub fn instructions(program: CbpfProgram) -> Vec<libc::sock_filter> {
 
 pub fn attach(socket: &Socket, program: CbpfProgram) -> io::Result<()> {
     let mut code = instructions(program);
-    let prog = libc::sock_fprog { len: code.len() as u16, filter: code.as_mut_ptr() };
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_mut_ptr(),
+    };
     // SAFETY: prog points at `code`, alive for the call; the kernel copies it.
     let rc = unsafe {
         libc::setsockopt(

@@ -35,7 +35,13 @@ pub struct Group {
 
 /// Starts `count` non-blocking connects, one every `interval`, then waits for each
 /// to finish, up to `timeout` after the last one started.
-pub fn connect_group(to: SocketAddr, family: Family, count: u32, interval: Duration, timeout: Duration) -> Group {
+pub fn connect_group(
+    to: SocketAddr,
+    family: Family,
+    count: u32,
+    interval: Duration,
+    timeout: Duration,
+) -> Group {
     let target = SockAddr::from(to);
     let mut clients = Vec::with_capacity(count as usize);
     for i in 0..count {
@@ -53,10 +59,20 @@ pub fn connect_group(to: SocketAddr, family: Family, count: u32, interval: Durat
         let left = deadline.saturating_duration_since(Instant::now());
         let mut fds: Vec<libc::pollfd> = pending
             .iter()
-            .map(|i| libc::pollfd { fd: clients[*i].socket.as_ref().map_or(-1, |s| s.as_raw_fd()), events: libc::POLLOUT, revents: 0 })
+            .map(|i| libc::pollfd {
+                fd: clients[*i].socket.as_ref().map_or(-1, |s| s.as_raw_fd()),
+                events: libc::POLLOUT,
+                revents: 0,
+            })
             .collect();
         // SAFETY: a valid array of pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, left.as_millis().min(1000) as i32) };
+        let n = unsafe {
+            libc::poll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                left.as_millis().min(1000) as i32,
+            )
+        };
         if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             break;
         }
@@ -79,7 +95,12 @@ pub fn connect_group(to: SocketAddr, family: Family, count: u32, interval: Durat
         }
     }
     for client in &mut clients {
-        client.local = client.socket.as_ref().and_then(|s| s.local_addr().ok()).and_then(|a| a.as_socket()).map(canonical);
+        client.local = client
+            .socket
+            .as_ref()
+            .and_then(|s| s.local_addr().ok())
+            .and_then(|a| a.as_socket())
+            .map(canonical);
     }
     Group { clients }
 }
@@ -88,14 +109,24 @@ fn start_connect(target: &SockAddr, family: Family) -> Client {
     let socket = new_socket(Proto::Tcp, family).and_then(|s| s.set_nonblocking(true).map(|()| s));
     let socket = match socket {
         Ok(s) => s,
-        Err(e) => return Client { socket: None, local: None, state: ConnectState::Failed(errno::of_io(&e)) },
+        Err(e) => {
+            return Client {
+                socket: None,
+                local: None,
+                state: ConnectState::Failed(errno::of_io(&e)),
+            }
+        }
     };
     let state = match socket.connect(target) {
         Ok(()) => ConnectState::Connected,
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => ConnectState::TimedOut,
         Err(e) => classify(&e),
     };
-    Client { socket: Some(socket), local: None, state }
+    Client {
+        socket: Some(socket),
+        local: None,
+        state,
+    }
 }
 
 fn classify(e: &io::Error) -> ConnectState {
@@ -108,17 +139,31 @@ fn classify(e: &io::Error) -> ConnectState {
 
 /// The `clients.<g>.*` observations: how the connects ended.
 pub fn connect_observations(group: &Group) -> Vec<(&'static str, serde_json::Value)> {
-    let count = |f: &dyn Fn(&ConnectState) -> bool| group.clients.iter().filter(|c| f(&c.state)).count();
+    let count =
+        |f: &dyn Fn(&ConnectState) -> bool| group.clients.iter().filter(|c| f(&c.state)).count();
     vec![
-        ("connected", json!(count(&|s| *s == ConnectState::Connected))),
+        (
+            "connected",
+            json!(count(&|s| *s == ConnectState::Connected)),
+        ),
         ("refused", json!(count(&|s| *s == ConnectState::Refused))),
         ("timed_out", json!(count(&|s| *s == ConnectState::TimedOut))),
-        ("failed", json!(count(&|s| matches!(s, ConnectState::Failed(_))))),
+        (
+            "failed",
+            json!(count(&|s| matches!(s, ConnectState::Failed(_)))),
+        ),
         // Which errno "failed" means, so that a change of reason shows in a diff.
-        ("first_error", json!(group.clients.iter().find_map(|c| match &c.state {
-            ConnectState::Failed(e) => Some(e.clone()),
-            _ => None,
-        }).unwrap_or_else(|| "none".to_string()))),
+        (
+            "first_error",
+            json!(group
+                .clients
+                .iter()
+                .find_map(|c| match &c.state {
+                    ConnectState::Failed(e) => Some(e.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "none".to_string())),
+        ),
     ]
 }
 
@@ -134,7 +179,8 @@ pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)>
             }
         }
     }
-    let (mut reset, mut closed, mut refused, mut timed_out, mut failed, mut pending) = (0, 0, 0, 0, 0, 0);
+    let (mut reset, mut closed, mut refused, mut timed_out, mut failed, mut pending) =
+        (0, 0, 0, 0, 0, 0);
     for client in &group.clients {
         match &client.state {
             ConnectState::Refused => refused += 1,
@@ -164,7 +210,11 @@ pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)>
     ];
     let counts: Vec<u64> = per_listener.values().copied().collect();
     obs.push(("fairness".into(), fairness(&counts)));
-    obs.extend(per_listener.into_iter().map(|(name, n)| (format!("accepted.{name}"), json!(n))));
+    obs.extend(
+        per_listener
+            .into_iter()
+            .map(|(name, n)| (format!("accepted.{name}"), json!(n))),
+    );
     obs
 }
 
@@ -180,7 +230,9 @@ fn peek(socket: &Socket) -> Peek {
     match socket.peek(&mut buf) {
         Ok(0) => Peek::Closed,
         Ok(_) => Peek::Nothing,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET) | Some(libc::EPIPE)) => Peek::Reset,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET) | Some(libc::EPIPE)) => {
+            Peek::Reset
+        }
         Err(_) => Peek::Nothing,
     }
 }

@@ -118,8 +118,11 @@ impl ReuseportEbpf {
 /// The errno of an error from this module. Errors from BPF_PROG_LOAD carry the
 /// verifier log, so their `raw_os_error()` is None; this finds the errno in both cases.
 pub fn errno_of(err: &io::Error) -> Option<i32> {
-    err.raw_os_error()
-        .or_else(|| err.get_ref().and_then(|e| e.downcast_ref::<ProgLoadError>()).map(|e| e.errno))
+    err.raw_os_error().or_else(|| {
+        err.get_ref()
+            .and_then(|e| e.downcast_ref::<ProgLoadError>())
+            .map(|e| e.errno)
+    })
 }
 
 /// BPF_PROG_LOAD failed: the errno and what the verifier said.
@@ -131,7 +134,11 @@ pub struct ProgLoadError {
 
 impl fmt::Display for ProgLoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "BPF_PROG_LOAD: {}", io::Error::from_raw_os_error(self.errno))?;
+        write!(
+            f,
+            "BPF_PROG_LOAD: {}",
+            io::Error::from_raw_os_error(self.errno)
+        )?;
         let log = self.log.trim_end();
         if log.is_empty() {
             write!(f, " (no verifier log)")
@@ -169,7 +176,12 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
     // SAFETY: attr is a valid, writable 128-byte buffer for the call; every pointer
     // stored in it points at memory the caller keeps alive across the call.
     let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr as *mut Attr as *mut libc::c_void, std::mem::size_of::<Attr>() as libc::c_long)
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut Attr as *mut libc::c_void,
+            std::mem::size_of::<Attr>() as libc::c_long,
+        )
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
@@ -229,8 +241,17 @@ struct Insn {
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     // The bitfields dst_reg:4, src_reg:4 are allocated from the low bits on
     // little-endian targets and from the high bits on big-endian ones.
-    let regs = if cfg!(target_endian = "little") { (src << 4) | (dst & 0xf) } else { (dst << 4) | (src & 0xf) };
-    Insn { code, regs, off, imm }
+    let regs = if cfg!(target_endian = "little") {
+        (src << 4) | (dst & 0xf)
+    } else {
+        (dst << 4) | (src & 0xf)
+    };
+    Insn {
+        code,
+        regs,
+        off,
+        imm,
+    }
 }
 
 // Opcodes (include/uapi/linux/bpf.h, bpf_common.h).
@@ -288,8 +309,24 @@ mod tests {
         // BPF_MOV64_REG(BPF_REG_6, BPF_REG_1) = bf 16 00 00 00 00 00 00
         assert_eq!((code[0].code, code[0].regs), (0xbf, 0x16));
         // BPF_LD_MAP_FD(BPF_REG_2, 7) = 18 12 00 00 07 00 00 00, 00 ...
-        assert_eq!(code[3], Insn { code: 0x18, regs: 0x12, off: 0, imm: 7 });
-        assert_eq!(code[8], Insn { code: 0x85, regs: 0, off: 0, imm: 82 });
+        assert_eq!(
+            code[3],
+            Insn {
+                code: 0x18,
+                regs: 0x12,
+                off: 0,
+                imm: 7
+            }
+        );
+        assert_eq!(
+            code[8],
+            Insn {
+                code: 0x85,
+                regs: 0,
+                off: 0,
+                imm: 82
+            }
+        );
         assert_eq!(program(7, 1, OnMiss::Drop).len(), 14);
     }
 

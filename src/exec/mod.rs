@@ -35,30 +35,44 @@ pub fn run_case(plan: &Plan, release: &str) -> CaseRun {
     let started = Instant::now();
     let observations: Arc<Mutex<Observations>> = Arc::default();
     let (tx, rx) = mpsc::channel();
-    let (thread_plan, thread_obs, thread_release) = (plan.clone(), observations.clone(), release.to_string());
-    let spawned = std::thread::Builder::new().name(format!("case {}", plan.id)).spawn(move || {
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            run_in_fresh_namespace(&thread_plan, &thread_release, &thread_obs)
-        }));
-        let outcome = result.unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".to_string());
-            Outcome::Error { message: format!("executor panicked: {message}"), line: None }
+    let (thread_plan, thread_obs, thread_release) =
+        (plan.clone(), observations.clone(), release.to_string());
+    let spawned = std::thread::Builder::new()
+        .name(format!("case {}", plan.id))
+        .spawn(move || {
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                run_in_fresh_namespace(&thread_plan, &thread_release, &thread_obs)
+            }));
+            let outcome = result.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".to_string());
+                Outcome::Error {
+                    message: format!("executor panicked: {message}"),
+                    line: None,
+                }
+            });
+            let _ = tx.send(outcome);
         });
-        let _ = tx.send(outcome);
-    });
     let outcome = match spawned {
-        Err(e) => Outcome::Error { message: format!("cannot start the case thread: {e}"), line: None },
+        Err(e) => Outcome::Error {
+            message: format!("cannot start the case thread: {e}"),
+            line: None,
+        },
         Ok(_) => match rx.recv_timeout(Duration::from_millis(plan.timeout_ms)) {
             Ok(outcome) => outcome,
             // The thread is left behind: it owns only its namespace's sockets.
-            Err(_) => Outcome::Timeout { after_ms: plan.timeout_ms },
+            Err(_) => Outcome::Timeout {
+                after_ms: plan.timeout_ms,
+            },
         },
     };
-    let observations = observations.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let observations = observations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     CaseRun {
         id: plan.id.clone(),
         outcome,
@@ -69,8 +83,15 @@ pub fn run_case(plan: &Plan, release: &str) -> CaseRun {
 
 fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>) -> Outcome {
     if let Err(e) = netns::enter_fresh() {
-        let hint = if nix::unistd::geteuid().is_root() { "" } else { " (needs root: run as root, or use the VM runner)" };
-        return Outcome::Error { message: format!("cannot create a network namespace: {e}{hint}"), line: None };
+        let hint = if nix::unistd::geteuid().is_root() {
+            ""
+        } else {
+            " (needs root: run as root, or use the VM runner)"
+        };
+        return Outcome::Error {
+            message: format!("cannot create a network namespace: {e}{hint}"),
+            line: None,
+        };
     }
     if let Some(reason) = requires::unmet(&plan.requires, release) {
         return Outcome::Skipped { reason };
@@ -79,7 +100,10 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>)
         obs.lock().unwrap().insert(key, value);
     };
     for sysctl in &plan.sysctls {
-        record(format!("sysctl.{}", sysctl.name), json!(netns::write_sysctl(&sysctl.name, &sysctl.value)));
+        record(
+            format!("sysctl.{}", sysctl.name),
+            json!(netns::write_sysctl(&sysctl.name, &sysctl.value)),
+        );
     }
     let mut exec = Executor::default();
     for step in &plan.steps {
@@ -108,7 +132,13 @@ impl Executor {
         let at = |suffix: &str| format!("{key}{suffix}");
         let one = |value: String| vec![(key.clone(), json!(value))];
         match &step.action {
-            Action::Socket { name, proto, family, options, creds } => self
+            Action::Socket {
+                name,
+                proto,
+                family,
+                options,
+                creds,
+            } => self
                 .table
                 .create(name, *proto, *family, options, *creds)
                 .into_iter()
@@ -116,10 +146,23 @@ impl Executor {
                 .collect(),
             Action::Bind { sock, addr, port } => one(outcome(self.table.bind(sock, *addr, port))),
             Action::Listen { sock, backlog } => one(outcome(self.table.listen(sock, *backlog))),
-            Action::Connect { sock, to, timeout_ms } => one(outcome(self.table.connect(sock, to, *timeout_ms))),
-            Action::Accept { sock, max, wait_ms, mode, name } => {
+            Action::Connect {
+                sock,
+                to,
+                timeout_ms,
+            } => one(outcome(self.table.connect(sock, to, *timeout_ms))),
+            Action::Accept {
+                sock,
+                max,
+                wait_ms,
+                mode,
+                name,
+            } => {
                 let (n, result) = self.table.accept(sock, *max, *wait_ms, *mode);
-                let mut obs = vec![(key.clone(), json!(n)), (at(".error"), json!(outcome(result)))];
+                let mut obs = vec![
+                    (key.clone(), json!(n)),
+                    (at(".error"), json!(outcome(result))),
+                ];
                 if let Some(name) = name {
                     // Later steps on `name` then see EBADF if nothing was accepted.
                     if let Err(e) = self.table.adopt_last_accepted(sock, name) {
@@ -142,38 +185,69 @@ impl Executor {
                 };
                 one(outcome(self.table.with(sock, |s| s.shutdown(how))))
             }
-            Action::Serve { sock } => {
+            Action::Serve {
+                sock,
+                epoll_wait_ms,
+            } => {
                 let dup = self.table.with(sock, |s| s.try_clone());
                 match dup {
                     Ok(listener) => {
                         let accepted = self.table.entry(sock).accepted.clone();
-                        self.servers.insert(sock.clone(), Server::start(listener, accepted));
+                        self.servers.insert(
+                            sock.clone(),
+                            Server::start(listener, accepted, *epoll_wait_ms),
+                        );
                         one("ok".into())
                     }
                     Err(e) => one(crate::errno::of_io(&e)),
                 }
             }
-            Action::Clients { group, count, to, family, interval_us, timeout_ms, background, cpu } => {
+            Action::Clients {
+                group,
+                count,
+                to,
+                family,
+                interval_us,
+                timeout_ms,
+                background,
+                cpu,
+            } => {
                 let to = match self.table.resolve(to) {
                     Ok(addr) => addr,
                     Err(e) => return vec![(at(".failed"), json!(crate::errno::of_io(&e)))],
                 };
-                let family = family.unwrap_or(if to.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 });
-                let (count, interval, timeout) = (*count, Duration::from_micros(*interval_us), Duration::from_millis(*timeout_ms));
+                let family = family.unwrap_or(if to.is_ipv4() {
+                    Family::Ipv4
+                } else {
+                    Family::Ipv6
+                });
+                let (count, interval, timeout) = (
+                    *count,
+                    Duration::from_micros(*interval_us),
+                    Duration::from_millis(*timeout_ms),
+                );
                 let cpu = *cpu;
                 let connect = move || {
-                    cpu::on_cpu(cpu, || clients::connect_group(to, family, count, interval, timeout))
-                        .unwrap_or_else(|_| clients::Group { clients: Vec::new() })
+                    cpu::on_cpu(cpu, || {
+                        clients::connect_group(to, family, count, interval, timeout)
+                    })
+                    .unwrap_or_else(|_| clients::Group {
+                        clients: Vec::new(),
+                    })
                 };
                 if *background {
-                    self.background.insert(group.clone(), (key.clone(), std::thread::spawn(connect)));
+                    self.background
+                        .insert(group.clone(), (key.clone(), std::thread::spawn(connect)));
                     Vec::new()
                 } else {
                     self.finish_group(key, group, connect())
                 }
             }
             Action::Wait { group } => {
-                let (clients_key, handle) = self.background.remove(group).expect("validation pairs wait with a background group");
+                let (clients_key, handle) = self
+                    .background
+                    .remove(group)
+                    .expect("validation pairs wait with a background group");
                 let finished = handle.join().expect("client threads do not panic");
                 self.finish_group(&clients_key, group, finished)
             }
@@ -185,39 +259,67 @@ impl Executor {
                 Ok(n) => vec![(key.clone(), json!(n))],
                 Err(e) => one(crate::errno::of_io(&e)),
             },
-            Action::WaitQueued { sock, count, timeout_ms } => {
+            Action::WaitQueued {
+                sock,
+                count,
+                timeout_ms,
+            } => {
                 let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
                 loop {
                     let n = self.table.queue_len(sock);
                     match n {
-                        Ok(n) if n >= *count || Instant::now() >= deadline => break vec![(key.clone(), json!(n))],
+                        Ok(n) if n >= *count || Instant::now() >= deadline => {
+                            break vec![(key.clone(), json!(n))]
+                        }
                         Err(e) => break one(crate::errno::of_io(&e)),
                         Ok(_) => std::thread::sleep(Duration::from_millis(2)),
                     }
                 }
             }
-            Action::Datagrams { group, count, to, from, family, cpu } => {
+            Action::Datagrams {
+                group,
+                count,
+                to,
+                from,
+                family,
+                cpu,
+            } => {
                 let to = match self.table.resolve(to) {
                     Ok(addr) => addr,
                     Err(e) => return vec![(at(".errors"), json!(crate::errno::of_io(&e)))],
                 };
-                let family = family.unwrap_or(if to.is_ipv4() { Family::Ipv4 } else { Family::Ipv6 });
+                let family = family.unwrap_or(if to.is_ipv4() {
+                    Family::Ipv4
+                } else {
+                    Family::Ipv6
+                });
                 let send = || udp::send(&self.table, group, to, *count, from.as_deref(), family);
                 let (sent, errors) = match cpu::on_cpu(*cpu, send) {
                     Ok(result) => result,
                     Err(e) => return vec![(at(".errors"), json!(crate::errno::of_io(&e)))],
                 };
                 self.sent.insert(group.clone(), sent.sent);
-                vec![(at(".sent"), json!(sent.sent)), (at(".errors"), json!(errors))]
+                vec![
+                    (at(".sent"), json!(sent.sent)),
+                    (at(".errors"), json!(errors)),
+                ]
             }
-            Action::Tally { group, among, wait_ms } => {
+            Action::Tally {
+                group,
+                among,
+                wait_ms,
+            } => {
                 std::thread::sleep(Duration::from_millis(*wait_ms));
                 udp::tally(&self.table, group, self.sent[group], among)
                     .into_iter()
                     .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
                     .collect()
             }
-            Action::WaitAccepted { sock, count, timeout_ms } => {
+            Action::WaitAccepted {
+                sock,
+                count,
+                timeout_ms,
+            } => {
                 let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
                 loop {
                     let n = self.table.accepted_count(sock);
@@ -227,14 +329,26 @@ impl Executor {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }
-            Action::AttachBpf { sock, program } => one(outcome(self.table.with(sock, |s| bpf::attach(s, *program)))),
-            Action::AttachEbpf { sock, sockarray, select, drop_on_miss } => self.attach_ebpf(key, sock, sockarray, *select, *drop_on_miss),
+            Action::AttachBpf { sock, program } => {
+                one(outcome(self.table.with(sock, |s| bpf::attach(s, *program))))
+            }
+            Action::AttachEbpf {
+                sock,
+                sockarray,
+                select,
+                drop_on_miss,
+            } => self.attach_ebpf(key, sock, sockarray, *select, *drop_on_miss),
             Action::DetachBpf { sock } => one(outcome(self.table.with(sock, bpf::detach))),
             Action::LocalPort { sock } => match self.table.local_addr(sock) {
                 Ok(addr) => vec![(key.clone(), json!(addr.port()))],
                 Err(e) => one(crate::errno::of_io(&e)),
             },
-            Action::BindPairs { proto, addrs, options, listen } => pairs::run(key, *proto, addrs, options, *listen),
+            Action::BindPairs {
+                proto,
+                addrs,
+                options,
+                listen,
+            } => pairs::run(key, *proto, addrs, options, *listen),
             Action::Sleep { ms } => {
                 std::thread::sleep(Duration::from_millis(*ms));
                 Vec::new()
@@ -244,9 +358,22 @@ impl Executor {
 
     /// Observations: `.load` (map and program), `.fill` (first failing slot's errno
     /// or ok), and the attach itself under the key.
-    fn attach_ebpf(&self, key: &str, sock: &str, sockarray: &[String], select: u32, drop_on_miss: bool) -> Vec<(String, serde_json::Value)> {
-        let errno = |e: &std::io::Error| ebpf::errno_of(e).map_or_else(|| crate::errno::of_io(e), crate::errno::name);
-        let on_miss = if drop_on_miss { ebpf::OnMiss::Drop } else { ebpf::OnMiss::Pass };
+    fn attach_ebpf(
+        &self,
+        key: &str,
+        sock: &str,
+        sockarray: &[String],
+        select: u32,
+        drop_on_miss: bool,
+    ) -> Vec<(String, serde_json::Value)> {
+        let errno = |e: &std::io::Error| {
+            ebpf::errno_of(e).map_or_else(|| crate::errno::of_io(e), crate::errno::name)
+        };
+        let on_miss = if drop_on_miss {
+            ebpf::OnMiss::Drop
+        } else {
+            ebpf::OnMiss::Pass
+        };
         let program = match ebpf::ReuseportEbpf::load(sockarray.len() as u32, select, on_miss) {
             Ok(p) => p,
             Err(e) => return vec![(format!("{key}.load"), json!(errno(&e)))],
@@ -257,7 +384,10 @@ impl Executor {
             .map(|(i, name)| self.table.with(name, |s| program.set_slot(i as u32, s)))
             .find_map(Result::err)
             .map_or_else(|| "ok".to_string(), |e| errno(&e));
-        let attach = self.table.with(sock, |s| program.attach(s)).map_or_else(|e| errno(&e), |()| "ok".to_string());
+        let attach = self
+            .table
+            .with(sock, |s| program.attach(s))
+            .map_or_else(|e| errno(&e), |()| "ok".to_string());
         vec![
             (format!("{key}.load"), json!("ok")),
             (format!("{key}.fill"), json!(fill)),
@@ -265,7 +395,12 @@ impl Executor {
         ]
     }
 
-    fn finish_group(&mut self, key: &str, group: &str, finished: Group) -> Vec<(String, serde_json::Value)> {
+    fn finish_group(
+        &mut self,
+        key: &str,
+        group: &str,
+        finished: Group,
+    ) -> Vec<(String, serde_json::Value)> {
         let obs = clients::connect_observations(&finished)
             .into_iter()
             .map(|(suffix, v)| (format!("{key}.{suffix}"), v))

@@ -10,7 +10,11 @@ use super::sockets::{new_socket, outcome};
 use crate::case::{Family, PairAddr, PairOption, Proto};
 
 fn open(proto: Proto, a: &PairAddr, option: PairOption) -> std::io::Result<socket2::Socket> {
-    let family = if a.addr.is_ipv6() { Family::Ipv6 } else { Family::Ipv4 };
+    let family = if a.addr.is_ipv6() {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    };
     let s = new_socket(proto, family)?;
     if let Some(v6only) = a.v6only {
         s.set_only_v6(v6only)?;
@@ -25,7 +29,13 @@ fn open(proto: Proto, a: &PairAddr, option: PairOption) -> std::io::Result<socke
 
 /// Observations `<key>.<first>.<second>.<option>`: the second bind's result, or
 /// `first:<errno>` when the first socket could not even be set up.
-pub fn run(key: &str, proto: Proto, addrs: &[PairAddr], options: &[PairOption], listen: bool) -> Vec<(String, serde_json::Value)> {
+pub fn run(
+    key: &str,
+    proto: Proto,
+    addrs: &[PairAddr],
+    options: &[PairOption],
+    listen: bool,
+) -> Vec<(String, serde_json::Value)> {
     let mut obs = Vec::new();
     for first in addrs {
         for second in addrs {
@@ -38,7 +48,13 @@ pub fn run(key: &str, proto: Proto, addrs: &[PairAddr], options: &[PairOption], 
     obs
 }
 
-fn pair(proto: Proto, first: &PairAddr, second: &PairAddr, option: PairOption, listen: bool) -> String {
+fn pair(
+    proto: Proto,
+    first: &PairAddr,
+    second: &PairAddr,
+    option: PairOption,
+    listen: bool,
+) -> String {
     let setup = || -> std::io::Result<(socket2::Socket, u16)> {
         let s = open(proto, first, option)?;
         s.bind(&SockAddr::from(SocketAddr::new(first.addr, 0)))?;
@@ -52,6 +68,7 @@ fn pair(proto: Proto, first: &PairAddr, second: &PairAddr, option: PairOption, l
         Ok(pair) => pair,
         Err(e) => return format!("first:{}", outcome(Err(e))),
     };
-    let result = open(proto, second, option).and_then(|s| s.bind(&SockAddr::from(SocketAddr::new(second.addr, port))));
+    let result = open(proto, second, option)
+        .and_then(|s| s.bind(&SockAddr::from(SocketAddr::new(second.addr, port))));
     outcome(result)
 }

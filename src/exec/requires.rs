@@ -12,10 +12,16 @@ fn check(req: &Requirement, release: &str) -> Result<(), String> {
         Requirement::Root => nix::unistd::geteuid().is_root(),
         Requirement::Ipv6 => std::path::Path::new("/proc/net/if_inet6").exists(),
         // The bpf() syscall exists when this sysctl does (CONFIG_BPF_SYSCALL).
-        Requirement::Bpf => std::path::Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists(),
+        Requirement::Bpf => {
+            std::path::Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists()
+        }
         Requirement::Sysctl(name) => super::netns::sysctl_exists(name),
-        Requirement::Kernel(req) => KernelVersion::from_release(release).is_some_and(|v| req.matches(v)),
-        Requirement::Cpus(n) => std::thread::available_parallelism().map_or(1, |p| p.get()) >= *n as usize,
+        Requirement::Kernel(req) => {
+            KernelVersion::from_release(release).is_some_and(|v| req.matches(v))
+        }
+        Requirement::Cpus(n) => {
+            std::thread::available_parallelism().map_or(1, |p| p.get()) >= *n as usize
+        }
     };
     if ok {
         return Ok(());

@@ -42,7 +42,9 @@ pub struct Table {
 pub fn outcome(result: io::Result<()>) -> String {
     match result {
         Ok(()) => "ok".to_string(),
-        Err(e) if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() => "ETIMEDOUT".to_string(),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() => {
+            "ETIMEDOUT".to_string()
+        }
         Err(e) => errno::of_io(&e),
     }
 }
@@ -90,7 +92,8 @@ impl Table {
             Ok(s) => {
                 obs.push((String::new(), "ok".to_string()));
                 let o = options;
-                let mut set = |key: &str, r: io::Result<()>| obs.push((format!(".{key}"), outcome(r)));
+                let mut set =
+                    |key: &str, r: io::Result<()>| obs.push((format!(".{key}"), outcome(r)));
                 if let Some(v) = o.reuseaddr {
                     set("reuseaddr", s.set_reuse_address(v));
                 }
@@ -129,7 +132,9 @@ impl Table {
     }
 
     pub fn entry(&self, name: &str) -> &Entry {
-        self.entries.get(name).expect("validation checked socket names")
+        self.entries
+            .get(name)
+            .expect("validation checked socket names")
     }
 
     /// Runs a syscall on a live socket with the socket's credentials.
@@ -142,13 +147,18 @@ impl Table {
     /// The socket's address, or where it was bound before it was closed.
     pub fn local_addr(&self, name: &str) -> io::Result<SocketAddr> {
         match self.with(name, |s| s.local_addr()) {
-            Ok(addr) => addr.as_socket().ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
+            Ok(addr) => addr
+                .as_socket()
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::EAFNOSUPPORT)),
             Err(e) => self.entry(name).last_local.ok_or(e),
         }
     }
 
     fn remember_local(&mut self, name: &str) {
-        let addr = self.with(name, |s| s.local_addr()).ok().and_then(|a| a.as_socket());
+        let addr = self
+            .with(name, |s| s.local_addr())
+            .ok()
+            .and_then(|a| a.as_socket());
         if addr.is_some() {
             self.entries.get_mut(name).expect("validated").last_local = addr;
         }
@@ -174,7 +184,9 @@ impl Table {
 
     pub fn bind(&mut self, name: &str, addr: IpAddr, port: &PortSpec) -> io::Result<()> {
         let port = self.port(port)?;
-        self.with(name, |s| s.bind(&SockAddr::from(SocketAddr::new(addr, port))))?;
+        self.with(name, |s| {
+            s.bind(&SockAddr::from(SocketAddr::new(addr, port)))
+        })?;
         self.remember_local(name);
         Ok(())
     }
@@ -183,7 +195,9 @@ impl Table {
         self.entries.get_mut(name).expect("validated").listened = true;
         // Listeners only ever accept, and never block doing it: `accept` and `serve`
         // threads share the file description, so the flag is set once, here.
-        self.with(name, |s| s.listen(backlog).and_then(|()| s.set_nonblocking(true)))
+        self.with(name, |s| {
+            s.listen(backlog).and_then(|()| s.set_nonblocking(true))
+        })
     }
 
     pub fn connect(&mut self, name: &str, to: &Target, timeout_ms: u64) -> io::Result<()> {
@@ -204,9 +218,17 @@ impl Table {
 
     /// Accepts up to `max` queued connections (all when None) the way `mode` says,
     /// waiting up to `wait_ms`. Returns how many, and the error that stopped it, if any.
-    pub fn accept(&self, name: &str, max: Option<u32>, wait_ms: u64, mode: AcceptMode) -> (u32, io::Result<()>) {
+    pub fn accept(
+        &self,
+        name: &str,
+        max: Option<u32>,
+        wait_ms: u64,
+        mode: AcceptMode,
+    ) -> (u32, io::Result<()>) {
         let entry = self.entry(name);
-        let Some(listener) = entry.socket.as_ref() else { return (0, Err(ebadf())) };
+        let Some(listener) = entry.socket.as_ref() else {
+            return (0, Err(ebadf()));
+        };
         match mode {
             AcceptMode::Nonblocking => {
                 if wait_ms > 0 {
@@ -219,17 +241,32 @@ impl Table {
                     return (0, Err(e));
                 }
             }
-            AcceptMode::Blocking => return accept_blocking(listener, &entry.accepted, max, wait_ms),
+            AcceptMode::Blocking => {
+                return accept_blocking(listener, &entry.accepted, max, wait_ms)
+            }
         }
         accept_queued(listener, &entry.accepted, max)
     }
 
     /// Gives the last connection `listener` accepted a name of its own.
     pub fn adopt_last_accepted(&mut self, listener: &str, name: &str) -> io::Result<()> {
-        let conn = self.entry(listener).accepted.lock().unwrap().last_mut().and_then(|a| a.conn.take());
+        let conn = self
+            .entry(listener)
+            .accepted
+            .lock()
+            .unwrap()
+            .last_mut()
+            .and_then(|a| a.conn.take());
         let conn = conn.ok_or_else(|| io::Error::from_raw_os_error(libc::EAGAIN))?;
         let last_local = conn.local_addr().ok().and_then(|a| a.as_socket());
-        let entry = Entry { socket: Some(conn), proto: Proto::Tcp, creds: None, listened: false, accepted: Arc::default(), last_local };
+        let entry = Entry {
+            socket: Some(conn),
+            proto: Proto::Tcp,
+            creds: None,
+            listened: false,
+            accepted: Arc::default(),
+            last_local,
+        };
         self.entries.insert(name.to_string(), entry);
         Ok(())
     }
@@ -265,7 +302,11 @@ impl Table {
 const SETTLE: std::time::Duration = std::time::Duration::from_millis(30);
 
 /// Accepts until `max`, or until nothing more arrives for `SETTLE`.
-fn accept_settled(listener: &Socket, into: &AcceptedList, max: Option<u32>) -> (u32, io::Result<()>) {
+fn accept_settled(
+    listener: &Socket,
+    into: &AcceptedList,
+    max: Option<u32>,
+) -> (u32, io::Result<()>) {
     let mut total = 0;
     loop {
         let left = max.map(|m| m - total);
@@ -280,13 +321,23 @@ fn accept_settled(listener: &Socket, into: &AcceptedList, max: Option<u32>) -> (
     }
 }
 
-pub fn accept_queued(listener: &Socket, into: &AcceptedList, max: Option<u32>) -> (u32, io::Result<()>) {
+pub fn accept_queued(
+    listener: &Socket,
+    into: &AcceptedList,
+    max: Option<u32>,
+) -> (u32, io::Result<()>) {
     let mut n = 0;
     while max.is_none_or(|m| n < m) {
         match listener.accept() {
             Ok((conn, peer)) => {
-                let peer = peer.as_socket().map(canonical).unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-                into.lock().unwrap().push(Accepted { peer, conn: Some(conn) });
+                let peer = peer
+                    .as_socket()
+                    .map(canonical)
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                into.lock().unwrap().push(Accepted {
+                    peer,
+                    conn: Some(conn),
+                });
                 n += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -301,16 +352,23 @@ pub fn accept_queued(listener: &Socket, into: &AcceptedList, max: Option<u32>) -
 
 /// Blocking accept() calls, each bounded by SO_RCVTIMEO; the listener goes back to
 /// non-blocking afterwards.
-fn accept_blocking(listener: &Socket, into: &AcceptedList, max: Option<u32>, wait_ms: u64) -> (u32, io::Result<()>) {
-    let setup = listener
-        .set_nonblocking(false)
-        .and_then(|()| listener.set_read_timeout(Some(std::time::Duration::from_millis(wait_ms.max(1)))));
+fn accept_blocking(
+    listener: &Socket,
+    into: &AcceptedList,
+    max: Option<u32>,
+    wait_ms: u64,
+) -> (u32, io::Result<()>) {
+    let setup = listener.set_nonblocking(false).and_then(|()| {
+        listener.set_read_timeout(Some(std::time::Duration::from_millis(wait_ms.max(1))))
+    });
     if let Err(e) = setup {
         return (0, Err(e));
     }
     // With the timeout set, "would block" now means "nothing came in time".
     let result = accept_queued(listener, into, max);
-    let restore = listener.set_read_timeout(None).and_then(|()| listener.set_nonblocking(true));
+    let restore = listener
+        .set_read_timeout(None)
+        .and_then(|()| listener.set_nonblocking(true));
     match (result, restore) {
         ((n, Ok(())), Err(e)) => (n, Err(e)),
         (result, _) => result,
@@ -321,9 +379,12 @@ fn accept_blocking(listener: &Socket, into: &AcceptedList, max: Option<u32>, wai
 fn epoll_readable(listener: &Socket, wait_ms: u64) -> io::Result<bool> {
     use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
-    epoll.add(listener, EpollEvent::new(EpollFlags::EPOLLIN, 0)).map_err(io::Error::from)?;
+    epoll
+        .add(listener, EpollEvent::new(EpollFlags::EPOLLIN, 0))
+        .map_err(io::Error::from)?;
     let mut events = [EpollEvent::empty()];
-    let timeout = EpollTimeout::try_from(wait_ms.min(i32::MAX as u64) as i32).unwrap_or(EpollTimeout::NONE);
+    let timeout =
+        EpollTimeout::try_from(wait_ms.min(i32::MAX as u64) as i32).unwrap_or(EpollTimeout::NONE);
     let n = epoll.wait(&mut events, timeout).map_err(io::Error::from)?;
     Ok(n > 0)
 }
@@ -350,7 +411,11 @@ fn set_local_port_range(s: &Socket, lo: u16, hi: u16) -> io::Result<()> {
 
 /// Waits until `fd` is readable or the time is up; true when readable.
 pub fn poll_readable(fd: i32, wait_ms: u64) -> bool {
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd.
     let n = unsafe { libc::poll(&mut pfd, 1, wait_ms.min(i32::MAX as u64) as i32) };
     n > 0

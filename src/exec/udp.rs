@@ -29,7 +29,14 @@ fn is_of_group(data: &[u8], group: &str) -> bool {
 /// Sends `count` datagrams tagged with the group name. Each comes from a fresh
 /// socket (a fresh source port, so reuseport hashing spreads them) unless `from`
 /// names a socket to send them all from.
-pub fn send(table: &Table, group: &str, to: SocketAddr, count: u32, from: Option<&str>, family: Family) -> (Sent, u32) {
+pub fn send(
+    table: &Table,
+    group: &str,
+    to: SocketAddr,
+    count: u32,
+    from: Option<&str>,
+    family: Family,
+) -> (Sent, u32) {
     let target = SockAddr::from(to);
     let (mut sent, mut errors) = (0, 0);
     for i in 0..count {
@@ -47,7 +54,12 @@ pub fn send(table: &Table, group: &str, to: SocketAddr, count: u32, from: Option
 }
 
 /// Drains each socket in `among` and counts the datagrams of `group` it holds.
-pub fn tally(table: &Table, group: &str, sent: u32, among: &[String]) -> Vec<(String, serde_json::Value)> {
+pub fn tally(
+    table: &Table,
+    group: &str,
+    sent: u32,
+    among: &[String],
+) -> Vec<(String, serde_json::Value)> {
     let mut counts = Vec::new();
     for name in among {
         let n = table
@@ -57,7 +69,10 @@ pub fn tally(table: &Table, group: &str, sent: u32, among: &[String]) -> Vec<(St
                 let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
                 while let Ok(len) = s.recv(&mut buf) {
                     // SAFETY: recv initialised the first `len` bytes.
-                    let bytes: Vec<u8> = buf[..len].iter().map(|b| unsafe { b.assume_init() }).collect();
+                    let bytes: Vec<u8> = buf[..len]
+                        .iter()
+                        .map(|b| unsafe { b.assume_init() })
+                        .collect();
                     if is_of_group(&bytes, group) {
                         n += 1;
                     }
@@ -70,7 +85,10 @@ pub fn tally(table: &Table, group: &str, sent: u32, among: &[String]) -> Vec<(St
     let received: u64 = counts.iter().map(|(_, n)| n).sum();
     let values: Vec<u64> = counts.iter().map(|(_, n)| *n).collect();
     let mut obs = vec![
-        ("lost".to_string(), json!(u64::from(sent).saturating_sub(received))),
+        (
+            "lost".to_string(),
+            json!(u64::from(sent).saturating_sub(received)),
+        ),
         ("fairness".to_string(), fairness(&values)),
     ];
     obs.extend(counts.into_iter().map(|(name, n)| (name, json!(n))));

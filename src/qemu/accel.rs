@@ -63,7 +63,10 @@ impl Accel {
 pub fn auto_verdict(kernel: &Path) -> &'static AutoVerdict {
     AUTO.get_or_init(|| {
         let (accel, reason) = match probe_kvm(kernel) {
-            Ok(after) => (ResolvedAccel::Kvm, format!("KVM trial boot reached init stage in {after:?}")),
+            Ok(after) => (
+                ResolvedAccel::Kvm,
+                format!("KVM trial boot reached init stage in {after:?}"),
+            ),
             Err(e) => (ResolvedAccel::Tcg, format!("KVM not used: {e:#}")),
         };
         AutoVerdict { accel, reason }
@@ -73,7 +76,11 @@ pub fn auto_verdict(kernel: &Path) -> &'static AutoVerdict {
 /// KVM_GET_API_VERSION on /dev/kvm; the stable API answers 12.
 fn kvm_api_version() -> Result<i32> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").context("open /dev/kvm")?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .context("open /dev/kvm")?;
     const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
     // SAFETY: this ioctl takes no argument and only returns an int.
     let v = unsafe { libc::ioctl(f.as_raw_fd(), KVM_GET_API_VERSION as _, 0) };
@@ -104,7 +111,10 @@ fn probe_kvm(kernel: &Path) -> Result<Duration> {
             console_log: &log,
         };
         let start = Instant::now();
-        let handle = super::boot::qemu_expression(&args::qemu_args(&plan)).stdout_null().start().context("spawn QEMU")?;
+        let handle = super::boot::qemu_expression(&args::qemu_args(&plan))
+            .stdout_null()
+            .start()
+            .context("spawn QEMU")?;
         let out = handle.wait_timeout(PROBE_TIMEOUT)?;
         let Some(out) = out else {
             let _ = handle.kill();
@@ -113,7 +123,11 @@ fn probe_kvm(kernel: &Path) -> Result<Duration> {
         };
         let console = std::fs::read_to_string(&log).unwrap_or_default();
         if !out.status.success() {
-            bail!("QEMU failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "QEMU failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         if !console.contains("Kernel panic") {
             bail!("trial boot ended without reaching init stage");
@@ -130,7 +144,11 @@ mod tests {
 
     #[test]
     fn parses_table() {
-        for (s, want) in [("auto", Accel::Auto), ("kvm", Accel::Kvm), ("tcg", Accel::Tcg)] {
+        for (s, want) in [
+            ("auto", Accel::Auto),
+            ("kvm", Accel::Kvm),
+            ("tcg", Accel::Tcg),
+        ] {
             assert_eq!(s.parse::<Accel>().unwrap(), want);
         }
         assert!("KVM".parse::<Accel>().is_err());
@@ -138,6 +156,9 @@ mod tests {
 
     #[test]
     fn tcg_needs_no_probe() {
-        assert_eq!(Accel::Tcg.resolve(Path::new("/nonexistent")).unwrap(), ResolvedAccel::Tcg);
+        assert_eq!(
+            Accel::Tcg.resolve(Path::new("/nonexistent")).unwrap(),
+            ResolvedAccel::Tcg
+        );
     }
 }

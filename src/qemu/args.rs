@@ -53,7 +53,8 @@ pub fn isolation_args() -> Vec<OsString> {
         // Ignore /etc/qemu/*.conf so the host config cannot change the guest.
         "-no-user-config",
         // Headless; no SDL/GTK window.
-        "-display", "none",
+        "-display",
+        "none",
         // A guest reset (panic=-1, reboot=t, triple fault) exits QEMU instead of rebooting.
         "-no-reboot",
     ])
@@ -109,9 +110,12 @@ pub fn serial_args(console_log: &Path) -> Vec<OsString> {
     let con = OsString::from(format!("file,id=con,append=on,path={path}"));
     let mut v: Vec<OsString> = vec!["-chardev".into(), con];
     v.extend(os(&[
-        "-serial", "chardev:con",
-        "-chardev", "stdio,id=res,signal=off",
-        "-device", "isa-serial,chardev=res,iobase=0x2f8,irq=3",
+        "-serial",
+        "chardev:con",
+        "-chardev",
+        "stdio,id=res,signal=off",
+        "-device",
+        "isa-serial,chardev=res,iobase=0x2f8,irq=3",
     ]));
     v
 }
@@ -140,7 +144,10 @@ pub const GUEST_HZ: u64 = 250;
 ///   under TCG); TSC delay loops count TSC cycles, so lpj = TSC Hz / HZ.
 pub fn tcg_params(tsc_khz: Option<u32>) -> Vec<String> {
     match tsc_khz {
-        Some(k) => vec![format!("tsc_early_khz={k}"), format!("lpj={}", k as u64 * 1000 / GUEST_HZ)],
+        Some(k) => vec![
+            format!("tsc_early_khz={k}"),
+            format!("lpj={}", k as u64 * 1000 / GUEST_HZ),
+        ],
         None => Vec::new(),
     }
 }
@@ -192,8 +199,14 @@ mod tests {
             (Tcg, 0, "tcg", "max", "1"), // 0 cpus is clamped to 1
         ];
         for (accel, cpus, want_accel, want_cpu, want_smp) in table {
-            assert_eq!(strs(machine_args(accel)), ["-M", "microvm,rtc=on", "-accel", want_accel]);
-            assert_eq!(strs(cpu_args(accel, cpus)), ["-cpu", want_cpu, "-smp", want_smp]);
+            assert_eq!(
+                strs(machine_args(accel)),
+                ["-M", "microvm,rtc=on", "-accel", want_accel]
+            );
+            assert_eq!(
+                strs(cpu_args(accel, cpus)),
+                ["-cpu", want_cpu, "-smp", want_smp]
+            );
         }
     }
 
@@ -211,9 +224,24 @@ mod tests {
         type Row = (Vec<String>, Vec<String>, Vec<String>, String);
         let table: [Row; 4] = [
             (vec![], vec![], vec![], base.clone()),
-            (tcg_params(Some(2445410)), vec![], vec![], format!("{base} tsc_early_khz=2445410 lpj=9781640")),
-            (tcg_params(None), s(&["loglevel=5"]), vec![], format!("{base} loglevel=5")),
-            (vec![], s(&["quiet"]), s(&["--agent", "x y"]), format!("{base} quiet -- --agent x y")),
+            (
+                tcg_params(Some(2445410)),
+                vec![],
+                vec![],
+                format!("{base} tsc_early_khz=2445410 lpj=9781640"),
+            ),
+            (
+                tcg_params(None),
+                s(&["loglevel=5"]),
+                vec![],
+                format!("{base} loglevel=5"),
+            ),
+            (
+                vec![],
+                s(&["quiet"]),
+                s(&["--agent", "x y"]),
+                format!("{base} quiet -- --agent x y"),
+            ),
         ];
         for (accel, extra, init, want) in table {
             assert_eq!(kernel_cmdline(&accel, &extra, &init), want);

@@ -45,8 +45,16 @@ pub(crate) fn qemu_expression(args: &[OsString]) -> duct::Expression {
 /// Returns Err only for host-side problems (missing files, QEMU not spawnable);
 /// everything the guest or QEMU did is in `BootOutcome::exit`.
 pub fn boot(spec: &BootSpec, on_event: &mut dyn FnMut(BootEvent)) -> Result<BootOutcome> {
-    ensure!(spec.kernel.is_file(), "kernel image not found: {}", spec.kernel.display());
-    ensure!(spec.initramfs.is_file(), "initramfs not found: {}", spec.initramfs.display());
+    ensure!(
+        spec.kernel.is_file(),
+        "kernel image not found: {}",
+        spec.kernel.display()
+    );
+    ensure!(
+        spec.initramfs.is_file(),
+        "initramfs not found: {}",
+        spec.initramfs.display()
+    );
     let accel = spec.accel.resolve(&spec.kernel)?;
     let started = Instant::now();
     let mut hung_attempts = Vec::new();
@@ -56,7 +64,10 @@ pub fn boot(spec: &BootSpec, on_event: &mut dyn FnMut(BootEvent)) -> Result<Boot
         let run = run_once(spec, accel, attempt, on_event)?;
         if run.exit == GuestExit::ReadyTimeout && attempt <= spec.retries {
             let reason = format!("attempt {attempt} hung at {:?}", run.last_console_line);
-            on_event(BootEvent::Retry { attempt, reason: reason.clone() });
+            on_event(BootEvent::Retry {
+                attempt,
+                reason: reason.clone(),
+            });
             hung_attempts.push(reason);
             attempt += 1;
             continue;
@@ -99,7 +110,12 @@ enum FromGuest {
     Eof,
 }
 
-fn run_once(spec: &BootSpec, accel: ResolvedAccel, attempt: u32, on_event: &mut dyn FnMut(BootEvent)) -> Result<Attempt> {
+fn run_once(
+    spec: &BootSpec,
+    accel: ResolvedAccel,
+    attempt: u32,
+    on_event: &mut dyn FnMut(BootEvent),
+) -> Result<Attempt> {
     let log_offset = start_console_log(spec, attempt)?;
     let accel_params = match accel {
         ResolvedAccel::Tcg => args::tcg_params(super::tsc::host_tsc_khz()),
@@ -118,7 +134,11 @@ fn run_once(spec: &BootSpec, accel: ResolvedAccel, attempt: u32, on_event: &mut 
     let argv = args::qemu_args(&plan);
     let command = args::render(&argv);
     let launched = Instant::now();
-    let reader = Arc::new(qemu_expression(&argv).reader().with_context(|| format!("cannot start {QEMU_BINARY}"))?);
+    let reader = Arc::new(
+        qemu_expression(&argv)
+            .reader()
+            .with_context(|| format!("cannot start {QEMU_BINARY}"))?,
+    );
     let guard = KillOnDrop(reader.clone());
 
     // Result lines are read on a thread so the watchdog can time out a silent guest.
@@ -132,7 +152,9 @@ fn run_once(spec: &BootSpec, accel: ResolvedAccel, attempt: u32, on_event: &mut 
             match lines.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    let s = String::from_utf8_lossy(&buf).trim_end_matches(['\r', '\n']).to_string();
+                    let s = String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
                     if tx.send(FromGuest::Line(s)).is_err() {
                         break;
                     }
@@ -156,7 +178,11 @@ fn run_once(spec: &BootSpec, accel: ResolvedAccel, attempt: u32, on_event: &mut 
             None => (launched + spec.ready_timeout, GuestExit::ReadyTimeout),
             Some(_) => (last_line_at + spec.idle_timeout, GuestExit::IdleTimeout),
         };
-        let (deadline, why) = if total_deadline <= deadline { (total_deadline, GuestExit::TotalTimeout) } else { (deadline, why) };
+        let (deadline, why) = if total_deadline <= deadline {
+            (total_deadline, GuestExit::TotalTimeout)
+        } else {
+            (deadline, why)
+        };
         if now >= deadline {
             break Some(why);
         }
@@ -183,7 +209,12 @@ fn run_once(spec: &BootSpec, accel: ResolvedAccel, attempt: u32, on_event: &mut 
     let status = wait_status(&reader);
     drop(guard);
     // QEMU has exited, so the console log is complete: read the rest.
-    for p in follower.poll(&mut scanner).unwrap_or_default().into_iter().chain(scanner.finish()) {
+    for p in follower
+        .poll(&mut scanner)
+        .unwrap_or_default()
+        .into_iter()
+        .chain(scanner.finish())
+    {
         on_event(BootEvent::Problem(p));
     }
     let exit = match killed_for {
@@ -191,7 +222,13 @@ fn run_once(spec: &BootSpec, accel: ResolvedAccel, attempt: u32, on_event: &mut 
         None => classify_exit(status, &scanner),
     };
     let last_console_line = scanner.last_line();
-    Ok(Attempt { exit, scanner, last_console_line, ready_after, command })
+    Ok(Attempt {
+        exit,
+        scanner,
+        last_console_line,
+        ready_after,
+        command,
+    })
 }
 
 /// Exit status and stderr of a QEMU that has ended (or been killed).
@@ -200,7 +237,12 @@ fn wait_status(reader: &duct::ReaderHandle) -> Option<(Option<i32>, String)> {
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         match reader.try_wait() {
-            Ok(Some(out)) => return Some((out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())),
+            Ok(Some(out)) => {
+                return Some((
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                ))
+            }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(_) => return None,
         }
@@ -214,11 +256,19 @@ fn wait_status(reader: &duct::ReaderHandle) -> Option<(Option<i32>, String)> {
 fn classify_exit(status: Option<(Option<i32>, String)>, scanner: &ConsoleScanner) -> GuestExit {
     match status {
         Some((Some(0), _)) => match scanner.panic_line() {
-            Some(line) => GuestExit::Panicked { line: line.to_string() },
+            Some(line) => GuestExit::Panicked {
+                line: line.to_string(),
+            },
             None => GuestExit::PoweredOff,
         },
-        Some((code, stderr)) => GuestExit::QemuFailed { status: code, stderr_tail: tail(&stderr, STDERR_TAIL) },
-        None => GuestExit::QemuFailed { status: None, stderr_tail: "QEMU exit status unavailable".into() },
+        Some((code, stderr)) => GuestExit::QemuFailed {
+            status: code,
+            stderr_tail: tail(&stderr, STDERR_TAIL),
+        },
+        None => GuestExit::QemuFailed {
+            status: None,
+            stderr_tail: "QEMU exit status unavailable".into(),
+        },
     }
 }
 
@@ -237,7 +287,11 @@ fn start_console_log(spec: &BootSpec, attempt: u32) -> Result<u64> {
         .append(true)
         .open(&spec.console_log)
         .with_context(|| format!("cannot open console log {}", spec.console_log.display()))?;
-    writeln!(f, "=== sockmatrix: attempt {attempt}, kernel {} ===", spec.kernel.display())?;
+    writeln!(
+        f,
+        "=== sockmatrix: attempt {attempt}, kernel {} ===",
+        spec.kernel.display()
+    )?;
     Ok(f.metadata()?.len())
 }
 
@@ -249,16 +303,33 @@ mod tests {
     fn clean_exit_with_panic_line_is_panicked() {
         let mut s = ConsoleScanner::default();
         s.feed(b"Kernel panic - not syncing: Attempted to kill init!\n");
-        assert_eq!(classify_exit(Some((Some(0), String::new())), &s), GuestExit::Panicked { line: "Kernel panic - not syncing: Attempted to kill init!".into() });
-        assert_eq!(classify_exit(Some((Some(0), String::new())), &ConsoleScanner::default()), GuestExit::PoweredOff);
+        assert_eq!(
+            classify_exit(Some((Some(0), String::new())), &s),
+            GuestExit::Panicked {
+                line: "Kernel panic - not syncing: Attempted to kill init!".into()
+            }
+        );
+        assert_eq!(
+            classify_exit(Some((Some(0), String::new())), &ConsoleScanner::default()),
+            GuestExit::PoweredOff
+        );
     }
 
     #[test]
     fn nonzero_or_signal_is_qemu_failed() {
         let s = ConsoleScanner::default();
         let got = classify_exit(Some((Some(1), "qemu: could not load kernel\n".into())), &s);
-        assert_eq!(got, GuestExit::QemuFailed { status: Some(1), stderr_tail: "qemu: could not load kernel".into() });
-        assert!(matches!(classify_exit(Some((None, String::new())), &s), GuestExit::QemuFailed { status: None, .. }));
+        assert_eq!(
+            got,
+            GuestExit::QemuFailed {
+                status: Some(1),
+                stderr_tail: "qemu: could not load kernel".into()
+            }
+        );
+        assert!(matches!(
+            classify_exit(Some((None, String::new())), &s),
+            GuestExit::QemuFailed { status: None, .. }
+        ));
     }
 
     #[test]

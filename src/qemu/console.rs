@@ -41,7 +41,10 @@ pub fn classify(line: &str) -> Option<ProblemKind> {
         ("blocked for more than", HungTask),
         ("hung_task", HungTask),
     ];
-    PATTERNS.iter().find(|(p, _)| line.contains(p)).map(|&(_, k)| k)
+    PATTERNS
+        .iter()
+        .find(|(p, _)| line.contains(p))
+        .map(|&(_, k)| k)
 }
 
 /// Line splitter + classifier + tail, fed with raw console bytes.
@@ -74,7 +77,11 @@ impl ConsoleScanner {
     /// Flushes an unterminated last line (after the guest is gone).
     pub fn finish(&mut self) -> Vec<ConsoleProblem> {
         let line = std::mem::take(&mut self.partial);
-        let mut found: Vec<_> = if line.is_empty() { vec![] } else { self.line(&line).into_iter().collect() };
+        let mut found: Vec<_> = if line.is_empty() {
+            vec![]
+        } else {
+            self.line(&line).into_iter().collect()
+        };
         if let Some(cut) = self.cut_here.take() {
             found.extend(self.record(ProblemKind::Warning, cut));
         }
@@ -83,7 +90,10 @@ impl ConsoleScanner {
 
     fn line(&mut self, raw: &[u8]) -> Option<ConsoleProblem> {
         // The console tty turns "\n" into "\r\n"; drop the CR and any other stray controls.
-        let line: String = String::from_utf8_lossy(raw).chars().filter(|c| *c != '\r' && *c != '\0').collect();
+        let line: String = String::from_utf8_lossy(raw)
+            .chars()
+            .filter(|c| *c != '\r' && *c != '\0')
+            .collect();
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
@@ -114,7 +124,10 @@ impl ConsoleScanner {
 
     /// The first panic line, if the kernel panicked.
     pub fn panic_line(&self) -> Option<&str> {
-        self.problems.iter().find(|p| p.kind == ProblemKind::Panic).map(|p| p.line.as_str())
+        self.problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::Panic)
+            .map(|p| p.line.as_str())
     }
 
     pub fn tail(&self) -> Vec<String> {
@@ -127,7 +140,12 @@ impl ConsoleScanner {
         if !partial.is_empty() {
             return partial;
         }
-        self.tail.iter().rev().find(|l| !l.trim().is_empty()).cloned().unwrap_or_default()
+        self.tail
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -140,7 +158,11 @@ pub struct LogFollower {
 
 impl LogFollower {
     pub fn new(path: &Path, offset: u64) -> Self {
-        LogFollower { file: None, path: path.to_path_buf(), offset }
+        LogFollower {
+            file: None,
+            path: path.to_path_buf(),
+            offset,
+        }
     }
 
     /// Reads whatever was appended since the last call into `scanner`.
@@ -169,14 +191,32 @@ mod tests {
     #[test]
     fn classify_table() {
         let table: &[(&str, Option<ProblemKind>)] = &[
-            ("[    1.2] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000300", Some(Panic)),
+            (
+                "[    1.2] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000300",
+                Some(Panic),
+            ),
             ("[    3.0] Oops: 0002 [#1] PREEMPT SMP NOPTI", Some(Oops)),
-            ("[    3.0] Oops: general protection fault, probably for non-canonical address", Some(GeneralProtection)),
-            ("[    3.0] general protection fault: 0000 [#1] SMP", Some(GeneralProtection)),
-            ("[    3.0] BUG: kernel NULL pointer dereference, address: 0000000000000000", Some(Bug)),
+            (
+                "[    3.0] Oops: general protection fault, probably for non-canonical address",
+                Some(GeneralProtection),
+            ),
+            (
+                "[    3.0] general protection fault: 0000 [#1] SMP",
+                Some(GeneralProtection),
+            ),
+            (
+                "[    3.0] BUG: kernel NULL pointer dereference, address: 0000000000000000",
+                Some(Bug),
+            ),
             ("[    3.0] kernel BUG at net/core/skbuff.c:110!", Some(Bug)),
-            ("[    3.0] WARNING: CPU: 0 PID: 1 at net/ipv4/tcp.c:42 tcp_foo+0x1/0x2", Some(Warning)),
-            ("[  123.0] INFO: task kworker/0:1:12 blocked for more than 120 seconds.", Some(HungTask)),
+            (
+                "[    3.0] WARNING: CPU: 0 PID: 1 at net/ipv4/tcp.c:42 tcp_foo+0x1/0x2",
+                Some(Warning),
+            ),
+            (
+                "[  123.0] INFO: task kworker/0:1:12 blocked for more than 120 seconds.",
+                Some(HungTask),
+            ),
             ("[    0.0] tsc: Detected 2995.200 MHz processor", None),
             ("[    0.5] Run /init as init process", None),
         ];
@@ -190,9 +230,21 @@ mod tests {
         let mut s = ConsoleScanner::default();
         assert!(s.feed(b"[ 1] hello\r\n[ 2] Kernel pa").is_empty());
         let got = s.feed(b"nic - not syncing: boom\r\n");
-        assert_eq!(got, vec![ConsoleProblem { kind: Panic, line: "[ 2] Kernel panic - not syncing: boom".into() }]);
-        assert_eq!(s.tail(), vec!["[ 1] hello", "[ 2] Kernel panic - not syncing: boom"]);
-        assert_eq!(s.panic_line(), Some("[ 2] Kernel panic - not syncing: boom"));
+        assert_eq!(
+            got,
+            vec![ConsoleProblem {
+                kind: Panic,
+                line: "[ 2] Kernel panic - not syncing: boom".into()
+            }]
+        );
+        assert_eq!(
+            s.tail(),
+            vec!["[ 1] hello", "[ 2] Kernel panic - not syncing: boom"]
+        );
+        assert_eq!(
+            s.panic_line(),
+            Some("[ 2] Kernel panic - not syncing: boom")
+        );
     }
 
     #[test]
@@ -228,7 +280,12 @@ mod tests {
         let mut s = ConsoleScanner::default();
         f.poll(&mut s).unwrap();
         use std::io::Write;
-        std::fs::OpenOptions::new().append(true).open(&p).unwrap().write_all(b"BUG: x\n").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"BUG: x\n")
+            .unwrap();
         let got = f.poll(&mut s).unwrap();
         assert_eq!(got[0].kind, Bug);
         assert_eq!(s.tail(), vec!["BUG: x"]);

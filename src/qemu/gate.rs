@@ -24,7 +24,10 @@ pub struct Permit<'a> {
 impl Gate {
     /// `slots` is clamped to at least 1 so acquire can never deadlock.
     pub fn new(slots: usize) -> Self {
-        Gate { free: Mutex::new(slots.max(1)), cv: Condvar::new() }
+        Gate {
+            free: Mutex::new(slots.max(1)),
+            cv: Condvar::new(),
+        }
     }
 
     /// Blocks until a slot is free.

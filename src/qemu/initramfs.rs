@@ -20,11 +20,23 @@ pub enum FileData {
 /// One member of the archive. Paths are guest paths, with or without a leading '/'.
 #[derive(Debug, Clone)]
 pub enum Entry {
-    Dir { path: String, mode: u32 },
-    File { path: String, mode: u32, data: FileData },
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: FileData,
+    },
     /// e.g. `/dev/console` c 5 1: the kernel opens it for init's stdio before
     /// any devtmpfs is mounted, so it must exist in the archive itself.
-    CharDev { path: String, mode: u32, major: u32, minor: u32 },
+    CharDev {
+        path: String,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    },
 }
 
 const S_IFDIR: u32 = 0o040000;
@@ -34,11 +46,28 @@ const S_IFCHR: u32 = 0o020000;
 /// The entries every guest needs besides /init: /dev, /dev/console, /proc, /sys, /tmp.
 pub fn base_entries() -> Vec<Entry> {
     vec![
-        Entry::Dir { path: "dev".into(), mode: 0o755 },
-        Entry::CharDev { path: "dev/console".into(), mode: 0o600, major: 5, minor: 1 },
-        Entry::Dir { path: "proc".into(), mode: 0o755 },
-        Entry::Dir { path: "sys".into(), mode: 0o755 },
-        Entry::Dir { path: "tmp".into(), mode: 0o1777 },
+        Entry::Dir {
+            path: "dev".into(),
+            mode: 0o755,
+        },
+        Entry::CharDev {
+            path: "dev/console".into(),
+            mode: 0o600,
+            major: 5,
+            minor: 1,
+        },
+        Entry::Dir {
+            path: "proc".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "sys".into(),
+            mode: 0o755,
+        },
+        Entry::Dir {
+            path: "tmp".into(),
+            mode: 0o1777,
+        },
     ]
 }
 
@@ -58,18 +87,40 @@ pub fn write_archive<W: Write>(w: &mut W, entries: &[Entry]) -> io::Result<()> {
             Entry::File { path, mode, data } => {
                 let bytes = match data {
                     FileData::Bytes(b) => b.clone(),
-                    FileData::Source(p) => std::fs::read(p)
-                        .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", p.display())))?,
+                    FileData::Source(p) => std::fs::read(p).map_err(|err| {
+                        io::Error::new(err.kind(), format!("{}: {err}", p.display()))
+                    })?,
                 };
                 (path, S_IFREG | mode, bytes, (0, 0))
             }
-            Entry::CharDev { path, mode, major, minor } => (path, S_IFCHR | mode, Vec::new(), (*major, *minor)),
+            Entry::CharDev {
+                path,
+                mode,
+                major,
+                minor,
+            } => (path, S_IFCHR | mode, Vec::new(), (*major, *minor)),
         };
         let nlink = if mode & S_IFDIR != 0 { 2 } else { 1 };
-        let head = Head { ino: i as u32 + 1, mode, nlink, rdev };
+        let head = Head {
+            ino: i as u32 + 1,
+            mode,
+            nlink,
+            rdev,
+        };
         off += member(w, off, &head, normalize(name), &data)?;
     }
-    member(w, off, &Head { ino: 0, mode: 0, nlink: 1, rdev: (0, 0) }, "TRAILER!!!", &[])?;
+    member(
+        w,
+        off,
+        &Head {
+            ino: 0,
+            mode: 0,
+            nlink: 1,
+            rdev: (0, 0),
+        },
+        "TRAILER!!!",
+        &[],
+    )?;
     Ok(())
 }
 
@@ -89,7 +140,21 @@ struct Head {
 /// Writes one member starting at archive offset `off`; returns bytes written.
 fn member<W: Write>(w: &mut W, off: usize, h: &Head, name: &str, data: &[u8]) -> io::Result<usize> {
     let namesize = name.len() + 1; // includes the NUL
-    let fields = [h.ino, h.mode, 0, 0, h.nlink, 0, data.len() as u32, 0, 0, h.rdev.0, h.rdev.1, namesize as u32, 0];
+    let fields = [
+        h.ino,
+        h.mode,
+        0,
+        0,
+        h.nlink,
+        0,
+        data.len() as u32,
+        0,
+        0,
+        h.rdev.0,
+        h.rdev.1,
+        namesize as u32,
+        0,
+    ];
     let mut hdr = String::with_capacity(110);
     hdr.push_str("070701");
     for f in fields {
@@ -132,7 +197,10 @@ mod tests {
             let pos = total - b.len();
             assert_eq!(pos % 4, 0, "member not 4-aligned");
             assert_eq!(&b[..6], b"070701");
-            let f = |i: usize| u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
+            let f = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                    .unwrap()
+            };
             let (mode, size, maj, min, nsz) = (f(1), f(6) as usize, f(9), f(10), f(11) as usize);
             let name = String::from_utf8(b[110..110 + nsz - 1].to_vec()).unwrap();
             assert_eq!(b[110 + nsz - 1], 0);
@@ -151,8 +219,16 @@ mod tests {
     #[test]
     fn round_trips_all_kinds() {
         let mut es = base_entries();
-        es.push(Entry::File { path: "/init".into(), mode: 0o755, data: FileData::Bytes(b"abcde".to_vec()) });
-        es.push(Entry::File { path: "e".into(), mode: 0o644, data: FileData::Bytes(vec![]) });
+        es.push(Entry::File {
+            path: "/init".into(),
+            mode: 0o755,
+            data: FileData::Bytes(b"abcde".to_vec()),
+        });
+        es.push(Entry::File {
+            path: "e".into(),
+            mode: 0o644,
+            data: FileData::Bytes(vec![]),
+        });
         let got = parse(&archive(&es));
         assert_eq!(got.len(), 7);
         assert_eq!(got[0], ("dev".into(), 0o040755, 0, 0, vec![]));
@@ -163,7 +239,11 @@ mod tests {
 
     #[test]
     fn header_layout_is_exact() {
-        let a = archive(&[Entry::File { path: "ab".into(), mode: 0o644, data: FileData::Bytes(b"x".to_vec()) }]);
+        let a = archive(&[Entry::File {
+            path: "ab".into(),
+            mode: 0o644,
+            data: FileData::Bytes(b"x".to_vec()),
+        }]);
         // 110 + "ab\0" = 113 -> padded to 116; data 1 -> padded to 120.
         assert_eq!(&a[..14], b"07070100000001");
         assert_eq!(&a[14..22], b"000081a4");
@@ -180,9 +260,25 @@ mod tests {
         let src = dir.join("blob");
         std::fs::write(&src, b"hello").unwrap();
         let out = dir.join("out.cpio");
-        write_initramfs(&out, &[Entry::File { path: "init".into(), mode: 0o755, data: FileData::Source(src) }]).unwrap();
+        write_initramfs(
+            &out,
+            &[Entry::File {
+                path: "init".into(),
+                mode: 0o755,
+                data: FileData::Source(src),
+            }],
+        )
+        .unwrap();
         assert_eq!(parse(&std::fs::read(&out).unwrap())[0].4, b"hello");
-        let err = write_initramfs(&out, &[Entry::File { path: "x".into(), mode: 0o755, data: FileData::Source(dir.join("nope")) }]).unwrap_err();
+        let err = write_initramfs(
+            &out,
+            &[Entry::File {
+                path: "x".into(),
+                mode: 0o755,
+                data: FileData::Source(dir.join("nope")),
+            }],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

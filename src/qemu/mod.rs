@@ -51,7 +51,11 @@ pub struct BootSpec {
 impl BootSpec {
     /// Defaults tuned for TCG on a 2-core host: 512 MiB, 2 vCPUs, ready 20 s,
     /// idle 60 s, total 600 s, 2 retries.
-    pub fn new(kernel: impl Into<PathBuf>, initramfs: impl Into<PathBuf>, console_log: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        kernel: impl Into<PathBuf>,
+        initramfs: impl Into<PathBuf>,
+        console_log: impl Into<PathBuf>,
+    ) -> Self {
         BootSpec {
             kernel: kernel.into(),
             initramfs: initramfs.into(),
@@ -83,21 +87,33 @@ pub enum GuestExit {
     /// The attempt exceeded `total_timeout`.
     TotalTimeout,
     /// QEMU itself failed (bad kernel image, bad option, ...): exit status and stderr tail.
-    QemuFailed { status: Option<i32>, stderr_tail: String },
+    QemuFailed {
+        status: Option<i32>,
+        stderr_tail: String,
+    },
 }
 
 /// Progress, delivered to the caller's callback in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BootEvent {
-    BootStart { attempt: u32, accel: ResolvedAccel },
+    BootStart {
+        attempt: u32,
+        accel: ResolvedAccel,
+    },
     /// The first result line arrived `after` launch of this attempt.
-    Ready { attempt: u32, after: Duration },
+    Ready {
+        attempt: u32,
+        after: Duration,
+    },
     /// Every result line, including the first ("ready") one; trailing CR/LF stripped.
     ResultLine(String),
     /// A kernel console problem, as soon as it is seen.
     Problem(ConsoleProblem),
     /// Attempt `attempt` hung before ready and will be retried.
-    Retry { attempt: u32, reason: String },
+    Retry {
+        attempt: u32,
+        reason: String,
+    },
     Exit(GuestExit),
 }
 

@@ -19,14 +19,19 @@ pub fn host_tsc_khz() -> Option<u32> {
 fn measure() -> Option<u32> {
     // Best of a few tries: a try counts only if both samples were taken without
     // the thread being preempted between the clock read and the TSC read.
-    let mut rates: Vec<f64> = (0..5).filter_map(|_| one_try(Duration::from_millis(100))).take(3).collect();
+    let mut rates: Vec<f64> = (0..5)
+        .filter_map(|_| one_try(Duration::from_millis(100)))
+        .take(3)
+        .collect();
     if rates.is_empty() {
         return None;
     }
     rates.sort_by(|a, b| a.total_cmp(b));
     let khz = rates[rates.len() / 2];
     // Sanity: anything outside 100 MHz..10 GHz is a broken measurement.
-    (100_000.0..10_000_000.0).contains(&khz).then_some(((khz / 100.0).round() * 100.0) as u32)
+    (100_000.0..10_000_000.0)
+        .contains(&khz)
+        .then_some(((khz / 100.0).round() * 100.0) as u32)
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -74,12 +74,19 @@ fn kernels(out: &mut String, report: &Report) {
     for k in &report.kernels {
         let t = Tally::of(k.cases.iter().map(|c| &c.verdict));
         let (accel, boot) = match &k.boot {
-            Some(b) => (b.accel.clone(), format!("{:.1} s", b.total_ms as f64 / 1000.0)),
+            Some(b) => (
+                b.accel.clone(),
+                format!("{:.1} s", b.total_ms as f64 / 1000.0),
+            ),
             None => ("-".into(), "-".into()),
         };
         let mut release = esc(k.release.as_deref().unwrap_or("unknown"));
         if let Some(why) = &k.could_not_run {
-            let _ = write!(release, "<br><span class=\"muted\">could not run: {}</span>", esc(why.lines().next().unwrap_or_default()));
+            let _ = write!(
+                release,
+                "<br><span class=\"muted\">could not run: {}</span>",
+                esc(why.lines().next().unwrap_or_default())
+            );
         }
         let _ = writeln!(
             out,
@@ -98,13 +105,25 @@ fn kernels(out: &mut String, report: &Report) {
 }
 
 fn matrix(out: &mut String, report: &Report, rows: &[Row]) {
-    out.push_str("<h2>Matrix</h2>\n<table class=\"matrix\" id=\"matrix\">\n<thead><tr><th>case</th>");
+    out.push_str(
+        "<h2>Matrix</h2>\n<table class=\"matrix\" id=\"matrix\">\n<thead><tr><th>case</th>",
+    );
     for k in &report.kernels {
-        let _ = write!(out, "<th class=\"kernel\">{}<br><small>{}</small></th>", esc(&k.kernel), esc(k.release.as_deref().unwrap_or("")));
+        let _ = write!(
+            out,
+            "<th class=\"kernel\">{}<br><small>{}</small></th>",
+            esc(&k.kernel),
+            esc(k.release.as_deref().unwrap_or(""))
+        );
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for row in rows {
-        let _ = write!(out, "<tr data-case=\"{}\">\n<th class=\"case\" scope=\"row\"><code>{}</code>", esc(&row.case), esc(&row.case));
+        let _ = write!(
+            out,
+            "<tr data-case=\"{}\">\n<th class=\"case\" scope=\"row\"><code>{}</code>",
+            esc(&row.case),
+            esc(&row.case)
+        );
         match row.info {
             Some(info) => {
                 let _ = write!(out, "<p class=\"summary\">{}</p>", esc(info.summary.trim()));
@@ -116,7 +135,9 @@ fn matrix(out: &mut String, report: &Report, rows: &[Row]) {
                     out.push_str("</ul>");
                 }
             }
-            None => out.push_str("<p class=\"summary muted\">(no case file for this id any more)</p>"),
+            None => {
+                out.push_str("<p class=\"summary muted\">(no case file for this id any more)</p>")
+            }
         }
         out.push_str("</th>\n");
         for (k, run) in row.runs.iter().enumerate() {
@@ -129,7 +150,11 @@ fn matrix(out: &mut String, report: &Report, rows: &[Row]) {
 
 fn cell(out: &mut String, row: &Row, k: usize, run: Option<&CaseResult>, kernel: &str) {
     let Some(run) = run else {
-        let _ = writeln!(out, "<td class=\"cell missing\" data-kernel=\"{}\" title=\"not run on this kernel\">-</td>", esc(kernel));
+        let _ = writeln!(
+            out,
+            "<td class=\"cell missing\" data-kernel=\"{}\" title=\"not run on this kernel\">-</td>",
+            esc(kernel)
+        );
         return;
     };
     let class = verdict_class(&run.verdict);
@@ -145,18 +170,42 @@ fn cell(out: &mut String, row: &Row, k: usize, run: Option<&CaseResult>, kernel:
     }
     // Folded, a skip or an error still says why: it is all such a cell has to say.
     if let Verdict::Skip { reason: why } | Verdict::Error { message: why } = &run.verdict {
-        let _ = write!(out, "<span class=\"why\">{}</span>", esc(why.lines().next().unwrap_or_default()));
+        let _ = write!(
+            out,
+            "<span class=\"why\">{}</span>",
+            esc(why.lines().next().unwrap_or_default())
+        );
     }
     let (keys, more) = row.diff.key_observations(k, CELL_KEYS);
     if !keys.is_empty() || more > 0 {
-        let more = if more > 0 { format!(" +{more}") } else { String::new() };
-        let _ = write!(out, "<span class=\"keys\">{}{more}</span>", esc(&keys.join(" ")));
+        let more = if more > 0 {
+            format!(" +{more}")
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            out,
+            "<span class=\"keys\">{}{more}</span>",
+            esc(&keys.join(" "))
+        );
     }
     out.push_str("</summary>\n");
     if !matches!(run.verdict, Verdict::Pass { .. }) {
-        let _ = write!(out, "<pre class=\"explain\">{}</pre>", esc(&Explain { file: &run.file, verdict: &run.verdict }.to_string()));
+        let _ = write!(
+            out,
+            "<pre class=\"explain\">{}</pre>",
+            esc(&Explain {
+                file: &run.file,
+                verdict: &run.verdict
+            }
+            .to_string())
+        );
     }
-    let _ = write!(out, "<div class=\"muted\">{:.2} s</div>", run.elapsed_ms as f64 / 1000.0);
+    let _ = write!(
+        out,
+        "<div class=\"muted\">{:.2} s</div>",
+        run.elapsed_ms as f64 / 1000.0
+    );
     if run.observations.is_empty() {
         out.push_str("<div class=\"muted\">no observations</div>");
     } else {
@@ -180,8 +229,10 @@ fn cell(out: &mut String, row: &Row, k: usize, run: Option<&CaseResult>, kernel:
 }
 
 fn fixes(out: &mut String, report: &Report, rows: &[Row]) {
-    let with_fix: Vec<(&Row, &crate::case::Fix)> =
-        rows.iter().filter_map(|r| r.info.and_then(|i| i.detects.as_ref()).map(|f| (r, f))).collect();
+    let with_fix: Vec<(&Row, &crate::case::Fix)> = rows
+        .iter()
+        .filter_map(|r| r.info.and_then(|i| i.detects.as_ref()).map(|f| (r, f)))
+        .collect();
     if with_fix.is_empty() {
         return;
     }
@@ -191,7 +242,13 @@ fn fixes(out: &mut String, report: &Report, rows: &[Row]) {
     }
     out.push_str("</tr>\n");
     for (row, fix) in with_fix {
-        let _ = write!(out, "<tr><td><code>{}</code></td><td>{}</td><td>{}</td>", esc(&row.case), esc(&fix.commit), esc(&fix.version));
+        let _ = write!(
+            out,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td>",
+            esc(&row.case),
+            esc(&fix.commit),
+            esc(&fix.version)
+        );
         for run in &row.runs {
             let status = super::fix_cell(fix, *run);
             let class = if status == "-" { "missing" } else { status };
@@ -246,10 +303,21 @@ mod tests {
     fn rendered() -> String {
         let mut report = testdata::two_kernels();
         let references = vec![
-            Reference::Article { url: "javascript:alert(1)".into() },
-            Reference::Article { url: "https://lwn.net/Articles/542629/".into() },
+            Reference::Article {
+                url: "javascript:alert(1)".into(),
+            },
+            Reference::Article {
+                url: "https://lwn.net/Articles/542629/".into(),
+            },
         ];
-        report.info.insert("r/migrate".into(), CaseInfo { summary: "Closing <b> resets".into(), references, detects: None });
+        report.info.insert(
+            "r/migrate".into(),
+            CaseInfo {
+                summary: "Closing <b> resets".into(),
+                references,
+                detects: None,
+            },
+        );
         render(&report)
     }
 
@@ -258,17 +326,29 @@ mod tests {
         let html = rendered();
         assert!(html.contains("<td class=\"cell fail differs\" data-kernel=\"5.10\"><details><summary><span class=\"verdict\">fail</span><span class=\"marker\">differs</span><span class=\"keys\">reset=14</span>"), "{html}");
         assert!(html.contains("<td class=\"cell pass\" data-kernel=\"6.1\"><details><summary><span class=\"verdict\">pass</span></summary>"), "{html}");
-        assert!(html.contains("<tr class=\"differs\"><td>account.c.reset</td><td>14</td></tr>"), "{html}");
+        assert!(
+            html.contains("<tr class=\"differs\"><td>account.c.reset</td><td>14</td></tr>"),
+            "{html}"
+        );
     }
 
     #[test]
     fn text_is_escaped_and_only_web_links_are_links() {
         let html = rendered();
         assert!(html.contains("Closing &lt;b&gt; resets"), "{html}");
-        assert!(html.contains("why: a &lt;b&gt; &amp; &quot;c&quot;"), "{html}");
+        assert!(
+            html.contains("why: a &lt;b&gt; &amp; &quot;c&quot;"),
+            "{html}"
+        );
         assert!(!html.contains("href=\"javascript"), "{html}");
-        assert!(html.contains("<a href=\"https://lwn.net/Articles/542629/\">"), "{html}");
-        assert!(html.contains("(no case file for this id any more)"), "b/same has no case file: {html}");
+        assert!(
+            html.contains("<a href=\"https://lwn.net/Articles/542629/\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains("(no case file for this id any more)"),
+            "b/same has no case file: {html}"
+        );
     }
 
     #[test]

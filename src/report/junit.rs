@@ -9,7 +9,12 @@ use crate::output::Tally;
 use crate::results::KernelResult;
 
 pub fn render(report: &Report) -> String {
-    let all = Tally::of(report.kernels.iter().flat_map(|k| k.cases.iter().map(|c| &c.verdict)));
+    let all = Tally::of(
+        report
+            .kernels
+            .iter()
+            .flat_map(|k| k.cases.iter().map(|c| &c.verdict)),
+    );
     let time: f64 = report.kernels.iter().map(suite_seconds).sum();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
@@ -41,7 +46,11 @@ fn suite(out: &mut String, k: &KernelResult) {
     );
     out.push_str("    <properties>\n");
     let mut property = |name: &str, value: &str| {
-        let _ = writeln!(out, "      <property name=\"{name}\" value=\"{}\"/>", esc(value));
+        let _ = writeln!(
+            out,
+            "      <property name=\"{name}\" value=\"{}\"/>",
+            esc(value)
+        );
     };
     property("release", k.release.as_deref().unwrap_or("unknown"));
     if let Some(p) = &k.package_version {
@@ -63,13 +72,24 @@ fn suite(out: &mut String, k: &KernelResult) {
             esc(&c.file.display().to_string()),
             c.elapsed_ms as f64 / 1000.0
         );
-        let explain = Explain { file: &c.file, verdict: &c.verdict }.to_string();
+        let explain = Explain {
+            file: &c.file,
+            verdict: &c.verdict,
+        }
+        .to_string();
         match &c.verdict {
             Verdict::Pass { .. } => out.push_str("/>\n"),
             Verdict::Fail { mismatches } => {
                 let message: Vec<String> = mismatches
                     .iter()
-                    .map(|m| format!("{}: expected {}, observed {}", m.obs, m.expected, display(m.observed.as_ref())))
+                    .map(|m| {
+                        format!(
+                            "{}: expected {}, observed {}",
+                            m.obs,
+                            m.expected,
+                            display(m.observed.as_ref())
+                        )
+                    })
                     .collect();
                 let _ = write!(out, ">\n      <failure message=\"{}\" type=\"mismatch\">{}</failure>\n    </testcase>\n", esc(&message.join("; ")), esc(&explain));
             }
@@ -78,7 +98,11 @@ fn suite(out: &mut String, k: &KernelResult) {
                 let _ = write!(out, ">\n      <error message=\"{}\" type=\"could_not_run\">{}</error>\n    </testcase>\n", esc(first), esc(&explain));
             }
             Verdict::Skip { reason } => {
-                let _ = write!(out, ">\n      <skipped message=\"{}\"/>\n    </testcase>\n", esc(reason));
+                let _ = write!(
+                    out,
+                    ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                    esc(reason)
+                );
             }
         }
     }
@@ -87,7 +111,11 @@ fn suite(out: &mut String, k: &KernelResult) {
 
 /// The guest's whole run when known (boot included), else the cases' own time.
 fn suite_seconds(k: &KernelResult) -> f64 {
-    let ms = k.boot.as_ref().map(|b| b.total_ms).unwrap_or_else(|| k.cases.iter().map(|c| c.elapsed_ms).sum());
+    let ms = k
+        .boot
+        .as_ref()
+        .map(|b| b.total_ms)
+        .unwrap_or_else(|| k.cases.iter().map(|c| c.elapsed_ms).sum());
     ms as f64 / 1000.0
 }
 
@@ -121,17 +149,41 @@ mod tests {
     #[test]
     fn one_suite_per_kernel_with_failures_explained() {
         let mut report = testdata::two_kernels();
-        report.kernels[1].cases.push(testdata::case("s/skipped", Verdict::Skip { reason: "needs <ipv6>".into() }, serde_json::json!({})));
-        report.kernels[1].cases.push(testdata::case("e/err", Verdict::Error { message: "guest died\nmore".into() }, serde_json::json!({})));
+        report.kernels[1].cases.push(testdata::case(
+            "s/skipped",
+            Verdict::Skip {
+                reason: "needs <ipv6>".into(),
+            },
+            serde_json::json!({}),
+        ));
+        report.kernels[1].cases.push(testdata::case(
+            "e/err",
+            Verdict::Error {
+                message: "guest died\nmore".into(),
+            },
+            serde_json::json!({}),
+        ));
         let xml = render(&report);
         assert!(xml.contains("<testsuites name=\"sockmatrix\" tests=\"6\" failures=\"1\" errors=\"1\" skipped=\"1\" time=\"9.000\">"), "{xml}");
         assert!(xml.contains("<testsuite name=\"5.10\" tests=\"2\" failures=\"1\" errors=\"0\" skipped=\"0\" time=\"3.000\">"), "{xml}");
-        assert!(xml.contains("<property name=\"release\" value=\"5.10.0-1-cloud-amd64\"/>"), "{xml}");
+        assert!(
+            xml.contains("<property name=\"release\" value=\"5.10.0-1-cloud-amd64\"/>"),
+            "{xml}"
+        );
         assert!(xml.contains("<testcase classname=\"5.10\" name=\"b/same\" file=\"cases/b/same.yaml\" time=\"1.500\"/>"), "{xml}");
         assert!(xml.contains("<failure message=\"account.c.reset: expected 0, observed 14\" type=\"mismatch\">cases/r/migrate.yaml:7: account.c.reset&#10;"), "{xml}");
-        assert!(xml.contains("why: a &lt;b&gt; &amp; &quot;c&quot;</failure>"), "{xml}");
-        assert!(xml.contains("<skipped message=\"needs &lt;ipv6&gt;\"/>"), "{xml}");
-        assert!(xml.contains("<error message=\"guest died\" type=\"could_not_run\">"), "{xml}");
+        assert!(
+            xml.contains("why: a &lt;b&gt; &amp; &quot;c&quot;</failure>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<skipped message=\"needs &lt;ipv6&gt;\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<error message=\"guest died\" type=\"could_not_run\">"),
+            "{xml}"
+        );
     }
 
     #[test]

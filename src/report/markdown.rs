@@ -39,14 +39,29 @@ fn kernels(out: &mut String, report: &Report) {
         );
     }
     for k in report.kernels.iter().filter(|k| k.could_not_run.is_some()) {
-        let why = k.could_not_run.as_deref().unwrap_or_default().lines().next().unwrap_or_default();
-        let _ = writeln!(out, "\n**{}** could not run: {}", cell(&k.kernel), cell(why));
+        let why = k
+            .could_not_run
+            .as_deref()
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\n**{}** could not run: {}",
+            cell(&k.kernel),
+            cell(why)
+        );
     }
     out.push('\n');
 }
 
 fn header(out: &mut String, first: &[&str], report: &Report) {
-    let names: Vec<String> = first.iter().map(|s| s.to_string()).chain(report.kernels.iter().map(|k| cell(&k.kernel))).collect();
+    let names: Vec<String> = first
+        .iter()
+        .map(|s| s.to_string())
+        .chain(report.kernels.iter().map(|k| cell(&k.kernel)))
+        .collect();
     let _ = writeln!(out, "| {} |", names.join(" | "));
     let _ = writeln!(out, "|{}", "---|".repeat(names.len()));
 }
@@ -92,7 +107,10 @@ fn matrix(out: &mut String, report: &Report, rows: &[Row]) {
 
 fn differences(out: &mut String, report: &Report, rows: &[Row]) {
     out.push_str("## Differences between kernels\n\n");
-    let differing: Vec<&Row> = rows.iter().filter(|r| !r.diff.differences.is_empty()).collect();
+    let differing: Vec<&Row> = rows
+        .iter()
+        .filter(|r| !r.diff.differences.is_empty())
+        .collect();
     if differing.is_empty() {
         out.push_str("Every case observed the same values on every kernel that ran it.\n\n");
         return;
@@ -125,8 +143,10 @@ fn differences(out: &mut String, report: &Report, rows: &[Row]) {
 
 fn fixes(out: &mut String, report: &Report, rows: &[Row]) {
     out.push_str("## Fixes\n\n");
-    let with_fix: Vec<(&Row, &crate::case::Fix)> =
-        rows.iter().filter_map(|r| r.info.and_then(|i| i.detects.as_ref()).map(|f| (r, f))).collect();
+    let with_fix: Vec<(&Row, &crate::case::Fix)> = rows
+        .iter()
+        .filter_map(|r| r.info.and_then(|i| i.detects.as_ref()).map(|f| (r, f)))
+        .collect();
     if with_fix.is_empty() {
         out.push_str("No case declares the fix it detects (`detects:`).\n\n");
         return;
@@ -134,8 +154,16 @@ fn fixes(out: &mut String, report: &Report, rows: &[Row]) {
     out.push_str("A fix is present where the observation its case names (`detects:`) shows the fixed behaviour.\n\n");
     header(out, &["case", "fix", "in"], report);
     for (row, fix) in with_fix {
-        let mut cells = vec![format!("`{}`", cell(&row.case)), cell(&fix.commit), cell(&fix.version)];
-        cells.extend(row.runs.iter().map(|r| super::fix_cell(fix, *r).to_string()));
+        let mut cells = vec![
+            format!("`{}`", cell(&row.case)),
+            cell(&fix.commit),
+            cell(&fix.version),
+        ];
+        cells.extend(
+            row.runs
+                .iter()
+                .map(|r| super::fix_cell(fix, *r).to_string()),
+        );
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out.push('\n');
@@ -145,15 +173,27 @@ fn failures(out: &mut String, report: &Report, rows: &[Row]) {
     let mut any = false;
     for row in rows {
         for (k, run) in row.runs.iter().enumerate() {
-            let Some(run) = run.filter(|r| matches!(r.verdict, Verdict::Fail { .. } | Verdict::Error { .. })) else {
+            let Some(run) =
+                run.filter(|r| matches!(r.verdict, Verdict::Fail { .. } | Verdict::Error { .. }))
+            else {
                 continue;
             };
             if !any {
                 out.push_str("## Failures\n\n");
                 any = true;
             }
-            let explain = Explain { file: &run.file, verdict: &run.verdict }.to_string();
-            let _ = writeln!(out, "### `{}` on {}\n\n```\n{}\n```\n", cell(&row.case), cell(&report.kernels[k].kernel), explain.replace("```", "'''"));
+            let explain = Explain {
+                file: &run.file,
+                verdict: &run.verdict,
+            }
+            .to_string();
+            let _ = writeln!(
+                out,
+                "### `{}` on {}\n\n```\n{}\n```\n",
+                cell(&row.case),
+                cell(&report.kernels[k].kernel),
+                explain.replace("```", "'''")
+            );
         }
     }
 }
@@ -178,16 +218,31 @@ mod tests {
     fn matrix_cells_carry_verdict_and_key_observations() {
         let text = render(&testdata::two_kernels());
         assert!(text.contains("| case | 5.10 | 6.1 |"), "{text}");
-        assert!(text.contains("| `r/migrate` | **FAIL** ≠ reset=14 | pass ≠ reset=0 |"), "{text}");
+        assert!(
+            text.contains("| `r/migrate` | **FAIL** ≠ reset=14 | pass ≠ reset=0 |"),
+            "{text}"
+        );
         assert!(text.contains("| `b/same` | pass | pass |"), "{text}");
     }
 
     #[test]
     fn differences_list_only_differing_observations() {
         let text = render(&testdata::two_kernels());
-        let section = text.split("## Differences between kernels").nth(1).unwrap().split("## Fixes").next().unwrap();
-        assert!(section.contains("| `account.c.reset` | **14** | **0** |"), "{section}");
-        assert!(!section.contains("bind.a") && !section.contains("b/same"), "{section}");
+        let section = text
+            .split("## Differences between kernels")
+            .nth(1)
+            .unwrap()
+            .split("## Fixes")
+            .next()
+            .unwrap();
+        assert!(
+            section.contains("| `account.c.reset` | **14** | **0** |"),
+            "{section}"
+        );
+        assert!(
+            !section.contains("bind.a") && !section.contains("b/same"),
+            "{section}"
+        );
     }
 
     #[test]
@@ -200,10 +255,24 @@ mod tests {
             matcher: crate::case::Matcher::Eq(serde_json::json!(0)),
             why: None,
         };
-        let fix = Fix { commit: "tcp: Migrate sockets".into(), version: "5.14".into(), check };
-        report.info.insert("r/migrate".into(), CaseInfo { summary: "s".into(), references: vec![], detects: Some(fix) });
+        let fix = Fix {
+            commit: "tcp: Migrate sockets".into(),
+            version: "5.14".into(),
+            check,
+        };
+        report.info.insert(
+            "r/migrate".into(),
+            CaseInfo {
+                summary: "s".into(),
+                references: vec![],
+                detects: Some(fix),
+            },
+        );
         let text = render(&report);
-        assert!(text.contains("| `r/migrate` | tcp: Migrate sockets | 5.14 | absent | present |"), "{text}");
+        assert!(
+            text.contains("| `r/migrate` | tcp: Migrate sockets | 5.14 | absent | present |"),
+            "{text}"
+        );
         report.info.clear();
         assert!(render(&report).contains("No case declares"));
     }
@@ -212,7 +281,10 @@ mod tests {
     fn failures_are_explained_and_cells_escaped() {
         let text = render(&testdata::two_kernels());
         assert!(text.contains("### `r/migrate` on 5.10"), "{text}");
-        assert!(text.contains("cases/r/migrate.yaml:7: account.c.reset"), "{text}");
+        assert!(
+            text.contains("cases/r/migrate.yaml:7: account.c.reset"),
+            "{text}"
+        );
         assert_eq!(cell("a|b <i>\nc"), "a\\|b &lt;i&gt; c");
     }
 }

@@ -54,16 +54,28 @@ impl Report {
         let info = cases
             .iter()
             .map(|c| {
-                let info = CaseInfo { summary: c.summary.clone(), references: c.references.clone(), detects: c.detects.clone() };
+                let info = CaseInfo {
+                    summary: c.summary.clone(),
+                    references: c.references.clone(),
+                    detects: c.detects.clone(),
+                };
                 (c.id.clone(), info)
             })
             .collect();
-        Report { kernels, info, volatile: Volatile::from_cases(cases) }
+        Report {
+            kernels,
+            info,
+            volatile: Volatile::from_cases(cases),
+        }
     }
 
     /// Every case any kernel ran, sorted by id.
     pub fn case_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.kernels.iter().flat_map(|k| k.cases.iter().map(|c| c.case.clone())).collect();
+        let mut ids: Vec<String> = self
+            .kernels
+            .iter()
+            .flat_map(|k| k.cases.iter().map(|c| c.case.clone()))
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids
@@ -73,10 +85,18 @@ impl Report {
         self.case_ids()
             .into_iter()
             .map(|case| {
-                let runs: Vec<Option<&CaseResult>> =
-                    self.kernels.iter().map(|k| k.cases.iter().find(|c| c.case == case)).collect();
+                let runs: Vec<Option<&CaseResult>> = self
+                    .kernels
+                    .iter()
+                    .map(|k| k.cases.iter().find(|c| c.case == case))
+                    .collect();
                 let diff = compare::compare(&runs, |key| self.volatile.is_volatile(&case, key));
-                Row { info: self.info.get(&case), case, runs, diff }
+                Row {
+                    info: self.info.get(&case),
+                    case,
+                    runs,
+                    diff,
+                }
             })
             .collect()
     }
@@ -96,14 +116,22 @@ fn kernel_order(id: &str) -> (bool, Vec<u64>, String) {
 pub fn load_cases_leniently(dirs: &[PathBuf]) -> (Vec<Case>, Vec<String>) {
     let files = match case::discover(dirs) {
         Ok(files) => files,
-        Err(e) => return (Vec::new(), vec![format!("{e:#}; cases are shown without summaries")]),
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!("{e:#}; cases are shown without summaries")],
+            )
+        }
     };
     let mut cases = Vec::new();
     let mut warnings = Vec::new();
     for file in files {
         match case::load_file(&file) {
             Ok(c) => cases.push(c),
-            Err(e) => warnings.push(format!("{}: invalid, shown without its summary", e.file.display())),
+            Err(e) => warnings.push(format!(
+                "{}: invalid, shown without its summary",
+                e.file.display()
+            )),
         }
     }
     (cases, warnings)
@@ -170,14 +198,22 @@ pub(crate) mod testdata {
         let k510 = kernel(
             "5.10",
             vec![
-                case("r/migrate", fail(), json!({"account.c.reset": 14, "bind.a": "ok"})),
+                case(
+                    "r/migrate",
+                    fail(),
+                    json!({"account.c.reset": 14, "bind.a": "ok"}),
+                ),
                 case("b/same", pass(), json!({"bind.b": "EADDRINUSE"})),
             ],
         );
         let k61 = kernel(
             "6.1",
             vec![
-                case("r/migrate", pass(), json!({"account.c.reset": 0, "bind.a": "ok"})),
+                case(
+                    "r/migrate",
+                    pass(),
+                    json!({"account.c.reset": 0, "bind.a": "ok"}),
+                ),
                 case("b/same", pass(), json!({"bind.b": "EADDRINUSE"})),
             ],
         );
@@ -199,24 +235,39 @@ mod tests {
     #[test]
     fn volatile_keys_come_from_the_cases() {
         let steps = "  - socket: a\n  - bind: a\n    addr: 127.0.0.1\n  - listen: a\n  - clients: c\n    count: 2\n    to: a\n  - account: c\n";
-        let text = format!("summary: t\nsteps:\n{steps}expect:\n  - obs: account.c.reset\n    max: 20\n");
-        let case = crate::case::load_str("r/migrate", std::path::Path::new("cases/r/migrate.yaml"), &text).unwrap();
+        let text =
+            format!("summary: t\nsteps:\n{steps}expect:\n  - obs: account.c.reset\n    max: 20\n");
+        let case = crate::case::load_str(
+            "r/migrate",
+            std::path::Path::new("cases/r/migrate.yaml"),
+            &text,
+        )
+        .unwrap();
         let report = Report::new(testdata::two_kernels().kernels, &[case]);
         let rows = report.rows();
         let migrate = rows.iter().find(|r| r.case == "r/migrate").unwrap();
         assert!(migrate.diff.differences[0].volatile);
-        assert!(!migrate.diff.odd(0), "a bounded count moving is not a difference of behaviour");
+        assert!(
+            !migrate.diff.odd(0),
+            "a bounded count moving is not a difference of behaviour"
+        );
     }
 
     #[test]
     fn rows_cover_every_case_of_every_kernel() {
         let mut report = testdata::two_kernels();
-        report.kernels[1].cases.push(testdata::case("only/new", testdata::pass(), serde_json::json!({})));
+        report.kernels[1].cases.push(testdata::case(
+            "only/new",
+            testdata::pass(),
+            serde_json::json!({}),
+        ));
         let rows = report.rows();
         let ids: Vec<&str> = rows.iter().map(|r| r.case.as_str()).collect();
         assert_eq!(ids, ["b/same", "only/new", "r/migrate"]);
-        assert_eq!(report.kernels[0].kernel, "5.10", "sorted by version, not input order");
+        assert_eq!(
+            report.kernels[0].kernel, "5.10",
+            "sorted by version, not input order"
+        );
         assert!(rows[1].runs[0].is_none() && rows[1].runs[1].is_some());
     }
-
 }

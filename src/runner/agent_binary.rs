@@ -29,8 +29,13 @@ fn source_root() -> PathBuf {
 
 fn build() -> Result<PathBuf> {
     let root = source_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    let binary = target_dir.join(TARGET).join("release").join("sockmatrix-agent");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target_dir
+        .join(TARGET)
+        .join("release")
+        .join("sockmatrix-agent");
     if !root.join("Cargo.toml").is_file() {
         bail!(
             "no agent: set SOCKMATRIX_AGENT to a static sockmatrix-agent binary \
@@ -42,7 +47,16 @@ fn build() -> Result<PathBuf> {
     // Cargo does nothing when the agent is up to date, so always asking is cheap.
     let status = duct::cmd(
         cargo,
-        ["build", "--quiet", "--release", "--no-default-features", "--bin", "sockmatrix-agent", "--target", TARGET],
+        [
+            "build",
+            "--quiet",
+            "--release",
+            "--no-default-features",
+            "--bin",
+            "sockmatrix-agent",
+            "--target",
+            TARGET,
+        ],
     )
     .dir(&root)
     .env("RUSTFLAGS", "-C target-feature=+crt-static")
@@ -76,14 +90,23 @@ fn check_static(path: &Path) -> Result<()> {
 /// True when an ELF64 file has a PT_INTERP program header (it needs ld.so).
 fn has_interpreter(elf: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u64_at = |o: usize| elf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize);
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize)
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
         return false;
     };
     (0..phnum).any(|i| {
         let at = phoff + i * phentsize;
-        elf.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap())) == Some(PT_INTERP)
+        elf.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            == Some(PT_INTERP)
     })
 }
 

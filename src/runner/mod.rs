@@ -54,13 +54,36 @@ impl Default for RunOptions {
 /// What the runner reports as it goes.
 #[derive(Debug, Clone)]
 pub enum Progress {
-    Provisioned { kernel: String, vmlinuz: PathBuf },
-    Booting { kernel: String, attempt: u32, accel: String },
-    Retrying { kernel: String, reason: String },
-    AgentUp { kernel: String, release: String },
-    CaseDone { kernel: String, case: String },
-    ConsoleProblem { kernel: String, line: String },
-    KernelDone { kernel: String, saved: Option<PathBuf>, result: Box<KernelResult> },
+    Provisioned {
+        kernel: String,
+        vmlinuz: PathBuf,
+    },
+    Booting {
+        kernel: String,
+        attempt: u32,
+        accel: String,
+    },
+    Retrying {
+        kernel: String,
+        reason: String,
+    },
+    AgentUp {
+        kernel: String,
+        release: String,
+    },
+    CaseDone {
+        kernel: String,
+        case: String,
+    },
+    ConsoleProblem {
+        kernel: String,
+        line: String,
+    },
+    KernelDone {
+        kernel: String,
+        saved: Option<PathBuf>,
+        result: Box<KernelResult>,
+    },
 }
 
 /// Kernel catalogue and lock: `vm/` of the current folder if it has one, else the
@@ -81,19 +104,38 @@ pub fn load_catalogue() -> Result<(Catalogue, Lock)> {
 }
 
 /// Turns a kernel id (or a path to a bzImage) into something to boot.
-pub fn provision(id: &str, catalogue: &Catalogue, lock: &Lock, show_downloads: bool) -> Result<KernelImage> {
+pub fn provision(
+    id: &str,
+    catalogue: &Catalogue,
+    lock: &Lock,
+    show_downloads: bool,
+) -> Result<KernelImage> {
     let as_path = Path::new(id);
     if catalogue.get(id).is_none() && (id.contains('/') || as_path.is_file()) {
         kernel::bzimage::inspect_file(as_path).with_context(|| format!("kernel {id}"))?;
-        let name = as_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| id.to_string());
-        return Ok(KernelImage { id: format!("local-{name}"), vmlinuz: as_path.to_path_buf(), package_version: None });
+        let name = as_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| id.to_string());
+        return Ok(KernelImage {
+            id: format!("local-{name}"),
+            vmlinuz: as_path.to_path_buf(),
+            package_version: None,
+        });
     }
     if catalogue.get(id).is_none() {
-        anyhow::bail!("unknown kernel `{id}`: not in vm/kernels.yaml ({}) and not a bzImage path", catalogue.ids().join(", "));
+        anyhow::bail!(
+            "unknown kernel `{id}`: not in vm/kernels.yaml ({}) and not a bzImage path",
+            catalogue.ids().join(", ")
+        );
     }
     let p = kernel::provision(catalogue, lock, id, &kernel::cache_dir(), show_downloads)
         .with_context(|| format!("provisioning kernel {id}"))?;
-    Ok(KernelImage { id: p.id, vmlinuz: p.vmlinuz, package_version: p.version })
+    Ok(KernelImage {
+        id: p.id,
+        vmlinuz: p.vmlinuz,
+        package_version: p.version,
+    })
 }
 
 /// Runs `cases` on every kernel in `kernels`, booting at most `opts.max_guests` at
@@ -110,7 +152,11 @@ pub fn run_kernels(
 }
 
 /// Like `run_kernels`, with a case list of its own for each kernel.
-pub fn run_each(work: &[(String, &[Case])], opts: &RunOptions, progress: &(dyn Fn(Progress) + Sync)) -> Vec<KernelResult> {
+pub fn run_each(
+    work: &[(String, &[Case])],
+    opts: &RunOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Vec<KernelResult> {
     let gate = Gate::new(opts.max_guests.max(1));
     let catalogue = load_catalogue();
     let mut out: Vec<Option<KernelResult>> = vec![None; work.len()];
@@ -118,7 +164,10 @@ pub fn run_each(work: &[(String, &[Case])], opts: &RunOptions, progress: &(dyn F
         let mut handles = Vec::new();
         for (slot, (id, cases)) in work.iter().enumerate() {
             let (gate, catalogue) = (&gate, &catalogue);
-            handles.push((slot, scope.spawn(move || run_one(id, cases, opts, gate, catalogue, progress))));
+            handles.push((
+                slot,
+                scope.spawn(move || run_one(id, cases, opts, gate, catalogue, progress)),
+            ));
         }
         for (slot, handle) in handles {
             out[slot] = handle.join().ok();
@@ -144,7 +193,10 @@ fn run_one(
             .and_then(|(cat, lock)| provision(id, cat, lock, opts.show_downloads));
         match image {
             Ok(image) => {
-                progress(Progress::Provisioned { kernel: id.into(), vmlinuz: image.vmlinuz.clone() });
+                progress(Progress::Provisioned {
+                    kernel: id.into(),
+                    vmlinuz: image.vmlinuz.clone(),
+                });
                 guest::run_on_kernel(&image, cases, opts, gate, progress)
             }
             Err(e) => could_not_run(id, cases, format!("{e:#}")),
@@ -155,7 +207,11 @@ fn run_one(
     if let Some(dir) = &opts.history_dir {
         let _ = crate::history::record(dir, &result);
     }
-    progress(Progress::KernelDone { kernel: id.into(), saved, result: Box::new(result.clone()) });
+    progress(Progress::KernelDone {
+        kernel: id.into(),
+        saved,
+        result: Box::new(result.clone()),
+    });
     result
 }
 
@@ -168,14 +224,7 @@ pub fn host_result(cases: &[Case]) -> KernelResult {
     let cases = cases
         .iter()
         .zip(run.results)
-        .map(|(case, (run, verdict))| CaseResult {
-            case: case.id.clone(),
-            file: case.file.clone(),
-            outcome: run.outcome,
-            observations: run.observations,
-            elapsed_ms: run.elapsed_ms,
-            verdict,
-        })
+        .map(|(case, (run, verdict))| CaseResult::new(case, run, verdict))
         .collect();
     KernelResult {
         kernel: HOST.into(),
@@ -189,7 +238,9 @@ pub fn host_result(cases: &[Case]) -> KernelResult {
 }
 
 pub fn could_not_run(id: &str, cases: &[Case], why: String) -> KernelResult {
-    let verdict = crate::judge::Verdict::Error { message: why.clone() };
+    let verdict = crate::judge::Verdict::Error {
+        message: why.clone(),
+    };
     KernelResult {
         kernel: id.into(),
         release: None,
@@ -201,7 +252,10 @@ pub fn could_not_run(id: &str, cases: &[Case], why: String) -> KernelResult {
             .map(|c| CaseResult {
                 case: c.id.clone(),
                 file: c.file.clone(),
-                outcome: crate::observe::Outcome::Error { message: why.clone(), line: None },
+                outcome: crate::observe::Outcome::Error {
+                    message: why.clone(),
+                    line: None,
+                },
                 observations: Default::default(),
                 elapsed_ms: 0,
                 verdict: verdict.clone(),
@@ -213,5 +267,8 @@ pub fn could_not_run(id: &str, cases: &[Case], why: String) -> KernelResult {
 
 /// The kernel version a result was judged against.
 pub fn version_of(result: &KernelResult) -> Option<KernelVersion> {
-    result.release.as_deref().and_then(KernelVersion::from_release)
+    result
+        .release
+        .as_deref()
+        .and_then(KernelVersion::from_release)
 }
