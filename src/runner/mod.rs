@@ -103,6 +103,19 @@ pub fn load_catalogue() -> Result<(Catalogue, Lock)> {
     Ok((catalogue, lock))
 }
 
+/// The name a kernel's results go under: its id, or `local-<file name>` for a path
+/// to a bzImage (a path must never become a folder path under results/).
+pub fn result_label(id: &str) -> String {
+    if !id.contains('/') {
+        return id.to_string();
+    }
+    let name = Path::new(id).file_name().map_or_else(
+        || "kernel".to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    format!("local-{name}")
+}
+
 /// Turns a kernel id (or a path to a bzImage) into something to boot.
 pub fn provision(
     id: &str,
@@ -113,12 +126,8 @@ pub fn provision(
     let as_path = Path::new(id);
     if catalogue.get(id).is_none() && (id.contains('/') || as_path.is_file()) {
         kernel::bzimage::inspect_file(as_path).with_context(|| format!("kernel {id}"))?;
-        let name = as_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| id.to_string());
         return Ok(KernelImage {
-            id: format!("local-{name}"),
+            id: result_label(id),
             vmlinuz: as_path.to_path_buf(),
             package_version: None,
         });
@@ -199,7 +208,7 @@ fn run_one(
                 });
                 guest::run_on_kernel(&image, cases, opts, gate, progress)
             }
-            Err(e) => could_not_run(id, cases, format!("{e:#}")),
+            Err(e) => could_not_run(&result_label(id), cases, format!("{e:#}")),
         }
     };
     let saved = results::save(&opts.results_dir, &result).ok();
