@@ -115,6 +115,15 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>)
     Outcome::Ran
 }
 
+/// A target's family, for a client or sender whose case did not say.
+fn family_of(addr: &std::net::SocketAddr) -> Family {
+    if addr.is_ipv4() {
+        Family::Ipv4
+    } else {
+        Family::Ipv6
+    }
+}
+
 #[derive(Default)]
 struct Executor {
     table: Table,
@@ -216,11 +225,7 @@ impl Executor {
                     Ok(addr) => addr,
                     Err(e) => return vec![(at(".failed"), json!(crate::errno::of_io(&e)))],
                 };
-                let family = family.unwrap_or(if to.is_ipv4() {
-                    Family::Ipv4
-                } else {
-                    Family::Ipv6
-                });
+                let family = family.unwrap_or(family_of(&to));
                 let (count, interval, timeout) = (
                     *count,
                     Duration::from_micros(*interval_us),
@@ -288,11 +293,7 @@ impl Executor {
                     Ok(addr) => addr,
                     Err(e) => return vec![(at(".errors"), json!(crate::errno::of_io(&e)))],
                 };
-                let family = family.unwrap_or(if to.is_ipv4() {
-                    Family::Ipv4
-                } else {
-                    Family::Ipv6
-                });
+                let family = family.unwrap_or(family_of(&to));
                 let send = || udp::send(&self.table, group, to, *count, from.as_deref(), family);
                 let (sent, errors) = match cpu::on_cpu(*cpu, send) {
                     Ok(result) => result,
