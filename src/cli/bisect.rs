@@ -128,15 +128,5 @@ fn find_case(name: &str, library: &Path) -> Result<Case> {
 }
 
 fn progress(event: Progress) {
-    match event {
-        Progress::Booting {
-            kernel,
-            attempt,
-            accel,
-        } => eprintln!("[{kernel}] booting (attempt {attempt}, {accel})"),
-        Progress::Retrying { kernel, reason } => eprintln!("[{kernel}] {reason}; retrying"),
-        Progress::AgentUp { kernel, release } => eprintln!("[{kernel}] agent up on {release}"),
-        Progress::ConsoleProblem { kernel, line } => eprintln!("[{kernel}] console: {line}"),
-        _ => {}
-    }
+    super::run::print_boot_progress(&event);
 }

@@ -100,11 +100,10 @@ fn plural(n: usize, what: &str) -> String {
     }
 }
 
-fn report_progress(event: Progress) {
+/// The guest's life as stderr lines (shared with `bisect-run`); false for the
+/// events it does not print.
+pub(super) fn print_boot_progress(event: &Progress) -> bool {
     match event {
-        Progress::Provisioned { kernel, vmlinuz } => {
-            eprintln!("[{kernel}] kernel {}", vmlinuz.display())
-        }
         Progress::Booting {
             kernel,
             attempt,
@@ -112,8 +111,20 @@ fn report_progress(event: Progress) {
         } => eprintln!("[{kernel}] booting (attempt {attempt}, {accel})"),
         Progress::Retrying { kernel, reason } => eprintln!("[{kernel}] {reason}; retrying"),
         Progress::AgentUp { kernel, release } => eprintln!("[{kernel}] agent up on {release}"),
-        Progress::CaseDone { .. } => {}
         Progress::ConsoleProblem { kernel, line } => eprintln!("[{kernel}] console: {line}"),
+        _ => return false,
+    }
+    true
+}
+
+fn report_progress(event: Progress) {
+    if print_boot_progress(&event) {
+        return;
+    }
+    match event {
+        Progress::Provisioned { kernel, vmlinuz } => {
+            eprintln!("[{kernel}] kernel {}", vmlinuz.display())
+        }
         Progress::KernelDone {
             kernel,
             saved,
@@ -142,6 +153,7 @@ fn report_progress(event: Progress) {
                 None => eprintln!("[{kernel}] warning: results could not be saved"),
             }
         }
+        _ => {}
     }
 }
 

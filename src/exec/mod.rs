@@ -115,6 +115,22 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>)
     Outcome::Ran
 }
 
+/// Polls `probe` every 2 ms until it says done or `timeout_ms` passes; returns its
+/// last value (the observation is what was reached, not whether it was in time).
+fn wait_for<T, E>(
+    timeout_ms: u64,
+    mut probe: impl FnMut() -> Result<(bool, T), E>,
+) -> Result<T, E> {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        let (done, value) = probe()?;
+        if done || Instant::now() >= deadline {
+            return Ok(value);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// A target's family, for a client or sender whose case did not say.
 fn family_of(addr: &std::net::SocketAddr) -> Family {
     if addr.is_ipv4() {
@@ -269,16 +285,11 @@ impl Executor {
                 count,
                 timeout_ms,
             } => {
-                let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
-                loop {
-                    let n = self.table.queue_len(sock);
-                    match n {
-                        Ok(n) if n >= *count || Instant::now() >= deadline => {
-                            break vec![(key.clone(), json!(n))]
-                        }
-                        Err(e) => break one(crate::errno::of_io(&e)),
-                        Ok(_) => std::thread::sleep(Duration::from_millis(2)),
-                    }
+                match wait_for(*timeout_ms, || {
+                    self.table.queue_len(sock).map(|n| (n >= *count, n))
+                }) {
+                    Ok(n) => vec![(key.clone(), json!(n))],
+                    Err(e) => one(crate::errno::of_io(&e)),
                 }
             }
             Action::Datagrams {
@@ -321,14 +332,11 @@ impl Executor {
                 count,
                 timeout_ms,
             } => {
-                let deadline = Instant::now() + Duration::from_millis(*timeout_ms);
-                loop {
+                let n = wait_for(*timeout_ms, || {
                     let n = self.table.accepted_count(sock);
-                    if n >= *count as usize || Instant::now() >= deadline {
-                        break vec![(key.clone(), json!(n))];
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
+                    Ok::<_, std::io::Error>((n >= *count as usize, n))
+                });
+                vec![(key.clone(), json!(n.unwrap_or_default()))]
             }
             Action::AttachBpf { sock, program } => {
                 one(outcome(self.table.with(sock, |s| bpf::attach(s, *program))))
