@@ -924,6 +924,7 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
         Action::Account { .. } => {
             let mut keys = sub(&[
                 "reset",
+                "orphaned",
                 "closed",
                 "refused",
                 "timed_out",

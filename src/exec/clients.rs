@@ -179,8 +179,9 @@ pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)>
             }
         }
     }
-    let (mut reset, mut closed, mut refused, mut timed_out, mut failed, mut pending) =
-        (0, 0, 0, 0, 0, 0);
+    let (mut reset, mut closed, mut refused, mut timed_out, mut failed) = (0, 0, 0, 0, 0);
+    // Connected, not accepted, and silent so far: queued somewhere, or orphaned.
+    let mut silent: Vec<&Socket> = Vec::new();
     for client in &group.clients {
         match &client.state {
             ConnectState::Refused => refused += 1,
@@ -191,16 +192,19 @@ pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)>
                     *per_listener.get_mut(name).expect("owners are listeners") += 1;
                     continue;
                 }
-                match client.socket.as_ref().map_or(Peek::Nothing, peek) {
-                    Peek::Reset => reset += 1,
-                    Peek::Closed => closed += 1,
-                    Peek::Nothing => pending += 1,
+                match client.socket.as_ref().map(|s| (s, peek(s))) {
+                    Some((_, Peek::Reset)) => reset += 1,
+                    Some((_, Peek::Closed)) => closed += 1,
+                    Some((socket, Peek::Nothing)) => silent.push(socket),
+                    None => failed += 1,
                 }
             }
         }
     }
+    let (orphaned, pending) = probe_silent(&silent);
     let mut obs: Vec<(String, serde_json::Value)> = vec![
         ("reset".into(), json!(reset)),
+        ("orphaned".into(), json!(orphaned)),
         ("closed".into(), json!(closed)),
         ("refused".into(), json!(refused)),
         ("timed_out".into(), json!(timed_out)),
@@ -216,6 +220,24 @@ pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)>
             .map(|(name, n)| (format!("accepted.{name}"), json!(n))),
     );
     obs
+}
+
+/// Writes one byte on each silent connection, as a client would on first use: a
+/// connection whose server side is gone answers with a reset (orphaned); one that
+/// waits in a listener's queue takes the byte (pending). Returns (orphaned, pending).
+fn probe_silent(silent: &[&Socket]) -> (usize, usize) {
+    if silent.is_empty() {
+        return (0, 0);
+    }
+    for socket in silent {
+        let _ = socket.send_with_flags(b"?", libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let orphaned = silent
+        .iter()
+        .filter(|s| matches!(peek(s), Peek::Reset))
+        .count();
+    (orphaned, silent.len() - orphaned)
 }
 
 enum Peek {
