@@ -205,7 +205,7 @@ fn parse_duration_us(text: &str) -> Option<u64> {
         _ => return None,
     };
     let us = value * scale;
-    (us.is_finite() && us >= 0.0 && us < 1e13).then_some(us.round() as u64)
+    (us.is_finite() && (0.0..1e13).contains(&us)).then_some(us.round() as u64)
 }
 
 pub fn list<'a>(node: &'a Node, what: &str, diags: &mut Diags) -> &'a [Node] {

@@ -34,8 +34,8 @@ pub fn kernels(action: Action) -> ExitCode {
     match action {
         Action::List => {
             println!(
-                "{:<6} {:<13} {:<8} {:<7} {}",
-                "id", "source", "default", "cached", "pinned"
+                "{:<6} {:<13} {:<8} {:<7} pinned",
+                "id", "source", "default", "cached"
             );
             for k in kernel::list(&catalogue, &lock, &cache) {
                 let pinned = match (&k.pinned_package, &k.pinned_version) {

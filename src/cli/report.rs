@@ -27,9 +27,12 @@ pub struct ReportArgs {
     pub cases: Vec<PathBuf>,
 }
 
+/// A report format: where it goes (if asked for) and how it is rendered.
+type Output<'a> = (&'a Option<PathBuf>, fn(&Report) -> String);
+
 /// Exits 0 whatever the verdicts: a report describes a run, `diff` gates on one.
 pub fn report(args: &ReportArgs) -> ExitCode {
-    let outputs: [(&Option<PathBuf>, fn(&Report) -> String); 3] = [
+    let outputs: [Output; 3] = [
         (&args.markdown, report::markdown::render),
         (&args.html, report::html::render),
         (&args.junit, report::junit::render),

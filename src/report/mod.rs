@@ -50,7 +50,7 @@ pub fn fix_cell(fix: &Fix, run: Option<&CaseResult>) -> &'static str {
 
 impl Report {
     pub fn new(mut kernels: Vec<KernelResult>, cases: &[Case]) -> Report {
-        kernels.sort_by(|a, b| kernel_order(&a.kernel).cmp(&kernel_order(&b.kernel)));
+        kernels.sort_by_key(|a| kernel_order(&a.kernel));
         let info = cases
             .iter()
             .map(|c| {
