@@ -2,10 +2,10 @@
 //! it (SO_DETACH_REUSEPORT_BPF). The programs are built in; cases name them.
 
 use std::io;
-use std::os::fd::AsRawFd;
 
 use socket2::Socket;
 
+use super::sockopt;
 use crate::case::CbpfProgram;
 
 // From include/uapi/asm-generic/socket.h (x86 uses the generic values).
@@ -47,36 +47,16 @@ pub fn attach(socket: &Socket, program: CbpfProgram) -> io::Result<()> {
         len: code.len() as u16,
         filter: code.as_mut_ptr(),
     };
-    // SAFETY: prog points at `code`, alive for the call; the kernel copies it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            &prog as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // The kernel copies the program during the call, while `code` is alive.
+    sockopt::set(socket, libc::SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog)
 }
 
 pub fn detach(socket: &Socket) -> io::Result<()> {
-    let zero: libc::c_int = 0;
-    // SAFETY: an int option value, as the kernel expects (it is ignored).
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_DETACH_REUSEPORT_BPF,
-            &zero as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // An int value, which the kernel ignores.
+    sockopt::set(
+        socket,
+        libc::SOL_SOCKET,
+        SO_DETACH_REUSEPORT_BPF,
+        &0 as &libc::c_int,
+    )
 }

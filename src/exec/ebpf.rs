@@ -98,20 +98,7 @@ impl ReuseportEbpf {
     /// SO_ATTACH_REUSEPORT_EBPF on a member of the group.
     pub fn attach(&self, socket: &Socket) -> io::Result<()> {
         let fd: libc::c_int = self.prog.as_raw_fd();
-        // SAFETY: an int option value (the program fd), alive for the call.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                SO_ATTACH_REUSEPORT_EBPF,
-                &fd as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        super::sockopt::set(socket, libc::SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &fd)
     }
 }
 

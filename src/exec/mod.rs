@@ -11,6 +11,7 @@ mod pairs;
 mod requires;
 mod serve;
 mod sockets;
+mod sockopt;
 mod udp;
 
 use std::collections::BTreeMap;

@@ -393,20 +393,7 @@ fn epoll_readable(listener: &Socket, wait_ms: u64) -> io::Result<bool> {
 fn set_local_port_range(s: &Socket, lo: u16, hi: u16) -> io::Result<()> {
     const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
     let value: u32 = (u32::from(hi) << 16) | u32::from(lo);
-    // SAFETY: a u32 option value with its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_IP,
-            IP_LOCAL_PORT_RANGE,
-            &value as *const u32 as *const libc::c_void,
-            std::mem::size_of::<u32>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    super::sockopt::set(s, libc::SOL_IP, IP_LOCAL_PORT_RANGE, &value)
 }
 
 /// Waits until `fd` is readable or the time is up; true when readable.
