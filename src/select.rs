@@ -33,7 +33,13 @@ pub fn default_paths() -> Vec<PathBuf> {
 /// `filter` (when given). Fails when a file is invalid or nothing is left.
 pub fn load(paths: &[PathBuf], filter: Option<&str>) -> Result<Vec<Case>, SelectError> {
     let paths = if paths.is_empty() {
-        default_paths()
+        let default = default_paths();
+        if !default[0].is_dir() {
+            return Err(SelectError::Io(anyhow::anyhow!(
+                "no case folder ./cases here: name case files or folders (e.g. `sockmatrix run path/to/cases`), or run where a cases/ folder is"
+            )));
+        }
+        default
     } else {
         paths.to_vec()
     };

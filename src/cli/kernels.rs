@@ -81,7 +81,17 @@ pub fn kernels(action: Action) -> ExitCode {
                 eprintln!("error: `kernels lock --refresh` rewrites vm/kernels.lock; say --refresh to do it");
                 return ExitCode::from(exit::BAD_INPUT);
             }
-            let path = runner::catalogue_dir().join("kernels.lock");
+            let path = match runner::chosen_catalogue_dir() {
+                Ok(Some(dir)) => dir.join("kernels.lock"),
+                Ok(None) => {
+                    eprintln!("error: the built-in catalogue cannot be rewritten; run this in a sockmatrix checkout (./vm) or give --catalogue DIR");
+                    return ExitCode::from(exit::BAD_INPUT);
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(exit::BAD_INPUT);
+                }
+            };
             match kernel::refresh_lock(&catalogue, &cache)
                 .and_then(|new| new.save(&path).map(|()| new))
             {

@@ -38,6 +38,10 @@ pub mod exit {
     about = "How does this Linux kernel behave when several sockets share a port?"
 )]
 struct Cli {
+    /// Kernel catalogue folder (kernels.yaml, kernels.lock) instead of the built-in
+    /// one; also $SOCKMATRIX_CATALOGUE. Default: ./vm if it holds one, else built-in.
+    #[arg(long, global = true, value_name = "DIR")]
+    catalogue: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -134,6 +138,12 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(dir) = cli.catalogue {
+        if let Err(e) = crate::runner::set_catalogue_dir(dir) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    }
     match cli.command {
         Command::Check { paths } => check(&paths),
         Command::Run(args) => run::run(&args),

@@ -1,4 +1,5 @@
-//! Finding (or building) the static guest agent that becomes /init.
+//! The static guest agent that becomes /init: the copy build.rs embedded in this
+//! binary, or `$SOCKMATRIX_AGENT` to try another build.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -8,68 +9,37 @@ use anyhow::{bail, Context, Result};
 /// The target triple the agent is built for; static glibc, no musl needed.
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// `$SOCKMATRIX_AGENT` if set; else the agent built from this source tree,
-/// building it once per process when missing or older than the sources.
+/// The agent build.rs built for this binary.
+static EMBEDDED: &[u8] = include_bytes!(env!("SOCKMATRIX_EMBEDDED_AGENT"));
+
+/// `$SOCKMATRIX_AGENT` if set; else the embedded agent, written once to the cache
+/// (named by its content, so binaries of different versions never share one).
 pub fn agent_binary() -> Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    static WRITTEN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     if let Some(path) = std::env::var_os("SOCKMATRIX_AGENT") {
         let path = PathBuf::from(path);
         check_static(&path)?;
         return Ok(path);
     }
-    BUILT
-        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
+    WRITTEN
+        .get_or_init(|| write_embedded(&crate::kernel::cache_dir()).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-fn source_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn build() -> Result<PathBuf> {
-    let root = source_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let binary = target_dir
-        .join(TARGET)
-        .join("release")
-        .join("sockmatrix-agent");
-    if !root.join("Cargo.toml").is_file() {
-        bail!(
-            "no agent: set SOCKMATRIX_AGENT to a static sockmatrix-agent binary \
-             (the source tree {} is not available to build one)",
-            root.display()
-        );
+fn write_embedded(cache: &Path) -> Result<PathBuf> {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(EMBEDDED));
+    let path = cache
+        .join("agent")
+        .join(format!("sockmatrix-agent-{}", &digest[..16]));
+    if std::fs::read(&path).is_ok_and(|b| b == EMBEDDED) {
+        return Ok(path);
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    // Cargo does nothing when the agent is up to date, so always asking is cheap.
-    let status = duct::cmd(
-        cargo,
-        [
-            "build",
-            "--quiet",
-            "--release",
-            "--no-default-features",
-            "--bin",
-            "sockmatrix-agent",
-            "--target",
-            TARGET,
-        ],
-    )
-    .dir(&root)
-    .env("RUSTFLAGS", "-C target-feature=+crt-static")
-    .env("CARGO_TARGET_DIR", &target_dir)
-    .stdout_to_stderr()
-    .unchecked()
-    .run()
-    .context("running cargo to build the guest agent")?;
-    if !status.status.success() {
-        bail!("building the static guest agent failed (cargo build --release --no-default-features --bin sockmatrix-agent --target {TARGET})");
-    }
-    check_static(&binary)?;
-    Ok(binary)
+    crate::results::write_atomic(&path, EMBEDDED)
+        .with_context(|| format!("writing the embedded guest agent to {}", path.display()))?;
+    check_static(&path)?;
+    Ok(path)
 }
 
 /// A dynamically linked /init would die at once in the initramfs: refuse it here.
@@ -112,7 +82,16 @@ fn has_interpreter(elf: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::has_interpreter;
+    use super::*;
+
+    #[test]
+    fn the_embedded_agent_is_static_and_written_once() {
+        assert!(!has_interpreter(EMBEDDED), "the embedded agent needs ld.so");
+        let cache = tempfile::tempdir().unwrap();
+        let path = write_embedded(cache.path()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), EMBEDDED);
+        assert_eq!(write_embedded(cache.path()).unwrap(), path);
+    }
 
     #[test]
     fn host_binaries_are_dynamic() {

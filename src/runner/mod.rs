@@ -3,6 +3,7 @@
 //! Progress goes out as events; the runner never prints.
 
 mod agent_binary;
+mod catalogue_source;
 mod guest;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use crate::qemu::{Accel, Gate};
 use crate::results::{self, CaseResult, KernelResult};
 
 pub use agent_binary::agent_binary;
+pub use catalogue_source::{catalogue_dir, chosen_dir as chosen_catalogue_dir, set_catalogue_dir};
 pub use guest::{write_guest_image, KernelImage};
 
 /// The id that means "the kernel this machine runs", in-process.
@@ -86,18 +88,8 @@ pub enum Progress {
     },
 }
 
-/// Kernel catalogue and lock: `vm/` of the current folder if it has one, else the
-/// source tree's (so the binary works from a checkout and from anywhere else).
-pub fn catalogue_dir() -> PathBuf {
-    let here = PathBuf::from("vm");
-    if here.join("kernels.yaml").is_file() {
-        return here;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vm")
-}
-
 pub fn load_catalogue() -> Result<(Catalogue, Lock)> {
-    let dir = catalogue_dir();
+    let dir = catalogue_dir()?;
     let catalogue = Catalogue::load(&dir.join("kernels.yaml"))?;
     let lock = Lock::load(&dir.join("kernels.lock"))?;
     Ok((catalogue, lock))
@@ -134,7 +126,7 @@ pub fn provision(
     }
     if catalogue.get(id).is_none() {
         anyhow::bail!(
-            "unknown kernel `{id}`: not in vm/kernels.yaml ({}) and not a bzImage path",
+            "unknown kernel `{id}`: not in the kernel catalogue ({}) and not a bzImage path",
             catalogue.ids().join(", ")
         );
     }
