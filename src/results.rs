@@ -32,7 +32,12 @@ pub struct KernelResult {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BootFacts {
+    /// The accelerator the guest really ran under (`tcg`, `kvm`); older results say
+    /// what was asked for (`Auto`).
     pub accel: String,
+    /// Why that accelerator (the `--accel` flag, or the `auto` verdict and its source).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accel_reason: Option<String>,
     pub attempts: u32,
     pub hung_attempts: Vec<String>,
     pub boot_to_ready_ms: Option<u64>,

@@ -33,6 +33,7 @@ pub fn kernels(action: Action) -> ExitCode {
     let cache = kernel::cache_dir();
     match action {
         Action::List => {
+            println!("{}", super::doctor::accel_line());
             println!(
                 "{:<6} {:<13} {:<8} {:<7} pinned",
                 "id", "source", "default", "cached"

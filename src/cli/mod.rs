@@ -3,6 +3,7 @@
 mod baseline;
 mod bisect;
 mod diff;
+mod doctor;
 mod fixes;
 mod history;
 mod kernels;
@@ -129,6 +130,8 @@ enum Command {
     History(history::HistoryArgs),
     /// One case on one kernel image, for `git bisect run`: 0 pass, 1 fail, 125 skip.
     BisectRun(bisect::BisectArgs),
+    /// What this host gives the guests: the accelerator `auto` picks and why, QEMU, cache.
+    Doctor(doctor::DoctorArgs),
     /// List, fetch or pin the kernels of vm/kernels.yaml.
     Kernels {
         #[command(subcommand)]
@@ -148,6 +151,7 @@ pub fn main() -> ExitCode {
         Command::Check { paths } => check(&paths),
         Command::Run(args) => run::run(&args),
         Command::Kernels { action } => kernels::kernels(action),
+        Command::Doctor(args) => doctor::doctor(&args),
         Command::Diff(args) => diff::diff(&args),
         Command::Baseline { action } => baseline::baseline(action),
         Command::Fixes(args) => fixes::fixes(&args),

@@ -55,7 +55,8 @@ pub fn boot(spec: &BootSpec, on_event: &mut dyn FnMut(BootEvent)) -> Result<Boot
         "initramfs not found: {}",
         spec.initramfs.display()
     );
-    let accel = spec.accel.resolve(&spec.kernel)?;
+    let chosen = spec.accel.resolve(&spec.kernel)?;
+    let accel = chosen.accel;
     let started = Instant::now();
     let mut hung_attempts = Vec::new();
     let mut attempt = 1;
@@ -82,6 +83,7 @@ pub fn boot(spec: &BootSpec, on_event: &mut dyn FnMut(BootEvent)) -> Result<Boot
             boot_to_ready: run.ready_after,
             total: started.elapsed(),
             command: run.command,
+            accel: chosen,
         });
     }
 }

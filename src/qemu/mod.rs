@@ -14,7 +14,7 @@ pub mod gate;
 pub mod initramfs;
 pub mod tsc;
 
-pub use accel::{auto_verdict, Accel, AutoVerdict};
+pub use accel::{auto_verdict, finish_probe, Accel, AutoVerdict};
 pub use args::ResolvedAccel;
 pub use boot::boot;
 pub use console::{ConsoleProblem, ProblemKind};
@@ -134,4 +134,6 @@ pub struct BootOutcome {
     pub total: Duration,
     /// The QEMU command line of the last attempt, shell-quoted (for reports).
     pub command: String,
+    /// The accelerator the guest really ran under, and why it was chosen.
+    pub accel: AutoVerdict,
 }

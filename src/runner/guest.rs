@@ -228,7 +228,7 @@ fn boot_and_collect(
         BootEvent::BootStart { attempt, accel } => progress(Progress::Booting {
             kernel: id.into(),
             attempt,
-            accel: format!("{accel:?}"),
+            accel: accel.name().to_string(),
         }),
         BootEvent::Retry { reason, .. } => progress(Progress::Retrying {
             kernel: id.into(),
@@ -268,7 +268,8 @@ fn boot_and_collect(
         BootEvent::Ready { .. } | BootEvent::Exit(_) => {}
     })?;
     result.boot = Some(BootFacts {
-        accel: format!("{:?}", opts.accel),
+        accel: outcome.accel.accel.name().to_string(),
+        accel_reason: Some(outcome.accel.reason.clone()),
         attempts: outcome.attempts,
         hung_attempts: outcome.hung_attempts.clone(),
         boot_to_ready_ms: outcome.boot_to_ready.map(|d| d.as_millis() as u64),

@@ -174,6 +174,8 @@ pub fn run_each(
             out[slot] = handle.join().ok();
         }
     });
+    // A first run's KVM trial boot keeps its verdict for the next runs.
+    crate::qemu::finish_probe();
     out.into_iter().flatten().collect()
 }
 
