@@ -63,12 +63,13 @@ pub fn judge(case: &Case, run: &CaseRun, kernel: Option<KernelVersion>) -> Verdi
             }
         }
         Outcome::Error { message, line } => {
-            let at = line
-                .map(|l| format!(" (step at line {l})"))
-                .unwrap_or_default();
-            return Verdict::Error {
-                message: format!("{message}{at}"),
+            // A failed step is named by its file:line, as packetdrill names the
+            // script line of a syscall that failed.
+            let message = match line {
+                Some(l) => format!("{}:{l}: {message}", case.file.display()),
+                None => message.clone(),
             };
+            return Verdict::Error { message };
         }
         Outcome::Timeout { after_ms } => {
             return Verdict::Error {
@@ -191,6 +192,9 @@ impl fmt::Display for Explain<'_> {
         match self.verdict {
             Verdict::Pass { checked } => write!(f, "{checked} expectations hold"),
             Verdict::Skip { reason } => write!(f, "skipped: {reason}"),
+            Verdict::Error { message } if message.starts_with(&*file.to_string()) => {
+                write!(f, "could not run: {message}")
+            }
             Verdict::Error { message } => write!(f, "{file}: could not run: {message}"),
             Verdict::Fail { mismatches } => {
                 for (i, m) in mismatches.iter().enumerate() {

@@ -27,6 +27,17 @@ pub struct Client {
     pub socket: Option<Socket>,
     pub local: Option<SocketAddr>,
     pub state: ConnectState,
+    /// Where an earlier `account` found it for good. Looking consumes what it saw
+    /// (a reset is reported once, then reads as end-of-file; a probe byte draws a
+    /// reset), so a later `account` must not look again.
+    pub settled: Option<Settled>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    Reset,
+    Closed,
+    Orphaned,
 }
 
 pub struct Group {
@@ -114,6 +125,7 @@ fn start_connect(target: &SockAddr, family: Family) -> Client {
                 socket: None,
                 local: None,
                 state: ConnectState::Failed(errno::of_io(&e)),
+                settled: None,
             }
         }
     };
@@ -126,6 +138,7 @@ fn start_connect(target: &SockAddr, family: Family) -> Client {
         socket: Some(socket),
         local: None,
         state,
+        settled: None,
     }
 }
 
@@ -168,7 +181,8 @@ pub fn connect_observations(group: &Group) -> Vec<(&'static str, serde_json::Val
 }
 
 /// Where each client of a group ended up. Every client lands in exactly one bucket.
-pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)> {
+/// Accounting again sees what changed since, and nothing its own probes caused.
+pub fn account(group: &mut Group, table: &Table) -> Vec<(String, serde_json::Value)> {
     let mut owner: BTreeMap<SocketAddr, &str> = BTreeMap::new();
     let mut per_listener: BTreeMap<&str, u64> = BTreeMap::new();
     for (name, entry) in &table.entries {
@@ -180,9 +194,11 @@ pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)>
         }
     }
     let (mut reset, mut closed, mut refused, mut timed_out, mut failed) = (0, 0, 0, 0, 0);
+    let mut orphaned = 0;
     // Connected, not accepted, and silent so far: queued somewhere, or orphaned.
-    let mut silent: Vec<&Socket> = Vec::new();
-    for client in &group.clients {
+    let mut silent: Vec<usize> = Vec::new();
+    for i in 0..group.clients.len() {
+        let client = &group.clients[i];
         match &client.state {
             ConnectState::Refused => refused += 1,
             ConnectState::TimedOut => timed_out += 1,
@@ -192,16 +208,40 @@ pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)>
                     *per_listener.get_mut(name).expect("owners are listeners") += 1;
                     continue;
                 }
-                match client.socket.as_ref().map(|s| (s, peek(s))) {
-                    Some((_, Peek::Reset)) => reset += 1,
-                    Some((_, Peek::Closed)) => closed += 1,
-                    Some((socket, Peek::Nothing)) => silent.push(socket),
-                    None => failed += 1,
+                let settled = match (client.settled, client.socket.as_ref()) {
+                    (Some(settled), _) => Some(settled),
+                    (None, None) => {
+                        failed += 1;
+                        continue;
+                    }
+                    (None, Some(socket)) => match peek(socket) {
+                        Peek::Reset => Some(Settled::Reset),
+                        Peek::Closed => Some(Settled::Closed),
+                        Peek::Nothing => None,
+                    },
+                };
+                group.clients[i].settled = settled;
+                match settled {
+                    Some(Settled::Reset) => reset += 1,
+                    Some(Settled::Closed) => closed += 1,
+                    Some(Settled::Orphaned) => orphaned += 1,
+                    None => silent.push(i),
                 }
             }
         }
     }
-    let (orphaned, pending) = probe_silent(&silent);
+    let probed: Vec<&Socket> = silent
+        .iter()
+        .filter_map(|i| group.clients[*i].socket.as_ref())
+        .collect();
+    let found = probe_silent(&probed);
+    for (i, orphan) in silent.iter().zip(&found) {
+        if *orphan {
+            group.clients[*i].settled = Some(Settled::Orphaned);
+        }
+    }
+    orphaned += found.iter().filter(|o| **o).count();
+    let pending = found.len() - found.iter().filter(|o| **o).count();
     let mut obs: Vec<(String, serde_json::Value)> = vec![
         ("reset".into(), json!(reset)),
         ("orphaned".into(), json!(orphaned)),
@@ -224,20 +264,20 @@ pub fn account(group: &Group, table: &Table) -> Vec<(String, serde_json::Value)>
 
 /// Writes one byte on each silent connection, as a client would on first use: a
 /// connection whose server side is gone answers with a reset (orphaned); one that
-/// waits in a listener's queue takes the byte (pending). Returns (orphaned, pending).
-fn probe_silent(silent: &[&Socket]) -> (usize, usize) {
+/// waits in a listener's queue takes the byte (pending). Returns, for each, whether
+/// it is orphaned.
+fn probe_silent(silent: &[&Socket]) -> Vec<bool> {
     if silent.is_empty() {
-        return (0, 0);
+        return Vec::new();
     }
     for socket in silent {
         let _ = socket.send_with_flags(b"?", libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
     }
     std::thread::sleep(std::time::Duration::from_millis(30));
-    let orphaned = silent
+    silent
         .iter()
-        .filter(|s| matches!(peek(s), Peek::Reset))
-        .count();
-    (orphaned, silent.len() - orphaned)
+        .map(|s| matches!(peek(s), Peek::Reset))
+        .collect()
 }
 
 enum Peek {

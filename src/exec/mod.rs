@@ -94,7 +94,8 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>)
             line: None,
         };
     }
-    if let Some(reason) = requires::unmet(&plan.requires, release) {
+    let (_, uname_version) = crate::host::uname();
+    if let Some(reason) = requires::unmet(&plan.requires, release, &uname_version) {
         return Outcome::Skipped { reason };
     }
     let record = |key: String, value: serde_json::Value| {
@@ -108,13 +109,46 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>)
     }
     let mut exec = Executor::default();
     for step in &plan.steps {
-        for (key, value) in exec.step(step) {
-            record(key, value);
+        match exec.step(step) {
+            Ok(observations) => {
+                for (key, value) in observations {
+                    record(key, value);
+                }
+            }
+            // Like packetdrill: a step that could not do what it says is blamed on
+            // its own line, not folded into a later count.
+            Err(failure) => {
+                exec.finish();
+                return Outcome::Error {
+                    message: failure.message,
+                    line: Some(failure.line.unwrap_or(step.line)),
+                };
+            }
         }
     }
     exec.finish();
     Outcome::Ran
 }
+
+/// Why a step could not do what it says (not a kernel behaviour to observe).
+#[derive(Debug)]
+struct StepFailure {
+    /// The line to blame when it is not the failing step's own (a background
+    /// `clients` step whose failure shows at its `wait`).
+    line: Option<usize>,
+    message: String,
+}
+
+impl StepFailure {
+    fn new(step: &str, why: impl std::fmt::Display) -> StepFailure {
+        StepFailure {
+            line: None,
+            message: format!("`{step}`: {why}"),
+        }
+    }
+}
+
+type StepResult = Result<Vec<(String, serde_json::Value)>, StepFailure>;
 
 /// Polls `probe` every 2 ms until it says done or `timeout_ms` passes; returns its
 /// last value (the observation is what was reached, not whether it was in time).
@@ -132,6 +166,32 @@ fn wait_for<T, E>(
     }
 }
 
+/// A step as the case file writes it, e.g. `clients: c`, for messages.
+fn step_name(step: &Step) -> String {
+    let verb = step.action.verb();
+    if step.key == verb {
+        return verb.to_string();
+    }
+    match step
+        .key
+        .strip_prefix(verb)
+        .and_then(|k| k.strip_prefix('.'))
+    {
+        Some(subject) => format!("{verb}: {subject}"),
+        None => format!("{verb} (id {})", step.key),
+    }
+}
+
+/// Why traffic could not be sent from the CPU a step names.
+fn pin_failure(cpu: Option<u32>, e: &std::io::Error) -> String {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!(
+        "cannot pin the thread to CPU {} ({}; this machine has {cpus} CPUs)",
+        cpu.unwrap_or_default(),
+        crate::errno::of_io(e)
+    )
+}
+
 /// A target's family, for a client or sender whose case did not say.
 fn family_of(addr: &std::net::SocketAddr) -> Family {
     if addr.is_ipv4() {
@@ -141,22 +201,34 @@ fn family_of(addr: &std::net::SocketAddr) -> Family {
     }
 }
 
+struct Background {
+    key: String,
+    line: usize,
+    /// The step's own name, for messages.
+    step: String,
+    thread: JoinHandle<Result<Group, String>>,
+}
+
 #[derive(Default)]
 struct Executor {
     table: Table,
     servers: BTreeMap<String, Server>,
     groups: BTreeMap<String, Group>,
-    /// Background client groups: the key of their `clients` step and the thread.
-    background: BTreeMap<String, (String, JoinHandle<Group>)>,
+    /// Background client groups: their `clients` step (key, line) and the thread.
+    background: BTreeMap<String, Background>,
     sent: BTreeMap<String, u32>,
 }
 
 impl Executor {
-    /// Runs one step; returns its observations under the step's key.
-    fn step(&mut self, step: &Step) -> Vec<(String, serde_json::Value)> {
+    /// Runs one step; returns its observations under the step's key, or why the
+    /// step could not do what it says.
+    fn step(&mut self, step: &Step) -> StepResult {
         let key = &step.key;
+        let name = step_name(step);
+        let fail = |why: String| StepFailure::new(&name, why);
+        let errno = |e: &std::io::Error| crate::errno::of_io(e);
         let at = |suffix: &str| format!("{key}{suffix}");
-        let one = |value: String| vec![(key.clone(), json!(value))];
+        let one = |value: String| Ok(vec![(key.clone(), json!(value))]);
         match &step.action {
             Action::Socket {
                 name,
@@ -164,12 +236,12 @@ impl Executor {
                 family,
                 options,
                 creds,
-            } => self
+            } => Ok(self
                 .table
                 .create(name, *proto, *family, options, *creds)
                 .into_iter()
                 .map(|(suffix, v)| (at(&suffix), json!(v)))
-                .collect(),
+                .collect()),
             Action::Bind { sock, addr, port } => one(outcome(self.table.bind(sock, *addr, port))),
             Action::Listen { sock, backlog } => one(outcome(self.table.listen(sock, *backlog))),
             Action::Connect {
@@ -185,17 +257,20 @@ impl Executor {
                 name,
             } => {
                 let (n, result) = self.table.accept(sock, *max, *wait_ms, *mode);
-                let mut obs = vec![
+                let obs = vec![
                     (key.clone(), json!(n)),
                     (at(".error"), json!(outcome(result))),
                 ];
                 if let Some(name) = name {
-                    // Later steps on `name` then see EBADF if nothing was accepted.
-                    if let Err(e) = self.table.adopt_last_accepted(sock, name) {
-                        obs.push((at(".error"), json!(outcome(Err(e)))));
-                    }
+                    // Later steps use `name`: without a connection they mean nothing.
+                    self.table.adopt_last_accepted(sock, name).map_err(|e| {
+                        fail(format!(
+                            "accepted {n} connection(s), none to keep as `{name}` ({})",
+                            errno(&e)
+                        ))
+                    })?;
                 }
-                obs
+                Ok(obs)
             }
             Action::Close { sock } => {
                 if let Some(server) = self.servers.remove(sock) {
@@ -215,18 +290,17 @@ impl Executor {
                 sock,
                 epoll_wait_ms,
             } => {
-                let dup = self.table.with(sock, |s| s.try_clone());
-                match dup {
-                    Ok(listener) => {
-                        let accepted = self.table.entry(sock).accepted.clone();
-                        self.servers.insert(
-                            sock.clone(),
-                            Server::start(listener, accepted, *epoll_wait_ms),
-                        );
-                        one("ok".into())
-                    }
-                    Err(e) => one(crate::errno::of_io(&e)),
-                }
+                // An acceptor that never started would leave every client "pending".
+                let listener = self
+                    .table
+                    .with(sock, |s| s.try_clone())
+                    .map_err(|e| fail(format!("cannot start an acceptor: {}", errno(&e))))?;
+                let accepted = self.table.entry(sock).accepted.clone();
+                self.servers.insert(
+                    sock.clone(),
+                    Server::start(listener, accepted, *epoll_wait_ms),
+                );
+                one("ok".into())
             }
             Action::Clients {
                 group,
@@ -238,10 +312,10 @@ impl Executor {
                 background,
                 cpu,
             } => {
-                let to = match self.table.resolve(to) {
-                    Ok(addr) => addr,
-                    Err(e) => return vec![(at(".failed"), json!(crate::errno::of_io(&e)))],
-                };
+                let to = self
+                    .table
+                    .resolve(to)
+                    .map_err(|e| fail(format!("no address to connect to: {}", errno(&e))))?;
                 let family = family.unwrap_or(family_of(&to));
                 let (count, interval, timeout) = (
                     *count,
@@ -253,33 +327,55 @@ impl Executor {
                     cpu::on_cpu(cpu, || {
                         clients::connect_group(to, family, count, interval, timeout)
                     })
-                    .unwrap_or_else(|_| clients::Group {
-                        clients: Vec::new(),
-                    })
+                    .map_err(|e| pin_failure(cpu, &e))
                 };
                 if *background {
-                    self.background
-                        .insert(group.clone(), (key.clone(), std::thread::spawn(connect)));
-                    Vec::new()
+                    let thread = std::thread::spawn(connect);
+                    self.background.insert(
+                        group.clone(),
+                        Background {
+                            key: key.clone(),
+                            line: step.line,
+                            step: name.clone(),
+                            thread,
+                        },
+                    );
+                    Ok(Vec::new())
                 } else {
-                    self.finish_group(key, group, connect())
+                    let finished = connect().map_err(fail)?;
+                    Ok(self.finish_group(key, group, finished))
                 }
             }
             Action::Wait { group } => {
-                let (clients_key, handle) = self
+                let background = self
                     .background
                     .remove(group)
-                    .expect("validation pairs wait with a background group");
-                let finished = handle.join().expect("client threads do not panic");
-                self.finish_group(&clients_key, group, finished)
+                    .ok_or_else(|| fail(format!("no background client group `{group}`")))?;
+                let finished = match background.thread.join() {
+                    Ok(Ok(finished)) => finished,
+                    Ok(Err(why)) => {
+                        return Err(StepFailure {
+                            line: Some(background.line),
+                            message: format!("`{}`: {why}", background.step),
+                        })
+                    }
+                    Err(_) => return Err(fail("the client thread panicked".into())),
+                };
+                Ok(self.finish_group(&background.key, group, finished))
             }
-            Action::Account { group } => clients::account(&self.groups[group], &self.table)
-                .into_iter()
-                .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
-                .collect(),
+            Action::Account { group } => {
+                let finished = self
+                    .groups
+                    .get_mut(group)
+                    .ok_or_else(|| fail(format!("no client group `{group}` has run")))?;
+                Ok(clients::account(finished, &self.table)
+                    .into_iter()
+                    .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
+                    .collect())
+            }
             Action::Queue { sock } => match self.table.settled_queue_len(sock) {
-                Ok(n) => vec![(key.clone(), json!(n))],
-                Err(e) => one(crate::errno::of_io(&e)),
+                Ok(n) => Ok(vec![(key.clone(), json!(n))]),
+                Err(e) => one(errno(&e)),
             },
             Action::WaitQueued {
                 sock,
@@ -289,8 +385,8 @@ impl Executor {
                 match wait_for(*timeout_ms, || {
                     self.table.queue_len(sock).map(|n| (n >= *count, n))
                 }) {
-                    Ok(n) => vec![(key.clone(), json!(n))],
-                    Err(e) => one(crate::errno::of_io(&e)),
+                    Ok(n) => Ok(vec![(key.clone(), json!(n))]),
+                    Err(e) => one(errno(&e)),
                 }
             }
             Action::Datagrams {
@@ -301,21 +397,19 @@ impl Executor {
                 family,
                 cpu,
             } => {
-                let to = match self.table.resolve(to) {
-                    Ok(addr) => addr,
-                    Err(e) => return vec![(at(".errors"), json!(crate::errno::of_io(&e)))],
-                };
+                let to = self
+                    .table
+                    .resolve(to)
+                    .map_err(|e| fail(format!("no address to send to: {}", errno(&e))))?;
                 let family = family.unwrap_or(family_of(&to));
                 let send = || udp::send(&self.table, group, to, *count, from.as_deref(), family);
-                let (sent, errors) = match cpu::on_cpu(*cpu, send) {
-                    Ok(result) => result,
-                    Err(e) => return vec![(at(".errors"), json!(crate::errno::of_io(&e)))],
-                };
+                let (sent, errors) =
+                    cpu::on_cpu(*cpu, send).map_err(|e| fail(pin_failure(*cpu, &e)))?;
                 self.sent.insert(group.clone(), sent.sent);
-                vec![
+                Ok(vec![
                     (at(".sent"), json!(sent.sent)),
                     (at(".errors"), json!(errors)),
-                ]
+                ])
             }
             Action::Tally {
                 group,
@@ -323,10 +417,18 @@ impl Executor {
                 wait_ms,
             } => {
                 std::thread::sleep(Duration::from_millis(*wait_ms));
-                udp::tally(&self.table, group, self.sent[group], among)
+                let sent = *self
+                    .sent
+                    .get(group)
+                    .ok_or_else(|| fail(format!("no datagram group `{group}` was sent")))?;
+                let tally =
+                    udp::tally(&self.table, group, sent, among).map_err(|(socket, e)| {
+                        fail(format!("cannot read from `{socket}`: {}", errno(&e)))
+                    })?;
+                Ok(tally
                     .into_iter()
                     .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
-                    .collect()
+                    .collect())
             }
             Action::WaitAccepted {
                 sock,
@@ -337,7 +439,7 @@ impl Executor {
                     let n = self.table.accepted_count(sock);
                     Ok::<_, std::io::Error>((n >= *count as usize, n))
                 });
-                vec![(key.clone(), json!(n.unwrap_or_default()))]
+                Ok(vec![(key.clone(), json!(n.unwrap_or_default()))])
             }
             Action::AttachBpf { sock, program } => {
                 one(outcome(self.table.with(sock, |s| bpf::attach(s, *program))))
@@ -347,21 +449,21 @@ impl Executor {
                 sockarray,
                 select,
                 drop_on_miss,
-            } => self.attach_ebpf(key, sock, sockarray, *select, *drop_on_miss),
+            } => Ok(self.attach_ebpf(key, sock, sockarray, *select, *drop_on_miss)),
             Action::DetachBpf { sock } => one(outcome(self.table.with(sock, bpf::detach))),
             Action::LocalPort { sock } => match self.table.local_addr(sock) {
-                Ok(addr) => vec![(key.clone(), json!(addr.port()))],
-                Err(e) => one(crate::errno::of_io(&e)),
+                Ok(addr) => Ok(vec![(key.clone(), json!(addr.port()))]),
+                Err(e) => one(errno(&e)),
             },
             Action::BindPairs {
                 proto,
                 addrs,
                 options,
                 listen,
-            } => pairs::run(key, *proto, addrs, options, *listen),
+            } => Ok(pairs::run(key, *proto, addrs, options, *listen)),
             Action::Sleep { ms } => {
                 std::thread::sleep(Duration::from_millis(*ms));
-                Vec::new()
+                Ok(Vec::new())
             }
         }
     }
@@ -423,5 +525,168 @@ impl Executor {
         for (_, server) in self.servers {
             server.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The executor for real, on the kernel this machine runs (root, a fresh
+    //! network namespace per case, as `run --host` does).
+    use super::*;
+
+    fn plan(yaml: &str) -> Plan {
+        let text = format!("summary: t\n{yaml}");
+        crate::case::load_str("t", std::path::Path::new("cases/t.yaml"), &text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .plan
+    }
+
+    fn run(yaml: &str) -> CaseRun {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the executor tests need root (network namespaces), as CI has"
+        );
+        run_case(&plan(yaml), &crate::host::release())
+    }
+
+    fn error_at(run: &CaseRun) -> (String, usize) {
+        match &run.outcome {
+            Outcome::Error {
+                message,
+                line: Some(line),
+            } => (message.clone(), *line),
+            other => panic!("expected an error naming a line, got {other:?}: {run:?}"),
+        }
+    }
+
+    /// A client group whose target has no address: an error at the `clients` line,
+    /// never a panic at `account` ("no entry found for key").
+    #[test]
+    fn clients_without_a_target_address_is_an_error_at_their_line() {
+        let run = run("steps:
+  - socket: a
+  - close: a
+  - clients: c
+    count: 2
+    to: a
+  - account: c
+");
+        let (message, line) = error_at(&run);
+        assert_eq!(line, 5, "{message}");
+        assert!(message.contains("`clients: c`"), "{message}");
+        assert!(message.contains("EBADF"), "{message}");
+        assert!(!message.contains("panicked"), "{message}");
+    }
+
+    #[test]
+    fn datagrams_without_a_target_address_is_an_error_at_their_line() {
+        let run = run("steps:
+  - socket: u
+    proto: udp
+  - close: u
+  - socket: r
+    proto: udp
+  - bind: r
+    addr: 127.0.0.1
+  - datagrams: d
+    count: 3
+    to: u
+  - tally: d
+    among: [r]
+");
+        let (message, line) = error_at(&run);
+        assert_eq!(line, 10, "{message}");
+        assert!(message.contains("`datagrams: d`"), "{message}");
+    }
+
+    /// `cpu: 4000` cannot be pinned: the group must not pass with zero clients.
+    #[test]
+    fn clients_on_a_cpu_that_does_not_exist_is_an_error() {
+        for background in [false, true] {
+            let wait = if background {
+                "    background: true\n  - wait: c\n"
+            } else {
+                ""
+            };
+            let run = run(&format!(
+                "steps:
+  - socket: a
+  - bind: a
+    addr: 127.0.0.1
+  - listen: a
+  - clients: c
+    count: 3
+    to: a
+    cpu: 4000
+{wait}  - account: c
+"
+            ));
+            let (message, line) = error_at(&run);
+            assert_eq!(line, 7, "{message}");
+            assert!(message.contains("CPU 4000"), "{message}");
+            assert!(message.contains("EINVAL"), "{message}");
+            assert!(!run.observations.contains_key("account.c.total"));
+        }
+    }
+
+    /// A tally of a socket that was closed cannot count: an error, not `0`.
+    #[test]
+    fn tally_of_a_closed_socket_is_an_error() {
+        let run = run("steps:
+  - socket: r
+    proto: udp
+  - bind: r
+    addr: 127.0.0.1
+  - datagrams: d
+    count: 3
+    to: r
+  - close: r
+  - tally: d
+    among: [r]
+");
+        let (message, line) = error_at(&run);
+        assert_eq!(line, 11, "{message}");
+        assert!(
+            message.contains("`r`") && message.contains("EBADF"),
+            "{message}"
+        );
+    }
+
+    /// Accounting again must not move clients between buckets by itself: its own
+    /// probe turns an orphaned client into a reset one, and a reset once read
+    /// looks like end-of-file.
+    #[test]
+    fn a_second_account_sees_the_same_buckets() {
+        // Backlog 1 and 6 clients: the kernel keeps the extra handshakes pending and
+        // drops them silently when the listener closes (the clients think they are
+        // connected: orphaned); the queued one is reset.
+        let run = run("steps:
+  - socket: a
+  - bind: a
+    addr: 127.0.0.1
+  - listen: a
+    backlog: 1
+  - clients: c
+    count: 6
+    to: a
+  - close: a
+  - account: c
+  - account: c
+    id: again
+");
+        assert_eq!(run.outcome, Outcome::Ran, "{run:?}");
+        let o = &run.observations;
+        for bucket in ["reset", "orphaned", "closed", "pending", "total"] {
+            assert_eq!(
+                o[&format!("account.c.{bucket}")],
+                o[&format!("again.{bucket}")],
+                "{bucket}: {o:?}"
+            );
+        }
+        let moved: u64 = ["reset", "orphaned", "closed"]
+            .iter()
+            .map(|b| o[&format!("again.{b}")].as_u64().unwrap())
+            .sum();
+        assert!(moved > 0, "nothing for a second look to change: {o:?}");
     }
 }

@@ -2,12 +2,18 @@
 
 use crate::case::{KernelVersion, Requirement};
 
-/// None when every requirement holds, else the first reason to skip.
-pub fn unmet(requires: &[Requirement], release: &str) -> Option<String> {
-    requires.iter().find_map(|req| check(req, release).err())
+/// None when every requirement holds, else the first reason to skip. `uname_version`
+/// is `uname -v`: kernel conditions use the upstream version it names, as the
+/// host's judge does for expectations (`KernelVersion::from_uname`), so a case is
+/// never skipped by one version and judged by another.
+pub fn unmet(requires: &[Requirement], release: &str, uname_version: &str) -> Option<String> {
+    let version = KernelVersion::from_uname(release, uname_version);
+    requires
+        .iter()
+        .find_map(|req| check(req, release, version).err())
 }
 
-fn check(req: &Requirement, release: &str) -> Result<(), String> {
+fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Result<(), String> {
     let ok = match req {
         Requirement::Root => nix::unistd::geteuid().is_root(),
         Requirement::Ipv6 => std::path::Path::new("/proc/net/if_inet6").exists(),
@@ -16,9 +22,7 @@ fn check(req: &Requirement, release: &str) -> Result<(), String> {
             std::path::Path::new("/proc/sys/kernel/unprivileged_bpf_disabled").exists()
         }
         Requirement::Sysctl(name) => super::netns::sysctl_exists(name),
-        Requirement::Kernel(req) => {
-            KernelVersion::from_release(release).is_some_and(|v| req.matches(v))
-        }
+        Requirement::Kernel(req) => version.is_some_and(|v| req.matches(v)),
         Requirement::Cpus(n) => {
             std::thread::available_parallelism().map_or(1, |p| p.get()) >= *n as usize
         }
@@ -31,7 +35,34 @@ fn check(req: &Requirement, release: &str) -> Result<(), String> {
         Requirement::Ipv6 => "needs IPv6".to_string(),
         Requirement::Bpf => "needs the bpf() syscall".to_string(),
         Requirement::Sysctl(name) => format!("kernel has no sysctl {name}"),
-        Requirement::Kernel(req) => format!("needs kernel {req}, this is {release}"),
+        Requirement::Kernel(req) => match version {
+            Some(v) => format!("needs kernel {req}, this is {v} ({release})"),
+            None => format!("needs kernel {req}, this is {release} (version unknown)"),
+        },
         Requirement::Cpus(n) => format!("needs {n} CPUs"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Debian's 6.1.192 says `6.1.0-56-cloud-amd64` in `uname -r`: a case needing
+    /// 6.1.32 must run there, as its expectations for >= 6.1.32 are judged there.
+    #[test]
+    fn kernel_condition_uses_the_upstream_version() {
+        let req = vec![Requirement::Kernel(">= 6.1.32".parse().unwrap())];
+        let release = "6.1.0-56-cloud-amd64";
+        let debian = "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2 (2026-10-01)";
+        assert_eq!(unmet(&req, release, debian), None);
+        let why = unmet(
+            &req,
+            "6.1.0-9-cloud-amd64",
+            "#1 SMP Debian 6.1.27-1 (2023-05-08)",
+        );
+        assert_eq!(
+            why.as_deref(),
+            Some("needs kernel >= 6.1.32, this is 6.1.27 (6.1.0-9-cloud-amd64)")
+        );
+    }
 }

@@ -54,12 +54,14 @@ pub fn send(
 }
 
 /// Drains each socket in `among` and counts the datagrams of `group` it holds.
+/// A socket that cannot be read (closed, never created) is an error naming it: a
+/// count of 0 would claim it received nothing.
 pub fn tally(
     table: &Table,
     group: &str,
     sent: u32,
     among: &[String],
-) -> Vec<(String, serde_json::Value)> {
+) -> Result<Vec<(String, serde_json::Value)>, (String, std::io::Error)> {
     let mut counts = Vec::new();
     for name in among {
         let n = table
@@ -79,7 +81,7 @@ pub fn tally(
                 }
                 Ok(n)
             })
-            .unwrap_or(0);
+            .map_err(|e| (name.clone(), e))?;
         counts.push((name.clone(), n));
     }
     let received: u64 = counts.iter().map(|(_, n)| n).sum();
@@ -92,5 +94,5 @@ pub fn tally(
         ("fairness".to_string(), fairness(&values)),
     ];
     obs.extend(counts.into_iter().map(|(name, n)| (name, json!(n))));
-    obs
+    Ok(obs)
 }
