@@ -324,6 +324,7 @@ mod tests {
         KernelResult {
             kernel: kernel.into(),
             release: Some(format!("{kernel}.0-test")),
+            uname_version: None,
             package_version: None,
             could_not_run: None,
             boot: None,

@@ -74,6 +74,7 @@ mod tests {
         KernelResult {
             kernel: id.into(),
             release: None,
+            uname_version: None,
             package_version: None,
             could_not_run: None,
             boot: None,

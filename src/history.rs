@@ -243,6 +243,7 @@ mod tests {
         KernelResult {
             kernel: kernel.into(),
             release: Some(release.into()),
+            uname_version: None,
             package_version: None,
             could_not_run: None,
             boot: None,

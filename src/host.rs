@@ -9,6 +9,8 @@ pub const HOST_KERNEL: &str = "host";
 
 pub struct HostRun {
     pub release: String,
+    /// `uname -v`, where distributions name the upstream version.
+    pub uname_version: String,
     pub results: Vec<(CaseRun, Verdict)>,
 }
 
@@ -53,5 +55,9 @@ pub fn run(cases: &[Case], mut progress: impl FnMut(&Case, &CaseRun, &Verdict)) 
         progress(case, &run, &verdict);
         results.push((run, verdict));
     }
-    HostRun { release, results }
+    HostRun {
+        release,
+        uname_version,
+        results,
+    }
 }

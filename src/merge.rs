@@ -61,6 +61,7 @@ mod tests {
         KernelResult {
             kernel: id.into(),
             release: Some(release.into()),
+            uname_version: None,
             package_version: None,
             could_not_run: None,
             boot: None,

@@ -20,6 +20,11 @@ pub struct KernelResult {
     pub kernel: String,
     /// `uname -r` inside the guest, when the agent got that far.
     pub release: Option<String>,
+    /// `uname -v`: where distributions name the upstream version (Debian's
+    /// "... Debian 6.1.192-2 ..."), which verdicts and `requires` are decided by.
+    /// Absent in results written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uname_version: Option<String>,
     /// The Debian package version, for pinned kernels.
     pub package_version: Option<String>,
     /// None when the kernel ran the plan; else why it could not.

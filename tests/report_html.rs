@@ -29,6 +29,7 @@ fn kernel(id: &str, release: &str, cases: Vec<CaseResult>) -> KernelResult {
     KernelResult {
         kernel: id.into(),
         release: Some(release.into()),
+        uname_version: None,
         package_version: None,
         could_not_run: None,
         boot: None,

@@ -169,6 +169,7 @@ pub(crate) mod testdata {
         KernelResult {
             kernel: id.into(),
             release: Some(format!("{id}.0-1-cloud-amd64")),
+            uname_version: None,
             package_version: None,
             could_not_run: None,
             boot: None,

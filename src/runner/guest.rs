@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::{Progress, RunOptions};
 use crate::agent::GuestPlan;
-use crate::case::{Case, KernelVersion};
+use crate::case::Case;
 use crate::judge::{judge, Verdict};
 use crate::observe::{AgentEvent, CaseRun, Outcome};
 use crate::qemu::{self, BootEvent, BootSpec, Entry, FileData, Gate, GuestExit};
@@ -50,6 +50,7 @@ pub fn run_on_kernel(
     let mut result = KernelResult {
         kernel: image.id.clone(),
         release: None,
+        uname_version: None,
         package_version: image.package_version.clone(),
         could_not_run: None,
         boot: None,
@@ -120,10 +121,8 @@ pub fn run_on_kernel(
             .map(|d| d.why.lines().next().unwrap_or_default().to_string())
             .collect();
     }
-    let version = result
-        .release
-        .as_deref()
-        .and_then(|r| KernelVersion::from_uname(r, uname_version.as_deref().unwrap_or_default()));
+    result.uname_version = uname_version;
+    let version = super::version_of(&result);
     for case in cases {
         let (run, verdict) = match runs.remove(&case.id) {
             Some(run) => {

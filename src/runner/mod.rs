@@ -232,6 +232,7 @@ pub fn host_result(cases: &[Case]) -> KernelResult {
     KernelResult {
         kernel: HOST.into(),
         release: Some(run.release),
+        uname_version: Some(run.uname_version),
         package_version: None,
         could_not_run: None,
         boot: None,
@@ -247,6 +248,7 @@ pub fn could_not_run(id: &str, cases: &[Case], why: String) -> KernelResult {
     KernelResult {
         kernel: id.into(),
         release: None,
+        uname_version: None,
         package_version: None,
         could_not_run: Some(why.clone()),
         boot: None,
@@ -268,10 +270,9 @@ pub fn could_not_run(id: &str, cases: &[Case], why: String) -> KernelResult {
     }
 }
 
-/// The kernel version a result was judged against.
+/// The kernel version a result was judged against: the upstream version of
+/// `uname -v` where the result recorded it, else the release's.
 pub fn version_of(result: &KernelResult) -> Option<KernelVersion> {
-    result
-        .release
-        .as_deref()
-        .and_then(KernelVersion::from_release)
+    let release = result.release.as_deref()?;
+    KernelVersion::from_uname(release, result.uname_version.as_deref().unwrap_or_default())
 }
