@@ -11,6 +11,8 @@ use crate::errno;
 use crate::yaml::{Kind, Node};
 
 const DEFAULT_TIMEOUT_MS: u64 = 20_000;
+/// A case that needs longer than this is a benchmark, not a behaviour check.
+const MAX_TIMEOUT_MS: u64 = 600_000;
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
 const VERBS: &[&str] = &[
     "socket",
@@ -61,7 +63,20 @@ pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Opt
         .unwrap_or_default();
     let timeout_ms = top
         .get("timeout")
-        .and_then(|n| fields::duration_ms(n, "timeout", diags))
+        .and_then(|n| {
+            let ms = fields::duration_ms(n, "timeout", diags)?;
+            if !(1..=MAX_TIMEOUT_MS).contains(&ms) {
+                diags.error(
+                    n.pos,
+                    format!(
+                        "timeout is the case's time budget: more than 0 and at most {}s",
+                        MAX_TIMEOUT_MS / 1000
+                    ),
+                );
+                return None;
+            }
+            Some(ms)
+        })
         .unwrap_or(DEFAULT_TIMEOUT_MS);
 
     let mut scope = Scope::default();
@@ -190,7 +205,7 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                 "ipv6" => Some(Requirement::Ipv6),
                 "bpf" => Some(Requirement::Bpf),
                 other => {
-                    diags.error(item.pos, format!("unknown requirement `{other}`; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}"));
+                    diags.error(item.pos, format!("unknown requirement {}; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}", fields::quoted(other)));
                     None
                 }
             },
@@ -232,8 +247,15 @@ fn decode_sysctls(node: &Node, diags: &mut Diags) -> Vec<Sysctl> {
             if name.split('.').count() < 2 || name.contains('/') {
                 diags.error(
                     k.pos,
-                    format!("sysctl `{name}` must be a dotted name like net.ipv4.tcp_migrate_req"),
+                    format!(
+                        "sysctl {} must be a dotted name like net.ipv4.tcp_migrate_req",
+                        fields::quoted(&name)
+                    ),
                 );
+                return None;
+            }
+            if let Err(why) = super::sysctls::writable(&name) {
+                diags.error(k.pos, why);
                 return None;
             }
             let value = fields::string(v, "a sysctl value", diags)?;
@@ -264,6 +286,8 @@ enum GroupKind {
 struct Scope {
     sockets: BTreeMap<String, (Proto, Family)>,
     listeners: BTreeSet<String>,
+    /// Sockets a `serve` step accepts on in the background, with its line.
+    served: BTreeMap<String, usize>,
     groups: BTreeMap<String, GroupKind>,
     /// Background client groups not yet waited for, with their line.
     background: BTreeMap<String, usize>,
@@ -300,7 +324,8 @@ impl Scope {
     }
 
     fn port(&self, node: &Node, diags: &mut Diags) -> Option<PortSpec> {
-        if node.scalar().is_some_and(|s| s.parse::<u64>().is_ok()) {
+        // `-1` or `8080.5` is a number gone wrong, not a socket name.
+        if node.scalar().is_some_and(|s| s.parse::<f64>().is_ok()) {
             return fields::uint(node, "port", 65535, diags).map(|p| PortSpec::Number(p as u16));
         }
         self.socket(node, diags).map(PortSpec::Of)
@@ -333,7 +358,8 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
             diags.error(
                 f.pos(),
                 format!(
-                    "a step starts with its action; `{key}` is not one of: {}",
+                    "a step starts with its action; {} is not one of: {}",
+                    fields::quoted(key),
                     VERBS.join(", ")
                 ),
             );
@@ -486,6 +512,19 @@ fn decode_action(
                     AcceptMode::Nonblocking
                 }
             };
+            if let (AcceptMode::Blocking, Some(served_at)) =
+                (mode, sock.as_ref().and_then(|s| scope.served.get(s)))
+            {
+                diags.error(
+                    f.pos(),
+                    format!(
+                        "`mode: blocking` on `{}`, which the `serve` step of line {served_at} \
+                         accepts on in the background: a blocking accept clears O_NONBLOCK \
+                         under that acceptor. Use mode nonblocking or epoll, or close it first",
+                        sock.as_deref().unwrap_or_default()
+                    ),
+                );
+            }
             let name = f.get("name").and_then(|n| {
                 let name = fields::name(n, "name", diags)?;
                 if max != Some(1) {
@@ -988,6 +1027,12 @@ fn record_effects(action: &Action, line: usize, scope: &mut Scope) {
         Action::Listen { sock, .. } => {
             scope.listeners.insert(sock.clone());
         }
+        Action::Serve { sock, .. } => {
+            scope.served.insert(sock.clone(), line);
+        }
+        Action::Close { sock } => {
+            scope.served.remove(sock);
+        }
         Action::Accept {
             sock,
             name: Some(name),
@@ -1147,7 +1192,10 @@ fn expected_value(node: &Node, diags: &mut Diags) -> Option<serde_json::Value> {
         if errno::looks_like(text) && !errno::is_known(text) {
             diags.error(
                 node.pos,
-                format!("`{text}` is not an errno name this libc knows (e.g. EADDRINUSE)"),
+                format!(
+                    "{} is not an errno name this libc knows (e.g. EADDRINUSE)",
+                    fields::quoted(text)
+                ),
             );
             return None;
         }

@@ -89,7 +89,8 @@ impl<'a> Fields<'a> {
                 diags.error(
                     key.pos,
                     format!(
-                        "unknown field `{name}`; expected one of: {}",
+                        "unknown field {}; expected one of: {}",
+                        quoted(name),
                         known.join(", ")
                     ),
                 );
@@ -111,15 +112,47 @@ pub fn string(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
     }
 }
 
+/// The longest name a socket, group, tag or id may have.
+pub const MAX_NAME: usize = 64;
+
+/// Text from the case file as a message quotes it: in backticks, and cut short
+/// (with its length) when it is too long to read.
+pub fn quoted(text: &str) -> String {
+    const SHOWN: usize = 40;
+    let chars = text.chars().count();
+    if chars <= SHOWN + 20 {
+        return format!("`{text}`");
+    }
+    let head: String = text.chars().take(SHOWN).collect();
+    format!("`{head}...` ({chars} characters)")
+}
+
 pub fn name(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
     let text = string(node, what, diags)?;
+    let chars = text.chars().count();
+    if chars > MAX_NAME {
+        diags.error(
+            node.pos,
+            format!(
+                "{what} {} is too long: names have at most {MAX_NAME} characters",
+                quoted(&text)
+            ),
+        );
+        return None;
+    }
     let ok = !text.is_empty()
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         && !text.chars().next().unwrap().is_ascii_digit();
     if !ok {
-        diags.error(node.pos, format!("{what} `{text}` must be a name: letters, digits, _ or -, not starting with a digit"));
+        diags.error(
+            node.pos,
+            format!(
+                "{what} {} must be a name: letters, digits, _ or -, not starting with a digit",
+                quoted(&text)
+            ),
+        );
         return None;
     }
     Some(text)
@@ -138,7 +171,7 @@ pub fn uint(node: &Node, what: &str, max: u64, diags: &mut Diags) -> Option<u64>
         _ => {
             let shown = node
                 .scalar()
-                .map(|s| format!("`{s}`"))
+                .map(quoted)
                 .unwrap_or_else(|| node.describe().into());
             diags.error(
                 node.pos,
@@ -167,7 +200,7 @@ pub fn ip(node: &Node, what: &str, diags: &mut Diags) -> Option<IpAddr> {
         Err(_) => {
             diags.error(
                 node.pos,
-                format!("{what} `{text}` is not an IPv4 or IPv6 address"),
+                format!("{what} {} is not an IPv4 or IPv6 address", quoted(&text)),
             );
             None
         }
@@ -182,7 +215,10 @@ pub fn duration_us(node: &Node, what: &str, diags: &mut Diags) -> Option<u64> {
         None => {
             diags.error(
                 node.pos,
-                format!("{what} `{text}` is not a duration like 250ms, 2s or 500us"),
+                format!(
+                    "{what} {} is not a duration like 250ms, 2s or 500us",
+                    quoted(&text)
+                ),
             );
             None
         }

@@ -3,6 +3,7 @@
 mod decode;
 mod fields;
 pub mod model;
+pub mod sysctls;
 pub mod version;
 
 use std::fmt;
