@@ -19,6 +19,7 @@ pub mod observe;
 pub mod output;
 #[cfg(feature = "runner")]
 pub mod qemu;
+#[cfg(feature = "runner")]
 pub mod report;
 pub mod results;
 #[cfg(feature = "runner")]

@@ -55,6 +55,14 @@ pub enum AccelArg {
     Tcg,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Human,
+    Json,
+    Ktap,
+    Github,
+}
+
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// Case files or folders (default: cases).
@@ -69,9 +77,14 @@ pub struct RunArgs {
     /// Default: the catalogue's default set.
     #[arg(long, short)]
     pub kernel: Vec<String>,
-    /// Print one JSON object per case and kernel instead of the readable summary.
+    /// Print one JSON object per case and kernel instead of the readable summary
+    /// (the same as --format json).
     #[arg(long)]
     pub json: bool,
+    /// What to print: the readable summary, JSON lines, KTAP version 1, or the
+    /// summary with GitHub Actions `::error` annotations for failed expectations.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: FormatArg,
     /// Print every case's observations, not only the failures.
     #[arg(long, short)]
     pub verbose: bool,

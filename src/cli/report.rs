@@ -1,4 +1,5 @@
-//! `sockmatrix report`: renders a result set as Markdown, HTML and/or JUnit XML.
+//! `sockmatrix report`: renders a result set as Markdown, HTML, JUnit XML, KTAP
+//! and/or KCIDB JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,23 +23,44 @@ pub struct ReportArgs {
     /// Write JUnit XML (one testsuite per kernel) here.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write KTAP version 1 (one subtest per kernel, one line per case) here.
+    #[arg(long, value_name = "FILE")]
+    pub ktap: Option<PathBuf>,
+    /// Write KCIDB I/O JSON (schema v5.3) here, for `kcidb-submit`.
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
+    /// The KCIDB origin: your CI system's name as KCIDB knows it (lower case, digits, _).
+    #[arg(long, default_value = "sockmatrix", value_name = "NAME")]
+    pub origin: String,
     /// Case files or folders, for summaries, references and fixes.
     #[arg(long, default_value = "cases")]
     pub cases: Vec<PathBuf>,
 }
 
 /// A report format: where it goes (if asked for) and how it is rendered.
-type Output<'a> = (&'a Option<PathBuf>, fn(&Report) -> String);
+type Output<'a> = (&'a Option<PathBuf>, Box<dyn Fn(&Report) -> String + 'a>);
 
 /// Exits 0 whatever the verdicts: a report describes a run, `diff` gates on one.
 pub fn report(args: &ReportArgs) -> ExitCode {
-    let outputs: [Output; 3] = [
-        (&args.markdown, report::markdown::render),
-        (&args.html, report::html::render),
-        (&args.junit, report::junit::render),
+    let origin = args.origin.as_str();
+    let outputs: [Output; 5] = [
+        (&args.markdown, Box::new(report::markdown::render)),
+        (&args.html, Box::new(report::html::render)),
+        (&args.junit, Box::new(report::junit::render)),
+        (&args.ktap, Box::new(report::ktap::render)),
+        (
+            &args.kcidb,
+            Box::new(move |r: &Report| report::kcidb::render(r, origin)),
+        ),
     ];
     if outputs.iter().all(|(path, _)| path.is_none()) {
-        eprintln!("error: nothing to write; give --markdown, --html and/or --junit FILE");
+        eprintln!(
+            "error: nothing to write; give --markdown, --html, --junit, --ktap and/or --kcidb FILE"
+        );
+        return ExitCode::from(exit::BAD_INPUT);
+    }
+    if !report::kcidb::valid_origin(origin) {
+        eprintln!("error: --origin `{origin}`: a KCIDB origin is lower-case letters, digits and _");
         return ExitCode::from(exit::BAD_INPUT);
     }
     let kernels = match crate::results::load_set(&args.results) {
@@ -52,7 +74,7 @@ pub fn report(args: &ReportArgs) -> ExitCode {
     for w in warnings {
         eprintln!("warning: {w}");
     }
-    let report = Report::new(kernels, &cases);
+    let report = Report::new(kernels, &cases).from_dir(&args.results);
     for (path, render) in outputs {
         let Some(path) = path else { continue };
         if let Err(e) = write(path, &render(&report)) {

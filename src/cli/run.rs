@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::{exit, RunArgs};
+use super::{exit, FormatArg, RunArgs};
 use crate::case::Case;
 use crate::judge::Explain;
 use crate::output::{self, Tally};
@@ -74,7 +74,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             runner::run_each(&work, &opts, &report_progress)
         }
     };
-    print_results(&results, args);
+    print_results(&results, &cases, args);
     exit_code(&results)
 }
 
@@ -157,8 +157,16 @@ fn report_progress(event: Progress) {
     }
 }
 
-fn print_results(results: &[KernelResult], args: &RunArgs) {
-    if args.json {
+fn print_results(results: &[KernelResult], cases: &[Case], args: &RunArgs) {
+    if args.format == FormatArg::Ktap {
+        let report = crate::report::Report::new(results.to_vec(), cases).from_dir(&args.results);
+        print!("{}", crate::report::ktap::render(&report));
+        return;
+    }
+    if args.format == FormatArg::Github {
+        print!("{}", crate::report::github::annotations(results));
+    }
+    if args.json || args.format == FormatArg::Json {
         for kernel in results {
             for case in &kernel.cases {
                 println!("{}", output::json_line(kernel, case));

@@ -1,144 +1,161 @@
-//! JUnit XML for CI test tabs: one <testsuite> per kernel, one <testcase> per case.
+//! JUnit XML for CI test tabs, written with quick-junit (nextest's writer): one
+//! <testsuite> per kernel, one <testcase> per case, with what a CI page shows: the
+//! mismatch text in the failure body, the console tail for a case that could not run,
+//! a case a dead guest interrupted as a rerun, timestamps and durations.
 
-use std::fmt::Write;
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestRerun, TestSuite};
 
 use super::compare::display;
-use super::Report;
+use super::{accel, started_at, upstream_version, Report};
 use crate::judge::{Explain, Verdict};
-use crate::output::Tally;
-use crate::results::KernelResult;
+use crate::results::{CaseResult, KernelResult};
+
+/// Console lines kept in a case that could not run.
+const CONSOLE_TAIL: usize = 40;
 
 pub fn render(report: &Report) -> String {
-    let all = Tally::of(
-        report
-            .kernels
-            .iter()
-            .flat_map(|k| k.cases.iter().map(|c| &c.verdict)),
-    );
-    let time: f64 = report.kernels.iter().map(suite_seconds).sum();
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        out,
-        "<testsuites name=\"sockmatrix\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{time:.3}\">",
-        all.passed + all.failed + all.skipped + all.errors,
-        all.failed,
-        all.errors,
-        all.skipped
-    );
-    for k in &report.kernels {
-        suite(&mut out, k);
+    let mut out = quick_junit::Report::new("sockmatrix");
+    if let Some(first) = report.kernels.iter().map(started_at).min() {
+        out.set_timestamp(timestamp(first));
     }
-    out.push_str("</testsuites>\n");
-    out
+    let total: u64 = report.kernels.iter().map(suite_ms).sum();
+    out.set_time(Duration::from_millis(total));
+    for k in &report.kernels {
+        out.add_test_suite(suite(report, k));
+    }
+    out.to_string()
+        .expect("a JUnit report in memory serializes")
 }
 
-fn suite(out: &mut String, k: &KernelResult) {
-    let t = Tally::of(k.cases.iter().map(|c| &c.verdict));
-    let _ = writeln!(
-        out,
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{:.3}\">",
-        esc(&k.kernel),
-        k.cases.len(),
-        t.failed,
-        t.errors,
-        t.skipped,
-        suite_seconds(k)
-    );
-    out.push_str("    <properties>\n");
+fn suite(report: &Report, k: &KernelResult) -> TestSuite {
+    let mut suite = TestSuite::new(k.kernel.as_str());
+    suite.set_timestamp(timestamp(started_at(k)));
+    suite.set_time(Duration::from_millis(suite_ms(k)));
     let mut property = |name: &str, value: &str| {
-        let _ = writeln!(
-            out,
-            "      <property name=\"{name}\" value=\"{}\"/>",
-            esc(value)
-        );
+        suite.add_property(Property::new(name, value));
     };
     property("release", k.release.as_deref().unwrap_or("unknown"));
     if let Some(p) = &k.package_version {
         property("package_version", p);
     }
-    if let Some(b) = &k.boot {
-        property("accel", &b.accel);
+    if let Some(u) = upstream_version(k) {
+        property("upstream_version", &u);
+    }
+    if let Some(a) = accel(k) {
+        property("accel", a);
     }
     if let Some(why) = &k.could_not_run {
         property("could_not_run", why);
     }
-    out.push_str("    </properties>\n");
-    for c in &k.cases {
-        let _ = write!(
-            out,
-            "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\" time=\"{:.3}\"",
-            esc(&k.kernel),
-            esc(&c.case),
-            esc(&c.file.display().to_string()),
-            c.elapsed_ms as f64 / 1000.0
-        );
-        let explain = Explain {
-            file: &c.file,
-            verdict: &c.verdict,
-        }
-        .to_string();
-        match &c.verdict {
-            Verdict::Pass { .. } => out.push_str("/>\n"),
-            Verdict::Fail { mismatches } => {
-                let message: Vec<String> = mismatches
-                    .iter()
-                    .map(|m| {
-                        format!(
-                            "{}: expected {}, observed {}",
-                            m.obs,
-                            m.expected,
-                            display(m.observed.as_ref())
-                        )
-                    })
-                    .collect();
-                let _ = write!(out, ">\n      <failure message=\"{}\" type=\"mismatch\">{}</failure>\n    </testcase>\n", esc(&message.join("; ")), esc(&explain));
-            }
-            Verdict::Error { message } => {
-                let first = message.lines().next().unwrap_or_default();
-                let _ = write!(out, ">\n      <error message=\"{}\" type=\"could_not_run\">{}</error>\n    </testcase>\n", esc(first), esc(&explain));
-            }
-            Verdict::Skip { reason } => {
-                let _ = write!(
-                    out,
-                    ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
-                    esc(reason)
-                );
-            }
+    if let Some(b) = &k.boot {
+        property("boot_attempts", &b.attempts.to_string());
+        for (i, r) in b.resumes.iter().enumerate() {
+            property(&format!("resumed_after_{}", i + 1), r);
         }
     }
-    out.push_str("  </testsuite>\n");
+    for c in &k.cases {
+        suite.add_test_case(case(report, k, c));
+    }
+    suite
+}
+
+fn case(report: &Report, k: &KernelResult, c: &CaseResult) -> TestCase {
+    let explain = Explain {
+        file: &c.file,
+        verdict: &c.verdict,
+    }
+    .to_string();
+    let mut status = match &c.verdict {
+        Verdict::Pass { .. } => TestCaseStatus::success(),
+        Verdict::Fail { mismatches } => {
+            let message: Vec<String> = mismatches
+                .iter()
+                .map(|m| {
+                    let observed = display(m.observed.as_ref());
+                    format!("{}: expected {}, observed {observed}", m.obs, m.expected)
+                })
+                .collect();
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(message.join("; "))
+                .set_type("mismatch")
+                .set_description(explain.as_str());
+            s
+        }
+        Verdict::Error { message } => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+            s.set_message(message.lines().next().unwrap_or_default())
+                .set_type("could_not_run")
+                .set_description(explain.as_str());
+            s
+        }
+        Verdict::Skip { reason } => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(reason.as_str());
+            s
+        }
+    };
+    for why in interruptions(k, &c.case) {
+        let mut rerun = TestRerun::new(NonSuccessKind::Error);
+        rerun
+            .set_type("guest_died")
+            .set_message(why.as_str())
+            .set_description(why.as_str());
+        status.add_rerun(rerun);
+    }
+    let mut tc = TestCase::new(c.case.as_str(), status);
+    tc.set_classname(format!("sockmatrix.{}", k.kernel))
+        .set_timestamp(timestamp(started_at(k)))
+        .set_time(Duration::from_millis(c.elapsed_ms))
+        .add_property(Property::new("file", c.file.display().to_string()));
+    if let Verdict::Pass { checked } = c.verdict {
+        tc.set_assertions(checked);
+    }
+    // What the case observed is its output; the console matters when it could not run.
+    let mut out: Vec<String> = c
+        .observations
+        .iter()
+        .map(|(key, v)| format!("{key} = {}", display(Some(v))))
+        .collect();
+    if matches!(c.verdict, Verdict::Error { .. }) {
+        if let Some(tail) = report.console_tail(k, CONSOLE_TAIL) {
+            out.push(format!("--- console tail ({}):", k.kernel));
+            out.push(tail);
+        }
+    }
+    if !out.is_empty() {
+        tc.set_system_out(out.join("\n"));
+    }
+    tc
+}
+
+/// The guest deaths that interrupted this case (it ran again in a new boot).
+fn interruptions(k: &KernelResult, case: &str) -> Vec<String> {
+    let Some(b) = &k.boot else { return Vec::new() };
+    b.resumes
+        .iter()
+        .filter(|r| {
+            r.split(" while running ")
+                .nth(1)
+                .is_some_and(|c| c.trim() == case)
+        })
+        .cloned()
+        .collect()
 }
 
 /// The guest's whole run when known (boot included), else the cases' own time.
-fn suite_seconds(k: &KernelResult) -> f64 {
-    let ms = k
-        .boot
+fn suite_ms(k: &KernelResult) -> u64 {
+    k.boot
         .as_ref()
         .map(|b| b.total_ms)
-        .unwrap_or_else(|| k.cases.iter().map(|c| c.elapsed_ms).sum());
-    ms as f64 / 1000.0
+        .unwrap_or_else(|| k.cases.iter().map(|c| c.elapsed_ms).sum())
 }
 
-/// Escapes for text and attributes; drops characters XML 1.0 cannot hold at all
-/// (console output can carry control bytes).
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Newlines and tabs in attributes would be normalised to spaces by parsers.
-            '\n' => out.push_str("&#10;"),
-            '\t' => out.push_str("&#9;"),
-            '\r' => out.push_str("&#13;"),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
-    }
-    out
+fn timestamp(secs: u64) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .unwrap_or_default()
+        .fixed_offset()
 }
 
 #[cfg(test)]
@@ -164,14 +181,21 @@ mod tests {
             serde_json::json!({}),
         ));
         let xml = render(&report);
-        assert!(xml.contains("<testsuites name=\"sockmatrix\" tests=\"6\" failures=\"1\" errors=\"1\" skipped=\"1\" time=\"9.000\">"), "{xml}");
-        assert!(xml.contains("<testsuite name=\"5.10\" tests=\"2\" failures=\"1\" errors=\"0\" skipped=\"0\" time=\"3.000\">"), "{xml}");
+        assert!(
+            xml.contains("<testsuites name=\"sockmatrix\" tests=\"6\" skipped=\"1\" failures=\"1\" errors=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<testsuite name=\"5.10\" tests=\"2\" skipped=\"0\" errors=\"0\" failures=\"1\""
+            ),
+            "{xml}"
+        );
         assert!(
             xml.contains("<property name=\"release\" value=\"5.10.0-1-cloud-amd64\"/>"),
             "{xml}"
         );
-        assert!(xml.contains("<testcase classname=\"5.10\" name=\"b/same\" file=\"cases/b/same.yaml\" time=\"1.500\"/>"), "{xml}");
-        assert!(xml.contains("<failure message=\"account.c.reset: expected 0, observed 14\" type=\"mismatch\">cases/r/migrate.yaml:7: account.c.reset&#10;"), "{xml}");
+        assert!(xml.contains("<failure message=\"account.c.reset: expected 0, observed 14\" type=\"mismatch\">cases/r/migrate.yaml:7: account.c.reset"), "{xml}");
         assert!(
             xml.contains("why: a &lt;b&gt; &amp; &quot;c&quot;</failure>"),
             "{xml}"
@@ -184,10 +208,27 @@ mod tests {
             xml.contains("<error message=\"guest died\" type=\"could_not_run\">"),
             "{xml}"
         );
+        assert!(
+            xml.contains("account.c.reset = 14"),
+            "observations in system-out: {xml}"
+        );
     }
 
     #[test]
-    fn control_characters_are_dropped() {
-        assert_eq!(esc("a\u{1b}[31mb\u{0}"), "a[31mb");
+    fn an_interrupted_case_is_a_rerun() {
+        let mut report = testdata::two_kernels();
+        let mut boot: crate::results::BootFacts = serde_json::from_value(serde_json::json!({
+            "accel": "tcg", "attempts": 1, "hung_attempts": [], "boot_to_ready_ms": 1,
+            "total_ms": 9000, "exit": "PoweredOff", "console_problems": [],
+            "console_log": "/nonexistent/console.log"
+        }))
+        .unwrap();
+        boot.resumes = vec!["the kernel panicked: Oops while running b/same".into()];
+        report.kernels[0].boot = Some(boot);
+        let xml = render(&report);
+        assert!(
+            xml.contains("<flakyError message=\"the kernel panicked: Oops while running b/same\" type=\"guest_died\">"),
+            "{xml}"
+        );
     }
 }

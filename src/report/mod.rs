@@ -3,8 +3,11 @@
 //! the Markdown, HTML and JUnit renderers read.
 
 pub mod compare;
+pub mod github;
 pub mod html;
 pub mod junit;
+pub mod kcidb;
+pub mod ktap;
 pub mod markdown;
 
 use std::collections::BTreeMap;
@@ -40,6 +43,8 @@ pub struct Report {
     pub info: BTreeMap<String, CaseInfo>,
     /// Observations the cases say vary from run to run; the same notion as `diff`'s.
     pub volatile: Volatile,
+    /// The result set's folder, where each kernel's console.log is kept.
+    pub dir: Option<PathBuf>,
 }
 
 /// A fix on one kernel, as `sockmatrix fixes` says it: present, absent, unknown, or
@@ -66,7 +71,31 @@ impl Report {
             kernels,
             info,
             volatile: Volatile::from_cases(cases),
+            dir: None,
         }
+    }
+
+    /// The same report, knowing the folder its results came from (for console logs).
+    pub fn from_dir(mut self, dir: &std::path::Path) -> Report {
+        self.dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The last `lines` lines of a kernel's console: the log next to its result.json
+    /// in the result set, else where the run wrote it. None when neither is there.
+    pub fn console_tail(&self, kernel: &KernelResult, lines: usize) -> Option<String> {
+        let beside = self
+            .dir
+            .as_ref()
+            .map(|d| d.join(&kernel.kernel).join("console.log"));
+        let written = kernel.boot.as_ref().map(|b| b.console_log.clone());
+        let text = beside
+            .into_iter()
+            .chain(written)
+            .find_map(|p| std::fs::read(p).ok())?;
+        let text = String::from_utf8_lossy(&text);
+        let all: Vec<&str> = text.lines().collect();
+        Some(all[all.len().saturating_sub(lines)..].join("\n"))
     }
 
     /// Every case any kernel ran, sorted by id.
@@ -100,6 +129,40 @@ impl Report {
             })
             .collect()
     }
+}
+
+/// When a kernel's run started, from its end and its length (seconds since the epoch).
+pub fn started_at(k: &KernelResult) -> u64 {
+    let ms = k
+        .boot
+        .as_ref()
+        .map(|b| b.total_ms)
+        .unwrap_or_else(|| k.cases.iter().map(|c| c.elapsed_ms).sum());
+    k.finished_at.saturating_sub(ms / 1000)
+}
+
+/// The kernel's upstream version: the upstream part of the Debian package version
+/// (`6.1.192-2` is 6.1.192), else what the release string says (`6.1.0-56-...`).
+pub fn upstream_version(k: &KernelResult) -> Option<String> {
+    if let Some(p) = &k.package_version {
+        let no_epoch = p.split_once(':').map_or(p.as_str(), |(_, v)| v);
+        let upstream = no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u);
+        return Some(upstream.to_string());
+    }
+    let release = k.release.as_deref()?;
+    crate::case::KernelVersion::from_release(release).map(|v| v.to_string())
+}
+
+/// The accelerator the guest ran under, as its result records it.
+pub fn accel(k: &KernelResult) -> Option<&str> {
+    k.boot.as_ref().map(|b| b.accel.as_str())
+}
+
+/// A timestamp as RFC 3339 in UTC (`2026-11-27T10:00:00+00:00`).
+pub fn rfc3339(secs: u64) -> String {
+    chrono::DateTime::from_timestamp(secs as i64, 0)
+        .unwrap_or_default()
+        .to_rfc3339()
 }
 
 /// Version-like ids by their numbers (5.10 before 6.1 before 6.12), then the rest by name.
