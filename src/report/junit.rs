@@ -49,6 +49,9 @@ fn suite(report: &Report, k: &KernelResult) -> TestSuite {
     if let Some(why) = &k.could_not_run {
         property("could_not_run", why);
     }
+    if let Some(why) = k.boot.as_ref().and_then(|b| b.accel_reason.as_deref()) {
+        property("accel_reason", why);
+    }
     if let Some(b) = &k.boot {
         property("boot_attempts", &b.attempts.to_string());
         for (i, r) in b.resumes.iter().enumerate() {

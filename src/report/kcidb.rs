@@ -207,6 +207,7 @@ fn kernel_misc(k: &KernelResult) -> Value {
     json!({
         "kernel_id": k.kernel,
         "release": k.release,
+        "uname_version": k.uname_version,
         "package_version": k.package_version,
         "upstream_version": upstream_version(k),
         "could_not_run": k.could_not_run,
@@ -217,6 +218,7 @@ fn boot_misc(k: &KernelResult) -> Value {
     let mut misc = match &k.boot {
         Some(b) => json!({
             "accel": b.accel,
+            "accel_reason": b.accel_reason,
             "attempts": b.attempts,
             "hung_attempts": b.hung_attempts,
             "boot_to_ready_ms": b.boot_to_ready_ms,

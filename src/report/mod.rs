@@ -141,16 +141,22 @@ pub fn started_at(k: &KernelResult) -> u64 {
     k.finished_at.saturating_sub(ms / 1000)
 }
 
-/// The kernel's upstream version: the upstream part of the Debian package version
-/// (`6.1.192-2` is 6.1.192), else what the release string says (`6.1.0-56-...`).
+/// The kernel's upstream version: what `uname -v` names (Debian's "... Debian
+/// 6.1.192-2 ..."), else the upstream part of the package version, else what the
+/// release string says (`6.1.0-56-...` is only 6.1.0).
 pub fn upstream_version(k: &KernelResult) -> Option<String> {
+    let release = k.release.as_deref();
+    if let (Some(r), Some(v)) = (release, k.uname_version.as_deref()) {
+        if let Some(version) = crate::case::KernelVersion::from_uname(r, v) {
+            return Some(version.to_string());
+        }
+    }
     if let Some(p) = &k.package_version {
         let no_epoch = p.split_once(':').map_or(p.as_str(), |(_, v)| v);
         let upstream = no_epoch.rsplit_once('-').map_or(no_epoch, |(u, _)| u);
         return Some(upstream.to_string());
     }
-    let release = k.release.as_deref()?;
-    crate::case::KernelVersion::from_release(release).map(|v| v.to_string())
+    crate::case::KernelVersion::from_release(release?).map(|v| v.to_string())
 }
 
 /// The accelerator the guest ran under, as its result records it.
