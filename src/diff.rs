@@ -297,7 +297,7 @@ impl SetDiff {
     }
 }
 
-fn show_change(ch: &ObsChange) -> String {
+pub fn show_change(ch: &ObsChange) -> String {
     let side = |v: &Option<Value>| {
         v.as_ref()
             .map(show_value)

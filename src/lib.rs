@@ -2,6 +2,8 @@
 pub mod agent;
 #[cfg(feature = "runner")]
 pub mod bench;
+#[cfg(feature = "runner")]
+pub mod bisect_releases;
 pub mod case;
 #[cfg(feature = "runner")]
 pub mod cli;

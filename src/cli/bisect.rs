@@ -112,7 +112,7 @@ fn skip(why: &str) -> ExitCode {
 }
 
 /// A path to a case file, or an id under the case library.
-fn find_case(name: &str, library: &Path) -> Result<Case> {
+pub(super) fn find_case(name: &str, library: &Path) -> Result<Case> {
     let path = Path::new(name);
     if path.is_file() {
         return case::load_file(path).map_err(|e| anyhow::anyhow!("{e}"));

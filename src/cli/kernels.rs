@@ -10,8 +10,25 @@ use crate::runner;
 
 #[derive(Subcommand)]
 pub enum Action {
-    /// Every kernel in the catalogue: source, pinned version, cached or not.
-    List,
+    /// Every kernel in the catalogue: source, pinned version, cached or not; the
+    /// cache's size against its cap. With --releases, every release of a series.
+    List {
+        /// A series (`6.1`, `6.12`, `mainline`) or `all`: every release the
+        /// mirror's indexes offer, oldest first.
+        #[arg(long, value_name = "SERIES")]
+        releases: Option<String>,
+        /// Read the mirror's indexes again instead of the list cached for six hours.
+        #[arg(long, requires = "releases")]
+        refresh: bool,
+    },
+    /// Remove the least recently used kernels (and their packages) from the cache
+    /// until it is under the cap (`$SOCKMATRIX_CACHE_MAX`, default 6G) or --max-size.
+    Prune {
+        /// Size to prune down to, e.g. 800M or 2G; 0 removes every kernel not used
+        /// in the last fifteen minutes.
+        #[arg(long)]
+        max_size: Option<String>,
+    },
     /// Download, verify and unpack kernels into the cache (default: the default set).
     Fetch { ids: Vec<String> },
     /// Re-read the Debian indexes and pin the newest matching packages in vm/kernels.lock.
@@ -32,7 +49,12 @@ pub fn kernels(action: Action) -> ExitCode {
     };
     let cache = kernel::cache_dir();
     match action {
-        Action::List => {
+        Action::List {
+            releases: Some(series),
+            refresh,
+        } => list_releases(&catalogue, &lock, &series, refresh),
+        Action::Prune { max_size } => prune(&cache, max_size.as_deref()),
+        Action::List { releases: None, .. } => {
             println!("{}", super::doctor::accel_line());
             println!(
                 "{:<6} {:<13} {:<8} {:<7} pinned",
@@ -52,7 +74,7 @@ pub fn kernels(action: Action) -> ExitCode {
                     yes(k.cached)
                 );
             }
-            println!("cache: {}", cache.display());
+            print_cache_size(&cache);
             ExitCode::SUCCESS
         }
         Action::Fetch { ids } => {
@@ -108,6 +130,130 @@ pub fn kernels(action: Action) -> ExitCode {
                     ExitCode::from(exit::COULD_NOT_RUN)
                 }
             }
+        }
+    }
+}
+
+fn print_cache_size(cache: &std::path::Path) {
+    let entries = kernel::prune::entries(cache);
+    let cap = match kernel::prune::cap() {
+        Ok(cap) => kernel::prune::human(cap),
+        Err(e) => format!("unset ({e:#})"),
+    };
+    println!(
+        "cache: {} ({} in {} kernels and packages; cap {cap}, least recently used pruned first)",
+        cache.display(),
+        kernel::prune::human(kernel::prune::total(&entries)),
+        entries.len()
+    );
+}
+
+fn list_releases(
+    catalogue: &kernel::Catalogue,
+    lock: &kernel::Lock,
+    series: &str,
+    refresh: bool,
+) -> ExitCode {
+    let index = match runner::load_releases(catalogue, refresh, true) {
+        Ok(index) => index,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::COULD_NOT_RUN);
+        }
+    };
+    let releases = match index.series(series) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    };
+    let cache = kernel::cache_dir();
+    let rows: Vec<[String; 7]> = releases
+        .iter()
+        .map(|r| {
+            let pinned = lock.releases.get(&r.label) == Some(&r.pin);
+            let cached = kernel::is_cached(&cache, &r.label, &r.pin.version);
+            let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+            [
+                r.label.clone(),
+                r.upstream.clone(),
+                r.pin.version.clone(),
+                r.abi.clone(),
+                r.pin.package.clone(),
+                format!("{}/{}", yes(pinned), yes(cached)),
+                r.suites.join(" "),
+            ]
+        })
+        .collect();
+    let head = [
+        "release",
+        "upstream",
+        "debian version",
+        "abi",
+        "package",
+        "pin/cache",
+        "suites",
+    ];
+    let mut w = head.map(str::len);
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            w[i] = w[i].max(cell.len());
+        }
+    }
+    let line = |cells: [&str; 7]| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<width$}  ", width = w[i]));
+            }
+        }
+        out
+    };
+    println!("{}", line(head));
+    for row in &rows {
+        println!("{}", line(row.each_ref().map(String::as_str)));
+    }
+    let age = crate::results::now().saturating_sub(index.fetched_at);
+    println!(
+        "{} release(s) of {series}; series: {}; indexes read {} min ago",
+        rows.len(),
+        index.series_names().join(", "),
+        age / 60
+    );
+    ExitCode::SUCCESS
+}
+
+fn prune(cache: &std::path::Path, max_size: Option<&str>) -> ExitCode {
+    let cap = match max_size
+        .map(kernel::prune::parse_size)
+        .unwrap_or_else(kernel::prune::cap)
+    {
+        Ok(cap) => cap,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    };
+    match kernel::prune::prune(cache, cap) {
+        Ok(removed) => {
+            for e in &removed {
+                println!("removed {} ({})", e.name, kernel::prune::human(e.bytes));
+            }
+            println!(
+                "pruned {} entr{}, {}",
+                removed.len(),
+                if removed.len() == 1 { "y" } else { "ies" },
+                kernel::prune::human(removed.iter().map(|e| e.bytes).sum())
+            );
+            print_cache_size(cache);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::COULD_NOT_RUN)
         }
     }
 }

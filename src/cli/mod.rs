@@ -2,6 +2,7 @@
 
 mod baseline;
 mod bisect;
+mod bisect_releases;
 mod diff;
 mod doctor;
 mod fixes;
@@ -145,6 +146,9 @@ enum Command {
     BisectRun(bisect::BisectArgs),
     /// What this host gives the guests: the accelerator `auto` picks and why, QEMU, cache.
     Doctor(doctor::DoctorArgs),
+    /// Which released kernel of a series changed a case, and the changelog entries
+    /// that explain it: 0 found, 1 no change in range, 2 bad input, 3 could not run.
+    BisectReleases(bisect_releases::BisectReleasesArgs),
     /// List, fetch or pin the kernels of vm/kernels.yaml.
     Kernels {
         #[command(subcommand)]
@@ -171,12 +175,22 @@ pub fn main() -> ExitCode {
         Command::Merge(args) => merge::merge(&args),
         Command::History(args) => history::history(&args),
         Command::BisectRun(args) => bisect::bisect_run(&args),
+        Command::BisectReleases(args) => bisect_releases::bisect_releases(&args),
         Command::Report(args) => report::report(&args),
         Command::Bench {
             kernel,
             hang_boots,
             accel,
         } => bench(kernel, hang_boots, accel),
+    }
+}
+
+/// Prints why `--kernel` values could not be resolved; bad input or could not run.
+pub fn resolve_failed(e: &crate::runner::ResolveError) -> ExitCode {
+    eprintln!("error: {e}");
+    match e {
+        crate::runner::ResolveError::BadInput(_) => ExitCode::from(exit::BAD_INPUT),
+        crate::runner::ResolveError::Unreachable(_) => ExitCode::from(exit::COULD_NOT_RUN),
     }
 }
 

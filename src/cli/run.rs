@@ -32,7 +32,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
             }
         }
     } else {
-        args.kernel.clone()
+        match runner::resolve_kernels(&args.kernel, true) {
+            Ok(kernels) => kernels,
+            Err(e) => return super::resolve_failed(&e),
+        }
     };
     if args.max_guests == 0 {
         eprintln!("error: --max-guests must be at least 1");

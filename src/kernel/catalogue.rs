@@ -16,6 +16,8 @@ pub struct Catalogue {
     pub base_dir: PathBuf,
     pub default: Vec<String>,
     pub kernels: Vec<KernelEntry>,
+    /// Where every released kernel of a series is looked up (`releases:`).
+    pub releases: Option<ReleaseSuites>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -24,6 +26,38 @@ struct CatalogueFile {
     #[serde(deserialize_with = "ids")]
     default: Vec<String>,
     kernels: Vec<KernelEntry>,
+    #[serde(default)]
+    releases: Option<ReleaseSuites>,
+}
+
+/// `releases:`: the suites whose indexes list every release of a flavour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSuites {
+    /// Package name suffix, e.g. `cloud-amd64`.
+    pub flavour: String,
+    pub suites: Vec<SuiteRef>,
+    /// Suite names whose releases also form the `mainline` series.
+    #[serde(default)]
+    pub mainline: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteRef {
+    pub mirror: Mirror,
+    pub suite: String,
+}
+
+impl ReleaseSuites {
+    /// `mirror/suite` of every suite in `mainline`.
+    pub fn mainline_keys(&self) -> Vec<String> {
+        self.suites
+            .iter()
+            .filter(|s| self.mainline.contains(&s.suite))
+            .map(|s| format!("{}/{}", s.mirror, s.suite))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,6 +199,7 @@ impl Catalogue {
             base_dir: base_dir.to_path_buf(),
             default: file.default,
             kernels: file.kernels,
+            releases: file.releases,
         };
         cat.validate()?;
         Ok(cat)
@@ -192,6 +227,16 @@ impl Catalogue {
                         d.package
                     )
                 })?;
+            }
+        }
+        if let Some(r) = &self.releases {
+            for m in &r.mainline {
+                if !r.suites.iter().any(|s| &s.suite == m) {
+                    bail!(
+                        "{}: `releases.mainline` names suite '{m}', which is not under `releases.suites`",
+                        self.path.display()
+                    );
+                }
             }
         }
         for id in &self.default {

@@ -21,8 +21,20 @@ pub struct Extracted {
 /// lives in another package). Files are written as given;
 /// callers pass temp paths and rename.
 pub fn extract_vmlinuz(deb: &Path, dest: &Path, config_dest: &Path) -> Result<Extracted> {
-    let f = File::open(deb).with_context(|| format!("opening {}", deb.display()))?;
-    let mut ar = ar::Archive::new(BufReader::new(f));
+    with_data_tar(deb, "the kernel image", |data| {
+        extract_from_tar(data, dest, config_dest)
+    })
+}
+
+/// Runs `f` on the decompressed `data.tar.*` stream of the `.deb` at `deb`
+/// (`what` says what is searched for, in errors).
+pub fn with_data_tar<T>(
+    deb: &Path,
+    what: &str,
+    f: impl FnOnce(Box<dyn Read + '_>) -> Result<T>,
+) -> Result<T> {
+    let file = File::open(deb).with_context(|| format!("opening {}", deb.display()))?;
+    let mut ar = ar::Archive::new(BufReader::new(file));
     while let Some(member) = ar.next_entry() {
         let member = member.with_context(|| format!("reading ar archive {}", deb.display()))?;
         let name = String::from_utf8_lossy(member.header().identifier()).to_string();
@@ -31,10 +43,42 @@ pub fn extract_vmlinuz(deb: &Path, dest: &Path, config_dest: &Path) -> Result<Ex
         }
         let data = decompressor(&name, member)
             .with_context(|| format!("{}: member {name}", deb.display()))?;
-        return extract_from_tar(data, dest, config_dest)
-            .with_context(|| format!("{}: searching {name} for the kernel image", deb.display()));
+        return f(data).with_context(|| format!("{}: searching {name} for {what}", deb.display()));
     }
     bail!("{} has no data.tar.* member (not a .deb?)", deb.display())
+}
+
+/// Copies the package's Debian changelog (`usr/share/doc/<package>/changelog.gz`, or
+/// `changelog.Debian.gz` in the split layout's `linux-base-*`) to `dest`. False when
+/// the package has none as a regular file (the split layout's image and binary
+/// packages only hold a symlink to linux-base's folder).
+pub fn extract_changelog(deb: &Path, dest: &Path) -> Result<bool> {
+    with_data_tar(deb, "the changelog", |data| {
+        let mut tar = tar::Archive::new(data);
+        for entry in tar.entries()? {
+            let mut entry = entry?;
+            if !entry.header().entry_type().is_file() {
+                continue;
+            }
+            let path = entry.path()?.to_string_lossy().to_string();
+            if is_changelog(&path) {
+                copy_out(&mut entry, dest)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    })
+}
+
+fn is_changelog(path: &str) -> bool {
+    let p = path.trim_start_matches("./").trim_start_matches('/');
+    let Some((_, file)) = p
+        .strip_prefix("usr/share/doc/")
+        .and_then(|r| r.split_once('/'))
+    else {
+        return false;
+    };
+    matches!(file, "changelog.gz" | "changelog.Debian.gz")
 }
 
 fn decompressor<'a, R: Read + 'a>(name: &str, r: R) -> Result<Box<dyn Read + 'a>> {
@@ -119,6 +163,20 @@ fn classify(path: &str) -> Option<(Member, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changelog_member_names() {
+        assert!(is_changelog(
+            "./usr/share/doc/linux-image-6.1.0-50-cloud-amd64/changelog.gz"
+        ));
+        assert!(is_changelog(
+            "./usr/share/doc/linux-base-7.3.4+deb13-cloud-amd64/changelog.Debian.gz"
+        ));
+        assert!(!is_changelog(
+            "./usr/share/doc/linux-base-7.3.4+deb13-cloud-amd64/NEWS.Debian.gz"
+        ));
+        assert!(!is_changelog("./usr/share/doc/changelog.gz"));
+    }
 
     #[test]
     fn release_from_member_name() {

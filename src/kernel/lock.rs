@@ -17,6 +17,9 @@ const FORMAT: u32 = 1;
 pub struct Lock {
     pub format: u32,
     pub kernels: BTreeMap<String, LockedKernel>,
+    /// Releases of a series that have been used, by label (`6.1.176`); a refresh keeps them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub releases: BTreeMap<String, LockedKernel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +97,10 @@ pub fn refresh_lock_with_progress(cat: &Catalogue, cache: &Path, progress: bool)
     let mut lock = Lock {
         format: FORMAT,
         kernels: BTreeMap::new(),
+        // Releases are exact builds already: nothing newer to pin.
+        releases: Lock::load(&cat.base_dir.join("kernels.lock"))
+            .map(|l| l.releases)
+            .unwrap_or_default(),
     };
     for k in &cat.kernels {
         let KernelSource::Debian(src) = &k.source else {
@@ -138,6 +145,7 @@ mod tests {
         let mut lock = Lock {
             format: FORMAT,
             kernels: BTreeMap::new(),
+            releases: BTreeMap::new(),
         };
         for id in ["7.2", "5.10", "6.1"] {
             lock.kernels.insert(

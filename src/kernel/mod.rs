@@ -6,11 +6,14 @@
 
 pub mod bzimage;
 mod catalogue;
+pub mod changelog;
 mod deb_extract;
 mod debian_index;
 mod debversion;
 mod download;
 mod lock;
+pub mod prune;
+pub mod releases;
 pub mod source_build;
 mod store;
 
@@ -19,10 +22,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 pub use catalogue::{
-    Catalogue, DebianSource, KernelEntry, KernelSource, LocalSource, Mirror, SourceBuildSpec,
+    Catalogue, DebianSource, KernelEntry, KernelSource, LocalSource, Mirror, ReleaseSuites,
+    SourceBuildSpec, SuiteRef,
 };
+pub use deb_extract::{extract_changelog, with_data_tar};
 pub use debversion::compare as compare_debian_versions;
 pub use lock::{refresh_lock, refresh_lock_with_progress, Lock, LockedKernel};
+pub use releases::{Release, ReleaseIndex};
 
 /// A kernel ready to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +84,11 @@ pub fn provision(
     cache: &Path,
     progress: bool,
 ) -> Result<ProvisionedKernel> {
+    if cat.get(id).is_none() {
+        if let Some(pin) = lock.releases.get(id) {
+            return provision_pin(id, pin, cache, progress);
+        }
+    }
     let entry = cat.entry(id)?;
     let ctx = || format!("kernel '{id}' in {}", cat.path.display());
     match &entry.source {
@@ -119,28 +130,31 @@ fn provision_debian(
     progress: bool,
 ) -> Result<ProvisionedKernel> {
     let pin = lock.pinned(cat, id, src)?;
-    let dir = store::kernel_dir(cache, id, &pin.version);
-    let done = |meta: store::KernelMeta| ProvisionedKernel {
-        id: id.to_string(),
-        vmlinuz: dir.join(store::VMLINUZ),
-        release: meta.release,
-        version: meta.version,
-    };
-    if let Some(meta) = store::load_verified(&dir, Some(&pin.sha256)) {
-        return Ok(done(meta));
-    }
+    provision_pin(id, pin, cache, progress)
+}
 
-    let what = format!("kernel '{id}'");
+/// Where a pinned package's `.deb` is cached.
+pub fn deb_path(cache: &Path, pin: &LockedKernel) -> PathBuf {
     let deb_name = pin.filename.rsplit('/').next().unwrap_or(&pin.filename);
-    let deb = cache.join("debs").join(deb_name);
-    let url = pin.url();
+    cache.join("debs").join(deb_name)
+}
+
+/// Downloads a pinned package into the cache (sha256-verified; a cached one is reused).
+pub fn fetch_deb(id: &str, pin: &LockedKernel, cache: &Path, progress: bool) -> Result<PathBuf> {
+    let deb = deb_path(cache, pin);
     let expect = download::Expect {
         sha256: Some(&pin.sha256),
         size: Some(pin.size),
     };
-    if let Err(e) = download::fetch(&url, &deb, &expect, &what, progress) {
+    if let Err(e) = download::fetch(
+        &pin.url(),
+        &deb,
+        &expect,
+        &format!("kernel '{id}'"),
+        progress,
+    ) {
         let hint = if download::is_not_found(&e) {
-            " (the mirror no longer carries this version: refresh the lock)"
+            " (the mirror no longer serves this version: refresh the lock, or pick another release)"
         } else {
             ""
         };
@@ -149,6 +163,34 @@ fn provision_debian(
             pin.package, pin.version
         )));
     }
+    Ok(deb)
+}
+
+/// Whether an error came from the mirror answering 404 (a release it no longer serves).
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    download::is_not_found(e)
+}
+
+fn provision_pin(
+    id: &str,
+    pin: &LockedKernel,
+    cache: &Path,
+    progress: bool,
+) -> Result<ProvisionedKernel> {
+    let dir = store::kernel_dir(cache, id, &pin.version);
+    let done = |meta: store::KernelMeta| ProvisionedKernel {
+        id: id.to_string(),
+        vmlinuz: dir.join(store::VMLINUZ),
+        release: meta.release,
+        version: meta.version,
+    };
+    if let Some(meta) = store::load_verified(&dir, Some(&pin.sha256)) {
+        prune::touch(&dir);
+        return Ok(done(meta));
+    }
+
+    let what = format!("kernel '{id}'");
+    let deb = fetch_deb(id, pin, cache, progress)?;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp_image = download::temp_path(&dir.join(store::VMLINUZ));
@@ -176,7 +218,49 @@ fn provision_debian(
         vmlinuz_sha256: download::sha256_file(&dir.join(store::VMLINUZ))?,
     };
     store::save_meta(&dir, &meta)?;
+    prune::touch(&dir);
     Ok(done(meta))
+}
+
+/// The Debian changelog that lists `release` (gzip), from the cache or extracted
+/// from its package: the image package in the classic layout, `linux-base-*` in the
+/// split one. None when neither holds one.
+pub fn changelog(
+    release: &Release,
+    cache: &Path,
+    progress: bool,
+) -> Result<Option<(PathBuf, String)>> {
+    let dir = store::kernel_dir(cache, &release.label, &release.pin.version);
+    let dest = dir.join("changelog.gz");
+    let from = dir.join("changelog.from");
+    if dest.is_file() {
+        let source = std::fs::read_to_string(&from).unwrap_or_default();
+        return Ok(Some((dest, source.trim().to_string())));
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for pin in std::iter::once(&release.pin).chain(release.doc.as_ref()) {
+        let deb = fetch_deb(&release.label, pin, cache, progress)?;
+        let tmp = download::temp_path(&dest);
+        let found = extract_changelog(&deb, &tmp);
+        let found = match found {
+            Ok(true) => std::fs::rename(&tmp, &dest)
+                .map(|()| true)
+                .map_err(anyhow::Error::from),
+            other => other,
+        };
+        let _ = std::fs::remove_file(&tmp);
+        if found? {
+            let source = format!("{} {}", pin.package, pin.version);
+            let _ = std::fs::write(&from, &source);
+            return Ok(Some((dest, source)));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether kernel `id` at Debian `version` is extracted in the cache (no hashing).
+pub fn is_cached(cache: &Path, id: &str, version: &str) -> bool {
+    store::is_present(&store::kernel_dir(cache, id, version))
 }
 
 /// Status of every catalogue kernel, without network or hashing.

@@ -95,6 +95,103 @@ pub fn load_catalogue() -> Result<(Catalogue, Lock)> {
     Ok((catalogue, lock))
 }
 
+/// Expands the `--kernel` values into the kernel ids to run, in order: catalogue ids
+/// and bzImage paths as given, a release (`6.1.176`, `6.1.192-3`) as its label, a
+/// whole series (`6.1/all`, `mainline/all`) as every release of it. Releases are
+/// pinned in the lock (written when new pins were added), so later runs need no
+/// index. Errors (unknown series or release) are bad input.
+pub fn resolve_kernels(
+    specs: &[String],
+    show_downloads: bool,
+) -> std::result::Result<Vec<String>, ResolveError> {
+    let (catalogue, mut lock) = load_catalogue().map_err(ResolveError::BadInput)?;
+    let mut index: Option<kernel::ReleaseIndex> = None;
+    let mut out: Vec<String> = Vec::new();
+    let mut pinned_new = false;
+    for spec in specs {
+        let series = spec.strip_suffix("/all");
+        let is_release = kernel::releases::looks_like_release(spec);
+        if catalogue.get(spec).is_some() || (series.is_none() && !is_release) {
+            out.push(spec.clone());
+            continue;
+        }
+        if let (Some(label), None) = (pinned_release(&lock, spec), series) {
+            out.push(label);
+            continue;
+        }
+        if index.is_none() {
+            let idx = load_releases(&catalogue, false, show_downloads)
+                .map_err(ResolveError::Unreachable)?;
+            index = Some(idx);
+        }
+        let idx = index.as_ref().expect("loaded above");
+        let picked: Vec<&kernel::Release> = match series {
+            Some(name) => idx.series(name).map_err(ResolveError::BadInput)?,
+            None => vec![idx.find(spec).map_err(ResolveError::BadInput)?],
+        };
+        for r in picked {
+            if lock.releases.get(&r.label) != Some(&r.pin) {
+                lock.releases.insert(r.label.clone(), r.pin.clone());
+                pinned_new = true;
+            }
+            out.push(r.label.clone());
+        }
+    }
+    if pinned_new {
+        let dir = catalogue_dir().map_err(ResolveError::Unreachable)?;
+        lock.save(&dir.join("kernels.lock"))
+            .map_err(ResolveError::Unreachable)?;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|k| seen.insert(k.clone()));
+    Ok(out)
+}
+
+/// Why `--kernel` values could not be turned into kernels.
+#[derive(Debug)]
+pub enum ResolveError {
+    /// An unknown series or release, a broken catalogue: the user's input.
+    BadInput(anyhow::Error),
+    /// The mirror's indexes could not be read, or the lock not written.
+    Unreachable(anyhow::Error),
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::BadInput(e) | ResolveError::Unreachable(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// A release already pinned in the lock, by label or upstream version (the newest
+/// pinned Debian revision).
+fn pinned_release(lock: &Lock, spec: &str) -> Option<String> {
+    if lock.releases.contains_key(spec) {
+        return Some(spec.to_string());
+    }
+    lock.releases
+        .iter()
+        .filter(|(_, pin)| kernel::releases::split_version(&pin.version).0 == spec)
+        .max_by(|a, b| kernel::compare_debian_versions(&a.1.version, &b.1.version))
+        .map(|(label, _)| label.clone())
+}
+
+/// The mirror's releases (cached for hours; `refresh` reads the indexes again).
+pub fn load_releases(
+    catalogue: &Catalogue,
+    refresh: bool,
+    progress: bool,
+) -> Result<kernel::ReleaseIndex> {
+    let suites = catalogue.releases.as_ref().with_context(|| {
+        format!(
+            "{} has no `releases:` section naming the suites to list releases from",
+            catalogue.path.display()
+        )
+    })?;
+    kernel::releases::load(suites, &kernel::cache_dir(), refresh, progress)
+}
+
 /// The name a kernel's results go under: its id, or `local-<file name>` for a path
 /// to a bzImage (a path must never become a folder path under results/).
 pub fn result_label(id: &str) -> String {
@@ -116,7 +213,8 @@ pub fn provision(
     show_downloads: bool,
 ) -> Result<KernelImage> {
     let as_path = Path::new(id);
-    if catalogue.get(id).is_none() && (id.contains('/') || as_path.is_file()) {
+    let release = catalogue.get(id).is_none() && lock.releases.contains_key(id);
+    if catalogue.get(id).is_none() && !release && (id.contains('/') || as_path.is_file()) {
         kernel::bzimage::inspect_file(as_path).with_context(|| format!("kernel {id}"))?;
         return Ok(KernelImage {
             id: result_label(id),
@@ -124,9 +222,9 @@ pub fn provision(
             package_version: None,
         });
     }
-    if catalogue.get(id).is_none() {
+    if catalogue.get(id).is_none() && !release {
         anyhow::bail!(
-            "unknown kernel `{id}`: not in the kernel catalogue ({}) and not a bzImage path",
+            "unknown kernel `{id}`: not in the kernel catalogue ({}), not a release (`6.1.176`, `6.1/all`) and not a bzImage path",
             catalogue.ids().join(", ")
         );
     }
