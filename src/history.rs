@@ -15,6 +15,15 @@ use crate::results::{self, KernelResult};
 /// Where runs are kept by default (not committed).
 pub const DEFAULT_DIR: &str = "results/history";
 
+/// The history kept beside a result set: its sibling folder `history`
+/// (`results/latest` -> `results/history`, `out/shard-1` -> `out/history`).
+pub fn dir_for(results_dir: &Path) -> PathBuf {
+    match results_dir.parent() {
+        Some(parent) => parent.join("history"),
+        None => results_dir.join("history"),
+    }
+}
+
 /// Keeps `result` in the history; never replaces an earlier run's file.
 pub fn record(history_dir: &Path, result: &KernelResult) -> Result<PathBuf> {
     let release = result
@@ -33,7 +42,7 @@ pub fn record(history_dir: &Path, result: &KernelResult) -> Result<PathBuf> {
     }
     let mut text = serde_json::to_string_pretty(result)?;
     text.push('\n');
-    results::write_atomic(&path, text.as_bytes())
+    crate::atomic_file::write_atomic(&path, text.as_bytes())
         .with_context(|| format!("keeping kernel {} in the history", result.kernel))?;
     Ok(path)
 }
@@ -231,6 +240,19 @@ mod tests {
     use crate::observe::Outcome;
     use crate::results::CaseResult;
     use serde_json::json;
+
+    #[test]
+    fn history_sits_beside_the_result_set() {
+        assert_eq!(
+            dir_for(Path::new(crate::results::DEFAULT_DIR)),
+            Path::new(DEFAULT_DIR)
+        );
+        assert_eq!(
+            dir_for(Path::new("/tmp/x/results")),
+            Path::new("/tmp/x/history")
+        );
+        assert_eq!(dir_for(Path::new("out")), Path::new("history"));
+    }
 
     #[test]
     fn utc_stamps() {

@@ -1,5 +1,6 @@
 //! sockmatrix: run YAML socket cases on many kernels and record what each kernel did.
 pub mod agent;
+pub mod atomic_file;
 #[cfg(feature = "runner")]
 pub mod bench;
 #[cfg(feature = "runner")]
@@ -13,6 +14,8 @@ pub mod exec;
 pub mod fixes;
 pub mod history;
 pub mod host;
+#[cfg(feature = "runner")]
+pub mod interrupt;
 pub mod judge;
 #[cfg(feature = "runner")]
 pub mod kernel;

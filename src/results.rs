@@ -94,25 +94,60 @@ pub fn result_path(results_dir: &Path, kernel: &str) -> PathBuf {
     kernel_dir(results_dir, kernel).join("result.json")
 }
 
-/// Writes the file next to its final name and renames it: readers see the old file
-/// or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().context("result path has no folder")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+pub use crate::atomic_file::write_atomic;
+
+/// A console log of this run, written elsewhere during the boot, that `save` moves
+/// into the kernel's folder as `name` together with the result that points to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingLog {
+    pub from: PathBuf,
+    pub name: String,
 }
 
-pub fn save(results_dir: &Path, result: &KernelResult) -> Result<PathBuf> {
+/// Saves a kernel's result and this run's console logs so that the folder is always
+/// self-consistent: the logs go in first under names unique to this run (no result
+/// points to them yet), then `result.json` is replaced atomically, then the logs of
+/// earlier runs are removed. If anything fails, the earlier result and its logs stay
+/// as they were and this run's logs are removed. The error names the file and the
+/// OS error.
+pub fn save(results_dir: &Path, result: &KernelResult, logs: &[PendingLog]) -> Result<PathBuf> {
+    let dir = kernel_dir(results_dir, &result.kernel);
     let path = result_path(results_dir, &result.kernel);
     let mut text = serde_json::to_string_pretty(result)?;
     text.push('\n');
-    write_atomic(&path, text.as_bytes())?;
+    let mut placed: Vec<PathBuf> = Vec::new();
+    let saved = (|| -> Result<()> {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for log in logs {
+            let dest = dir.join(&log.name);
+            crate::atomic_file::move_into_place(&log.from, &dest)?;
+            placed.push(dest);
+        }
+        write_atomic(&path, text.as_bytes())
+    })();
+    if let Err(e) = saved {
+        for dest in placed {
+            let _ = std::fs::remove_file(dest);
+        }
+        return Err(e);
+    }
+    remove_stale_logs(&dir, logs);
     Ok(path)
+}
+
+/// Console logs of earlier runs (`console*.log`) that the new result does not name.
+fn remove_stale_logs(dir: &Path, keep: &[PendingLog]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_log = name.starts_with("console") && name.ends_with(".log");
+        if is_log && !keep.iter().any(|k| k.name == name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 pub fn load(path: &Path) -> Result<KernelResult> {
@@ -150,4 +185,127 @@ pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn result(kernel: &str, log: &Path) -> KernelResult {
+        KernelResult {
+            kernel: kernel.into(),
+            release: Some("6.1.0-test".into()),
+            package_version: None,
+            could_not_run: None,
+            boot: Some(BootFacts {
+                accel: "Tcg".into(),
+                attempts: 1,
+                hung_attempts: Vec::new(),
+                boot_to_ready_ms: None,
+                total_ms: 1,
+                exit: "PoweredOff".into(),
+                console_problems: Vec::new(),
+                console_log: log.to_path_buf(),
+                resumes: Vec::new(),
+            }),
+            cases: Vec::new(),
+            finished_at: 1,
+        }
+    }
+
+    fn pending(scratch: &Path, name: &str, text: &str) -> PendingLog {
+        let from = scratch.join(name);
+        std::fs::write(&from, text).unwrap();
+        PendingLog {
+            from,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn a_result_and_its_logs_replace_the_old_ones_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (results, scratch) = (dir.path().join("results"), dir.path().join("scratch"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let kdir = kernel_dir(&results, "6.1");
+
+        let first = [pending(&scratch, "console-r1.log", "run 1")];
+        save(
+            &results,
+            &result("6.1", &kdir.join("console-r1.log")),
+            &first,
+        )
+        .unwrap();
+        // A log of the layout before per-run names: stale once a new result is in.
+        std::fs::write(kdir.join("console.2.log"), "older").unwrap();
+
+        let second = [
+            pending(&scratch, "console-r2.log", "run 2"),
+            pending(&scratch, "console-r2.2.log", "run 2, resumed"),
+        ];
+        let path = save(
+            &results,
+            &result("6.1", &kdir.join("console-r2.log")),
+            &second,
+        )
+        .unwrap();
+        let saved = load(&path).unwrap();
+        let log = &saved.boot.unwrap().console_log;
+        assert_eq!(std::fs::read_to_string(log).unwrap(), "run 2");
+        let mut names: Vec<String> = std::fs::read_dir(&kdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["console-r2.2.log", "console-r2.log", "result.json"]);
+        // Results are readable by others, like the logs (tempfile would give 0600).
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
+        assert!(
+            !scratch.join("console-r2.log").exists(),
+            "moved, not copied"
+        );
+    }
+
+    #[test]
+    fn a_failed_save_leaves_the_earlier_result_and_log_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (results, scratch) = (dir.path().join("results"), dir.path().join("scratch"));
+        std::fs::create_dir_all(&scratch).unwrap();
+        let kdir = kernel_dir(&results, "6.1");
+        let first = [pending(&scratch, "console-r1.log", "run 1")];
+        save(
+            &results,
+            &result("6.1", &kdir.join("console-r1.log")),
+            &first,
+        )
+        .unwrap();
+
+        // result.json cannot be replaced: a folder squats its temporary name's place.
+        let squat = [pending(&scratch, "console-r2.log", "run 2")];
+        let blocked = result_path(&results, "6.1");
+        let saved_before = std::fs::read(&blocked).unwrap();
+        std::fs::remove_file(&blocked).unwrap();
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("x"), "").unwrap();
+        let err = format!(
+            "{:#}",
+            save(
+                &results,
+                &result("6.1", &kdir.join("console-r2.log")),
+                &squat
+            )
+            .unwrap_err()
+        );
+        assert!(err.contains(&blocked.display().to_string()), "{err}");
+        std::fs::remove_dir_all(&blocked).unwrap();
+        std::fs::write(&blocked, saved_before).unwrap();
+        // The new run's log was taken back; the old log is still there.
+        assert!(!kdir.join("console-r2.log").exists());
+        assert_eq!(
+            std::fs::read_to_string(kdir.join("console-r1.log")).unwrap(),
+            "run 1"
+        );
+    }
 }

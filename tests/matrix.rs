@@ -106,12 +106,20 @@ fn main() {
             })
         })
         .collect();
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Interrupted: the guests were stopped and temporary files removed; say so the
+    // shell's way (130 SIGINT, 143 SIGTERM) rather than as failed trials.
+    if let Some(signal) = sockmatrix::interrupt::requested() {
+        eprintln!("interrupted by {signal}");
+        std::process::exit(signal.exit_code().into());
+    }
+    conclusion.exit();
 }
 
 /// Boots every selected kernel in the background (the runner bounds how many at once)
 /// and hands each kernel's result to its trials as soon as it is done.
 fn start_runner(wanted: BTreeMap<String, Vec<Case>>, slots: Arc<BTreeMap<String, Slot>>) {
+    sockmatrix::interrupt::install();
     std::thread::spawn(move || {
         let opts = RunOptions {
             show_downloads: false,
@@ -126,15 +134,11 @@ fn start_runner(wanted: BTreeMap<String, Vec<Case>>, slots: Arc<BTreeMap<String,
             Progress::KernelDone { kernel, result, .. } => slots[&kernel].fill(*result),
             _ => {}
         };
-        runner::run_each(&work, &opts, &progress);
-        // A kernel whose runner thread died still releases its trials.
-        for (kernel, cases) in &wanted {
+        let results = runner::run_each(&work, &opts, &progress);
+        // Every kernel has a result (a panicked runner's says why): release its trials.
+        for ((kernel, _), result) in work.iter().zip(results) {
             if slots[kernel].result.lock().unwrap().is_none() {
-                slots[kernel].fill(runner::could_not_run(
-                    kernel,
-                    cases,
-                    "the runner for this kernel died".into(),
-                ));
+                slots[kernel].fill(result);
             }
         }
     });

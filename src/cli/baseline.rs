@@ -53,7 +53,7 @@ fn update(from: &std::path::Path, to: &std::path::Path) -> Result<usize> {
         let src = results::result_path(from, &k.kernel);
         let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
         let dst = results::result_path(to, &k.kernel);
-        results::write_atomic(&dst, &bytes)
+        crate::atomic_file::write_atomic(&dst, &bytes)
             .with_context(|| format!("updating the baseline of kernel {}", k.kernel))?;
         let release = k.release.as_deref().unwrap_or("release unknown");
         println!(

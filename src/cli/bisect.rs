@@ -38,6 +38,10 @@ pub fn bisect_run(args: &BisectArgs) -> ExitCode {
             return ExitCode::from(exit::BISECT_ABORT);
         }
     };
+    if let Err(e) = runner::check_memory(args.memory) {
+        eprintln!("bisect-run: {e}");
+        return ExitCode::from(exit::BISECT_ABORT);
+    }
     // A build that produced no image is a commit to skip, not a bad one.
     let image = match std::fs::canonicalize(&args.kernel_image) {
         Ok(path) => path,
@@ -48,7 +52,8 @@ pub fn bisect_run(args: &BisectArgs) -> ExitCode {
             ))
         }
     };
-    let scratch = match tempfile::tempdir() {
+    crate::interrupt::install();
+    let scratch = match runner::scratch_dir("bisect") {
         Ok(dir) => dir,
         Err(e) => return skip(&format!("no scratch folder: {e}")),
     };
@@ -67,6 +72,10 @@ pub fn bisect_run(args: &BisectArgs) -> ExitCode {
     let cases = [case];
     let work = [(image.to_string_lossy().into_owned(), &cases[..])];
     let results = runner::run_each(&work, &opts, &progress);
+    if let Some(signal) = crate::interrupt::requested() {
+        eprintln!("bisect-run: interrupted by {signal}");
+        return ExitCode::from(signal.exit_code());
+    }
     let Some(kernel) = results.first() else {
         return skip("the runner returned nothing");
     };

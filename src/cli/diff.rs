@@ -27,9 +27,11 @@ pub struct DiffArgs {
     /// Also show volatile observations (bounded by min/max or same_as, or *.fairness).
     #[arg(long)]
     pub all: bool,
-    /// The case library, to know which observations are volatile.
-    #[arg(long, default_value = "cases")]
-    pub cases: PathBuf,
+    /// The case library, to know which observations are volatile and which fixes
+    /// cases detect (default: ./cases when present; comparing two results works
+    /// without one, with every observation compared exactly).
+    #[arg(long)]
+    pub cases: Option<PathBuf>,
 }
 
 /// What a command-line argument names: one kernel's result, or a whole set.
@@ -99,7 +101,7 @@ pub fn fixes_of(cases: &[Case]) -> BTreeMap<String, Fix> {
 }
 
 pub fn diff(args: &DiffArgs) -> ExitCode {
-    let cases = match super::load_cases(std::slice::from_ref(&args.cases), None) {
+    let cases = match case_library(args) {
         Ok(cases) => cases,
         Err(code) => return code,
     };
@@ -142,6 +144,29 @@ pub fn diff(args: &DiffArgs) -> ExitCode {
     }
     println!("(if these are intended: sockmatrix baseline update --from {b} --to {a})");
     ExitCode::from(exit::FAILED)
+}
+
+/// The cases of `--cases` (which must load), else of ./cases if it loads. The
+/// regression gate needs them (volatile observations); comparing two results does not.
+fn case_library(args: &DiffArgs) -> Result<Vec<Case>, ExitCode> {
+    if let Some(dir) = &args.cases {
+        return super::load_cases(std::slice::from_ref(dir), None);
+    }
+    let default = PathBuf::from("cases");
+    if args.baseline.is_some() {
+        return super::load_cases(&[default], None);
+    }
+    if !default.is_dir() {
+        return Ok(Vec::new());
+    }
+    crate::select::load(&[default], None).or_else(|e| {
+        let first = e.to_string();
+        eprintln!(
+            "note: ./cases does not load ({}); comparing every observation exactly",
+            first.lines().next().unwrap_or_default()
+        );
+        Ok(Vec::new())
+    })
 }
 
 fn bad(why: &str) -> ExitCode {

@@ -34,7 +34,7 @@ fn run(args: &MergeArgs) -> Result<()> {
         .map(|d| results::load_set(d))
         .collect::<Result<Vec<_>>>()?;
     for k in crate::merge::merge(sets)? {
-        let path = results::save(&args.out, &k)?;
+        let path = results::save(&args.out, &k, &[])?;
         println!(
             "{}: {} cases -> {}",
             k.kernel,

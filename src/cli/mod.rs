@@ -97,7 +97,7 @@ pub struct RunArgs {
     /// How many guests may run at once.
     #[arg(long, default_value_t = 2)]
     pub max_guests: usize,
-    /// Guest memory in MiB.
+    /// Guest memory in MiB (128 to 16384).
     #[arg(long, default_value_t = 512)]
     pub memory: u32,
     /// Run only shard i of n (`2/3`) of the sorted (kernel, case) pairs; join the
@@ -217,16 +217,9 @@ fn bench(kernels: Vec<String>, hang_boots: u32, accel: AccelArg) -> ExitCode {
         Ok(cases) => cases,
         Err(code) => return code,
     };
-    let kernels = if kernels.is_empty() {
-        match crate::runner::load_catalogue() {
-            Ok((catalogue, _)) => catalogue.default_ids(),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(exit::BAD_INPUT);
-            }
-        }
-    } else {
-        kernels
+    let kernels = match run::choose_kernels(&kernels) {
+        Ok(kernels) => kernels,
+        Err(code) => return code,
     };
     let opts = crate::runner::RunOptions {
         accel: accel.into(),

@@ -90,7 +90,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    crate::results::write_atomic(path, text.as_bytes())?;
+    crate::atomic_file::write_atomic(path, text.as_bytes())?;
     // Temp files are created 0600; a report is meant to be read by others (CI, a web server).
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))

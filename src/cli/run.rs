@@ -9,7 +9,7 @@ use crate::case::Case;
 use crate::judge::Explain;
 use crate::output::{self, Tally};
 use crate::results::KernelResult;
-use crate::runner::{self, Progress, RunOptions};
+use crate::runner::{self, Progress, RunOptions, SaveError};
 use crate::shard::Shard;
 
 pub fn run(args: &RunArgs) -> ExitCode {
@@ -17,35 +17,33 @@ pub fn run(args: &RunArgs) -> ExitCode {
         Ok(cases) => cases,
         Err(code) => return code,
     };
+    if let Err(e) = runner::check_memory(args.memory) {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::BAD_INPUT);
+    }
+    if args.max_guests == 0 {
+        eprintln!("error: --max-guests must be at least 1");
+        return ExitCode::from(exit::BAD_INPUT);
+    }
     let kernels: Vec<String> = if args.host {
         if let Err(why) = crate::host::preflight() {
             eprintln!("error: {why}");
             return ExitCode::from(exit::COULD_NOT_RUN);
         }
         vec![runner::HOST.to_string()]
-    } else if args.kernel.is_empty() {
-        match runner::load_catalogue() {
-            Ok((catalogue, _)) => catalogue.default_ids(),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                return ExitCode::from(exit::BAD_INPUT);
-            }
-        }
     } else {
-        match runner::resolve_kernels(&args.kernel, true) {
+        match choose_kernels(&args.kernel) {
             Ok(kernels) => kernels,
-            Err(e) => return super::resolve_failed(&e),
+            Err(code) => return code,
         }
     };
-    if args.max_guests == 0 {
-        eprintln!("error: --max-guests must be at least 1");
-        return ExitCode::from(exit::BAD_INPUT);
-    }
+    crate::interrupt::install();
     let opts = RunOptions {
         accel: args.accel.into(),
         memory_mb: args.memory,
         max_guests: args.max_guests,
         results_dir: args.results.clone(),
+        history_dir: Some(crate::history::dir_for(&args.results)),
         ..RunOptions::default()
     };
     let results = match args.shard {
@@ -77,8 +75,72 @@ pub fn run(args: &RunArgs) -> ExitCode {
             runner::run_each(&work, &opts, &report_progress)
         }
     };
+    if let Some(signal) = crate::interrupt::requested() {
+        return interrupted(&results, signal);
+    }
     print_results(&results, &cases, args);
     exit_code(&results)
+}
+
+/// The kernels to run: the catalogue's default set, or the `--kernel` values expanded
+/// (releases, series) and each checked (a catalogue id, a pinned release or a bzImage
+/// file) before anything boots. Two values naming the same kernel run it once.
+pub(super) fn choose_kernels(args: &[String]) -> Result<Vec<String>, ExitCode> {
+    if args.is_empty() {
+        return match runner::load_catalogue() {
+            Ok((catalogue, _)) => Ok(catalogue.default_ids()),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Err(ExitCode::from(exit::BAD_INPUT))
+            }
+        };
+    }
+    let ids = runner::resolve_kernels(args, true).map_err(|e| super::resolve_failed(&e))?;
+    let catalogue = runner::load_catalogue().ok();
+    let mut chosen: Vec<runner::KernelChoice> = Vec::new();
+    let mut bad = false;
+    for id in &ids {
+        match runner::choose_kernel(id, catalogue.as_ref()) {
+            Ok(choice) if chosen.iter().any(|c| c.label() == choice.label()) => {}
+            Ok(choice) => chosen.push(choice),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        return Err(ExitCode::from(exit::BAD_INPUT));
+    }
+    Ok(chosen.iter().map(|c| c.arg()).collect())
+}
+
+/// After SIGINT/SIGTERM: which kernels were stopped (their earlier results kept),
+/// which finished and were saved; exit 128 + the signal.
+fn interrupted(results: &[KernelResult], signal: crate::interrupt::Interrupt) -> ExitCode {
+    let (stopped, finished): (Vec<&KernelResult>, Vec<&KernelResult>) =
+        results.iter().partition(|k| {
+            k.could_not_run
+                .as_deref()
+                .is_some_and(|w| w.starts_with("interrupted"))
+        });
+    let names = |ks: &[&KernelResult]| {
+        ks.iter()
+            .map(|k| k.kernel.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    eprintln!("\ninterrupted by {signal}: guests stopped, temporary files removed");
+    if !stopped.is_empty() {
+        eprintln!(
+            "  not finished (earlier results, if any, left as they were): {}",
+            names(&stopped)
+        );
+    }
+    if !finished.is_empty() {
+        eprintln!("  finished before the signal: {}", names(&finished));
+    }
+    ExitCode::from(signal.exit_code())
 }
 
 /// This shard's cases per kernel; kernels without any are left out (not booted).
@@ -152,8 +214,9 @@ fn report_progress(event: Progress) {
                 );
             }
             match saved {
-                Some(path) => eprintln!("[{kernel}] results in {}", path.display()),
-                None => eprintln!("[{kernel}] warning: results could not be saved"),
+                Ok(path) => eprintln!("[{kernel}] results in {}", path.display()),
+                Err(SaveError::Failed(why)) => eprintln!("[{kernel}] error: {why}"),
+                Err(SaveError::NotSaved) => eprintln!("[{kernel}] results not saved"),
             }
         }
         _ => {}

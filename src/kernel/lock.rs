@@ -64,7 +64,7 @@ impl Lock {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
-        super::download::write_atomic(path, text.as_bytes())
+        crate::atomic_file::write_atomic(path, text.as_bytes())
             .with_context(|| format!("writing kernel lock {}", path.display()))
     }
 

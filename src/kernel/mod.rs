@@ -11,6 +11,7 @@ mod deb_extract;
 mod debian_index;
 mod debversion;
 mod download;
+pub use download::sha256_file;
 mod lock;
 pub mod prune;
 pub mod releases;
@@ -193,8 +194,8 @@ fn provision_pin(
     let deb = fetch_deb(id, pin, cache, progress)?;
 
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp_image = download::temp_path(&dir.join(store::VMLINUZ));
-    let tmp_config = download::temp_path(&dir.join("config"));
+    let tmp_image = crate::atomic_file::temp_sibling(&dir.join(store::VMLINUZ));
+    let tmp_config = crate::atomic_file::temp_sibling(&dir.join("config"));
     let extracted = (|| -> Result<deb_extract::Extracted> {
         let x = deb_extract::extract_vmlinuz(&deb, &tmp_image, &tmp_config)?;
         bzimage::inspect_file(&tmp_image)?;
@@ -240,7 +241,7 @@ pub fn changelog(
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     for pin in std::iter::once(&release.pin).chain(release.doc.as_ref()) {
         let deb = fetch_deb(&release.label, pin, cache, progress)?;
-        let tmp = download::temp_path(&dest);
+        let tmp = crate::atomic_file::temp_sibling(&dest);
         let found = extract_changelog(&deb, &tmp);
         let found = match found {
             Ok(true) => std::fs::rename(&tmp, &dest)

@@ -188,7 +188,7 @@ pub fn load(
             let text = serde_json::to_string(&idx)? + "\n";
             // A cache that cannot be written only costs time next run.
             if std::fs::create_dir_all(cache).is_ok() {
-                let _ = super::download::write_atomic(&path, text.as_bytes());
+                let _ = crate::atomic_file::write_atomic(&path, text.as_bytes());
             }
             Ok(idx)
         }

@@ -48,6 +48,6 @@ pub fn is_present(dir: &Path) -> bool {
 
 pub fn save_meta(dir: &Path, meta: &KernelMeta) -> Result<()> {
     let text = serde_json::to_string_pretty(meta)? + "\n";
-    download::write_atomic(&dir.join(META), text.as_bytes())
+    crate::atomic_file::write_atomic(&dir.join(META), text.as_bytes())
         .with_context(|| format!("writing {}", dir.join(META).display()))
 }

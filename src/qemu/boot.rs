@@ -188,6 +188,9 @@ fn run_once(
         if now >= deadline {
             break Some(why);
         }
+        if crate::interrupt::requested().is_some() {
+            break Some(GuestExit::Interrupted);
+        }
         match rx.recv_timeout(TICK.min(deadline - now)) {
             Ok(FromGuest::Line(line)) => {
                 last_line_at = Instant::now();
@@ -221,6 +224,8 @@ fn run_once(
     }
     let exit = match killed_for {
         Some(why) => why,
+        // A terminal's Ctrl-C reaches QEMU too: that death is the interrupt's.
+        None if crate::interrupt::requested().is_some() => GuestExit::Interrupted,
         None => classify_exit(status, &scanner),
     };
     let last_console_line = scanner.last_line();
@@ -233,17 +238,26 @@ fn run_once(
     })
 }
 
+/// How QEMU ended: its exit code or the signal that killed it, and its stderr.
+struct QemuStatus {
+    code: Option<i32>,
+    signal: Option<i32>,
+    stderr: String,
+}
+
 /// Exit status and stderr of a QEMU that has ended (or been killed).
-fn wait_status(reader: &duct::ReaderHandle) -> Option<(Option<i32>, String)> {
+fn wait_status(reader: &duct::ReaderHandle) -> Option<QemuStatus> {
     // The reader thread saw EOF, so QEMU is gone or going; bound the wait anyway.
     let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
         match reader.try_wait() {
             Ok(Some(out)) => {
-                return Some((
-                    out.status.code(),
-                    String::from_utf8_lossy(&out.stderr).into_owned(),
-                ))
+                use std::os::unix::process::ExitStatusExt;
+                return Some(QemuStatus {
+                    code: out.status.code(),
+                    signal: out.status.signal(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(_) => return None,
@@ -255,20 +269,26 @@ fn wait_status(reader: &duct::ReaderHandle) -> Option<(Option<i32>, String)> {
 
 /// A clean QEMU exit is a power-off unless the console shows a panic
 /// (panic=-1 + -no-reboot also ends QEMU with status 0).
-fn classify_exit(status: Option<(Option<i32>, String)>, scanner: &ConsoleScanner) -> GuestExit {
+fn classify_exit(status: Option<QemuStatus>, scanner: &ConsoleScanner) -> GuestExit {
     match status {
-        Some((Some(0), _)) => match scanner.panic_line() {
+        Some(QemuStatus { code: Some(0), .. }) => match scanner.panic_line() {
             Some(line) => GuestExit::Panicked {
                 line: line.to_string(),
             },
             None => GuestExit::PoweredOff,
         },
-        Some((code, stderr)) => GuestExit::QemuFailed {
+        Some(QemuStatus {
+            code,
+            signal,
+            stderr,
+        }) => GuestExit::QemuFailed {
             status: code,
+            signal,
             stderr_tail: tail(&stderr, STDERR_TAIL),
         },
         None => GuestExit::QemuFailed {
             status: None,
+            signal: None,
             stderr_tail: "QEMU exit status unavailable".into(),
         },
     }
@@ -301,18 +321,26 @@ fn start_console_log(spec: &BootSpec, attempt: u32) -> Result<u64> {
 mod tests {
     use super::*;
 
+    fn exited(code: Option<i32>, signal: Option<i32>, stderr: &str) -> Option<QemuStatus> {
+        Some(QemuStatus {
+            code,
+            signal,
+            stderr: stderr.into(),
+        })
+    }
+
     #[test]
     fn clean_exit_with_panic_line_is_panicked() {
         let mut s = ConsoleScanner::default();
         s.feed(b"Kernel panic - not syncing: Attempted to kill init!\n");
         assert_eq!(
-            classify_exit(Some((Some(0), String::new())), &s),
+            classify_exit(exited(Some(0), None, ""), &s),
             GuestExit::Panicked {
                 line: "Kernel panic - not syncing: Attempted to kill init!".into()
             }
         );
         assert_eq!(
-            classify_exit(Some((Some(0), String::new())), &ConsoleScanner::default()),
+            classify_exit(exited(Some(0), None, ""), &ConsoleScanner::default()),
             GuestExit::PoweredOff
         );
     }
@@ -320,18 +348,22 @@ mod tests {
     #[test]
     fn nonzero_or_signal_is_qemu_failed() {
         let s = ConsoleScanner::default();
-        let got = classify_exit(Some((Some(1), "qemu: could not load kernel\n".into())), &s);
+        let got = classify_exit(exited(Some(1), None, "qemu: could not load kernel\n"), &s);
         assert_eq!(
             got,
             GuestExit::QemuFailed {
                 status: Some(1),
+                signal: None,
                 stderr_tail: "qemu: could not load kernel".into()
             }
         );
-        assert!(matches!(
-            classify_exit(Some((None, String::new())), &s),
-            GuestExit::QemuFailed { status: None, .. }
-        ));
+        assert_eq!(
+            got.to_string(),
+            "QEMU failed (exit status 1): qemu: could not load kernel"
+        );
+        // Killed by a signal: the signal is named, not "status None".
+        let killed = classify_exit(exited(None, Some(9), ""), &s);
+        assert_eq!(killed.to_string(), "QEMU was killed by SIGKILL");
     }
 
     #[test]

@@ -86,11 +86,43 @@ pub enum GuestExit {
     IdleTimeout,
     /// The attempt exceeded `total_timeout`.
     TotalTimeout,
-    /// QEMU itself failed (bad kernel image, bad option, ...): exit status and stderr tail.
+    /// QEMU itself failed (bad kernel image, bad option, ...) or was killed: its exit
+    /// status or the signal that ended it, and its stderr tail.
     QemuFailed {
         status: Option<i32>,
+        signal: Option<i32>,
         stderr_tail: String,
     },
+    /// The run was interrupted (SIGINT/SIGTERM) and the guest stopped.
+    Interrupted,
+}
+
+impl std::fmt::Display for GuestExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            GuestExit::QemuFailed {
+                status,
+                signal,
+                stderr_tail,
+            } => {
+                match (status, signal) {
+                    (_, Some(signal)) => write!(
+                        f,
+                        "QEMU was killed by {}",
+                        crate::interrupt::signal_name(*signal)
+                    )?,
+                    (Some(code), None) => write!(f, "QEMU failed (exit status {code})")?,
+                    (None, None) => write!(f, "QEMU failed (exit status unknown)")?,
+                }
+                if stderr_tail.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, ": {stderr_tail}")
+                }
+            }
+            other => write!(f, "{other:?}"),
+        }
+    }
 }
 
 /// Progress, delivered to the caller's callback in order.

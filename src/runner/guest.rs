@@ -13,7 +13,7 @@ use crate::case::Case;
 use crate::judge::{judge, Verdict};
 use crate::observe::{AgentEvent, CaseRun, Outcome};
 use crate::qemu::{self, BootEvent, BootSpec, Entry, FileData, Gate, GuestExit};
-use crate::results::{self, BootFacts, CaseResult, KernelResult};
+use crate::results::{self, BootFacts, CaseResult, KernelResult, PendingLog};
 
 /// What to boot: a kernel image and how to call it in results.
 pub struct KernelImage {
@@ -30,6 +30,44 @@ const BOOT_BUDGET: Duration = Duration::from_secs(60);
 /// allowed to cost the other cases their results.
 const MAX_RESUMES: usize = 2;
 
+/// A kernel's run, with what `results::save` must move into its folder. The scratch
+/// folder (initramfs, console logs while they are written) is removed on drop, so an
+/// interrupted or unsaved run leaves nothing behind.
+pub struct KernelRun {
+    pub result: KernelResult,
+    /// This run's console logs, in boot order.
+    pub logs: Vec<PendingLog>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl KernelRun {
+    /// A run that never booted (no logs).
+    pub fn without_boot(result: KernelResult) -> KernelRun {
+        KernelRun {
+            result,
+            logs: Vec::new(),
+            _scratch: None,
+        }
+    }
+}
+
+/// A scratch folder in the temp dir, named so that a leftover is recognisable.
+pub fn scratch_dir(what: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("sockmatrix-{what}-"))
+        .tempdir()
+        .with_context(|| format!("creating a scratch folder for the {what}"))
+}
+
+/// Console log names unique to this run (`console-<UTC time>-<pid>[.N].log`), so a
+/// result never points to another run's log.
+fn log_name(run_tag: &str, boot: usize) -> String {
+    match boot {
+        0 => format!("console-{run_tag}.log"),
+        n => format!("console-{run_tag}.{}.log", n + 1),
+    }
+}
+
 /// How a guest ended before reporting every case.
 struct Death {
     /// What happened, with the console tail.
@@ -44,9 +82,13 @@ pub fn run_on_kernel(
     opts: &RunOptions,
     gate: &Gate,
     progress: &(dyn Fn(Progress) + Sync),
-) -> KernelResult {
+) -> KernelRun {
     let dir = results::kernel_dir(&opts.results_dir, &image.id);
-    let console_log = dir.join("console.log");
+    let run_tag = format!(
+        "{}-{}",
+        crate::history::file_stamp(results::now()),
+        std::process::id()
+    );
     let mut result = KernelResult {
         kernel: image.id.clone(),
         release: None,
@@ -57,10 +99,16 @@ pub fn run_on_kernel(
         cases: Vec::new(),
         finished_at: 0,
     };
-    for n in 2..=MAX_RESUMES + 1 {
-        // Logs of resumed boots from an earlier run would mislead.
-        let _ = std::fs::remove_file(dir.join(format!("console.{n}.log")));
-    }
+    let scratch = match scratch_dir("run") {
+        Ok(scratch) => scratch,
+        Err(e) => {
+            let why = format!("{e:#}");
+            return KernelRun::without_boot(super::could_not_run(&image.id, cases, why));
+        }
+    };
+    let mut logs: Vec<PendingLog> = Vec::new();
+    // Attempts of every boot so far: a resumed boot goes on counting.
+    let mut attempts_before = 0;
     let mut runs: BTreeMap<String, CaseRun> = BTreeMap::new();
     let mut uname_version: Option<String> = None;
     // Cases a dead guest took down twice: reported as errors, not run again.
@@ -76,22 +124,34 @@ pub fn run_on_kernel(
         if pending.is_empty() {
             break;
         }
-        let log = if boot == 0 {
-            console_log.clone()
-        } else {
-            dir.join(format!("console.{}.log", boot + 1))
+        if let Some(signal) = crate::interrupt::requested() {
+            result.could_not_run = Some(format!("interrupted by {signal}"));
+            break;
+        }
+        let name = log_name(&run_tag, boot);
+        let log = LogPaths {
+            writing: scratch.path().join(&name),
+            kept: dir.join(&name),
         };
-        match boot_and_collect(
+        let collected = boot_and_collect(
             image,
             &pending,
             opts,
             gate,
             progress,
             &log,
+            &mut attempts_before,
             &mut runs,
             &mut result,
             &mut uname_version,
-        ) {
+        );
+        if log.writing.is_file() {
+            logs.push(PendingLog {
+                from: log.writing.clone(),
+                name,
+            });
+        }
+        match collected {
             Ok(None) => break,
             Err(e) => {
                 result.could_not_run = Some(format!("{e:#}"));
@@ -113,6 +173,12 @@ pub fn run_on_kernel(
                 }
                 deaths.push(death);
             }
+        }
+    }
+    // Not one case reported in any boot: the kernel could not run at all.
+    if runs.is_empty() && result.could_not_run.is_none() {
+        if let Some(death) = deaths.last() {
+            result.could_not_run = Some(death.why.lines().next().unwrap_or_default().to_string());
         }
     }
     if let Some(boot) = result.boot.as_mut() {
@@ -151,7 +217,17 @@ pub fn run_on_kernel(
         result.cases.push(CaseResult::new(case, run, verdict));
     }
     result.finished_at = results::now();
-    result
+    KernelRun {
+        result,
+        logs,
+        _scratch: Some(scratch),
+    }
+}
+
+/// Where QEMU writes a boot's console log, and where `save` will keep it.
+struct LogPaths {
+    writing: PathBuf,
+    kept: PathBuf,
 }
 
 /// The initramfs: the agent as /init, the plan (if any), and the results port node.
@@ -188,26 +264,26 @@ fn boot_and_collect(
     opts: &RunOptions,
     gate: &Gate,
     progress: &(dyn Fn(Progress) + Sync),
-    console_log: &Path,
+    console_log: &LogPaths,
+    attempts_before: &mut u32,
     runs: &mut BTreeMap<String, CaseRun>,
     result: &mut KernelResult,
     uname_version: &mut Option<String>,
 ) -> Result<Option<Death>> {
     let agent = super::agent_binary::agent_binary()?;
-    let scratch = tempfile::tempdir().context("creating a scratch folder for the initramfs")?;
-    let initramfs = scratch.path().join("initramfs.cpio");
+    let scratch = console_log
+        .writing
+        .parent()
+        .context("console log has no folder")?;
+    let initramfs = scratch.join("initramfs.cpio");
     let plan = GuestPlan {
         cases: cases.iter().map(|c| c.plan.clone()).collect(),
     };
     write_guest_image(&initramfs, &agent, Some(&plan))?;
-    if let Some(dir) = console_log.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let _ = std::fs::remove_file(console_log);
 
     let longest_case = cases.iter().map(|c| c.plan.timeout_ms).max().unwrap_or(0);
     let all_cases: u64 = cases.iter().map(|c| c.plan.timeout_ms).sum();
-    let mut spec = BootSpec::new(&image.vmlinuz, &initramfs, console_log);
+    let mut spec = BootSpec::new(&image.vmlinuz, &initramfs, &console_log.writing);
     spec.accel = opts.accel;
     spec.memory_mb = opts.memory_mb;
     spec.cpus = opts.cpus;
@@ -220,13 +296,17 @@ fn boot_and_collect(
 
     let id = image.id.as_str();
     let _permit = gate.acquire();
+    if let Some(signal) = crate::interrupt::requested() {
+        anyhow::bail!("interrupted by {signal} before booting");
+    }
+    let first_attempt = *attempts_before;
     let mut current: Option<String> = None;
     let mut done = false;
     let mut fatal: Option<String> = None;
     let outcome = qemu::boot(&spec, &mut |event| match event {
         BootEvent::BootStart { attempt, accel } => progress(Progress::Booting {
             kernel: id.into(),
-            attempt,
+            attempt: first_attempt + attempt,
             accel: accel.name().to_string(),
         }),
         BootEvent::Retry { reason, .. } => progress(Progress::Retrying {
@@ -266,16 +346,17 @@ fn boot_and_collect(
         },
         BootEvent::Ready { .. } | BootEvent::Exit(_) => {}
     })?;
+    *attempts_before += outcome.attempts;
     result.boot = Some(BootFacts {
         accel: outcome.accel.accel.name().to_string(),
         accel_reason: Some(outcome.accel.reason.clone()),
-        attempts: outcome.attempts,
+        attempts: *attempts_before,
         hung_attempts: outcome.hung_attempts.clone(),
         boot_to_ready_ms: outcome.boot_to_ready.map(|d| d.as_millis() as u64),
         total_ms: outcome.total.as_millis() as u64,
         exit: format!("{:?}", outcome.exit),
         console_problems: outcome.problems.iter().map(|p| p.line.clone()).collect(),
-        console_log: console_log.to_path_buf(),
+        console_log: console_log.kept.clone(),
         resumes: Vec::new(),
     });
     if let Some(message) = fatal {
@@ -295,10 +376,11 @@ fn boot_and_collect(
         ),
         GuestExit::IdleTimeout => "the guest stopped reporting (idle timeout)".to_string(),
         GuestExit::TotalTimeout => "the whole boot overran its budget".to_string(),
-        GuestExit::QemuFailed {
-            status,
-            stderr_tail,
-        } => format!("QEMU failed (status {status:?}): {stderr_tail}"),
+        GuestExit::QemuFailed { .. } => outcome.exit.to_string(),
+        GuestExit::Interrupted => {
+            let signal = crate::interrupt::requested().map(|s| s.to_string());
+            anyhow::bail!("interrupted by {}", signal.as_deref().unwrap_or("a signal"))
+        }
     };
     let while_running = current
         .as_ref()
@@ -306,7 +388,7 @@ fn boot_and_collect(
         .unwrap_or_default();
     let why = format!(
         "{how}{while_running}\n--- console tail ({}):\n{tail}",
-        console_log.display()
+        console_log.kept.display()
     );
     Ok(Some(Death {
         why,

@@ -18,7 +18,7 @@ use crate::results::{self, CaseResult, KernelResult};
 
 pub use agent_binary::agent_binary;
 pub use catalogue_source::{catalogue_dir, chosen_dir as chosen_catalogue_dir, set_catalogue_dir};
-pub use guest::{write_guest_image, KernelImage};
+pub use guest::{scratch_dir, write_guest_image, KernelImage, KernelRun};
 
 /// The id that means "the kernel this machine runs", in-process.
 pub const HOST: &str = crate::host::HOST_KERNEL;
@@ -83,7 +83,7 @@ pub enum Progress {
     },
     KernelDone {
         kernel: String,
-        saved: Option<PathBuf>,
+        saved: std::result::Result<PathBuf, SaveError>,
         result: Box<KernelResult>,
     },
 }
@@ -192,17 +192,110 @@ pub fn load_releases(
     kernel::releases::load(suites, &kernel::cache_dir(), refresh, progress)
 }
 
-/// The name a kernel's results go under: its id, or `local-<file name>` for a path
-/// to a bzImage (a path must never become a folder path under results/).
-pub fn result_label(id: &str) -> String {
-    if !id.contains('/') {
-        return id.to_string();
+/// The name a bzImage file's results go under: `local-<release>-<sha256 prefix>`
+/// (the file name when the header carries no release). The hash makes it unique to
+/// the image: two trees' `arch/x86/boot/bzImage` never share a folder, the same image
+/// always gets the same one, and a path never becomes a folder path under results/.
+pub fn image_label(path: &Path) -> Result<String> {
+    let release = kernel::bzimage::inspect_file(path)?;
+    let name = release.unwrap_or_else(|| {
+        path.file_name()
+            .map_or_else(|| "kernel".into(), |n| n.to_string_lossy().into_owned())
+    });
+    // Only characters that are safe and readable in a folder name.
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let sha = kernel::sha256_file(path)?;
+    Ok(format!("local-{name}-{}", &sha[..12]))
+}
+
+/// What a `--kernel` argument names, decided before anything boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// The kernel this machine runs (`host`).
+    Host,
+    /// A catalogue id, or a release pinned in the lock (`6.1.176`).
+    Catalogue(String),
+    /// A bzImage file, with the label its results go under.
+    Image { path: PathBuf, label: String },
+}
+
+impl KernelChoice {
+    /// The name its results go under.
+    pub fn label(&self) -> String {
+        match self {
+            KernelChoice::Host => HOST.into(),
+            KernelChoice::Catalogue(id) => id.clone(),
+            KernelChoice::Image { label, .. } => label.clone(),
+        }
     }
-    let name = Path::new(id).file_name().map_or_else(
-        || "kernel".to_string(),
-        |n| n.to_string_lossy().into_owned(),
+
+    /// The argument the runner takes (`run_each`'s kernel strings).
+    pub fn arg(&self) -> String {
+        match self {
+            KernelChoice::Host => HOST.into(),
+            KernelChoice::Catalogue(id) => id.clone(),
+            KernelChoice::Image { path, .. } => path.to_string_lossy().into_owned(),
+        }
+    }
+}
+
+/// Checks a kernel id (after `resolve_kernels`): `host`, a catalogue id, a release
+/// pinned in the lock, or an existing file that is a bzImage. Errors are bad input
+/// (exit 2), said before anything boots.
+pub fn choose_kernel(
+    arg: &str,
+    catalogue: Option<&(Catalogue, Lock)>,
+) -> Result<KernelChoice> {
+    if arg == HOST {
+        return Ok(KernelChoice::Host);
+    }
+    if let Some((cat, lock)) = catalogue {
+        if cat.get(arg).is_some() || lock.releases.contains_key(arg) {
+            return Ok(KernelChoice::Catalogue(arg.into()));
+        }
+    }
+    let catalogue = catalogue.map(|(c, _)| c);
+    let path = Path::new(arg);
+    if path.is_file() {
+        let label = image_label(path).with_context(|| format!("--kernel {arg}"))?;
+        return Ok(KernelChoice::Image {
+            path: path.to_path_buf(),
+            label,
+        });
+    }
+    let known = catalogue.map_or_else(
+        || "the catalogue did not load".into(),
+        |c| c.ids().join(", "),
     );
-    format!("local-{name}")
+    if path.exists() {
+        anyhow::bail!("--kernel {arg}: not a file (a kernel is a catalogue id or a bzImage file)");
+    }
+    anyhow::bail!(
+        "--kernel {arg}: no such kernel: not in the kernel catalogue ({known}), not a release, and no file of that name"
+    )
+}
+
+/// Guest memory that the kernels boot with and this host can give.
+pub const MEMORY_MB: std::ops::RangeInclusive<u32> = 128..=16384;
+
+/// Checks `--memory` (MiB) against `MEMORY_MB`.
+pub fn check_memory(mb: u32) -> Result<()> {
+    anyhow::ensure!(
+        MEMORY_MB.contains(&mb),
+        "--memory {mb}: guest memory must be between {} and {} MiB",
+        MEMORY_MB.start(),
+        MEMORY_MB.end()
+    );
+    Ok(())
 }
 
 /// Turns a kernel id (or a path to a bzImage) into something to boot.
@@ -215,9 +308,9 @@ pub fn provision(
     let as_path = Path::new(id);
     let release = catalogue.get(id).is_none() && lock.releases.contains_key(id);
     if catalogue.get(id).is_none() && !release && (id.contains('/') || as_path.is_file()) {
-        kernel::bzimage::inspect_file(as_path).with_context(|| format!("kernel {id}"))?;
+        let label = image_label(as_path).with_context(|| format!("kernel {id}"))?;
         return Ok(KernelImage {
-            id: result_label(id),
+            id: label,
             vmlinuz: as_path.to_path_buf(),
             package_version: None,
         });
@@ -237,6 +330,19 @@ pub fn provision(
     })
 }
 
+/// The label of a kernel argument that could not even be provisioned.
+fn fallback_label(id: &str) -> String {
+    if !id.contains('/') {
+        return id.to_string();
+    }
+    image_label(Path::new(id)).unwrap_or_else(|_| {
+        let name = Path::new(id)
+            .file_name()
+            .map_or_else(|| "kernel".into(), |n| n.to_string_lossy().into_owned());
+        format!("local-{name}")
+    })
+}
+
 /// Runs `cases` on every kernel in `kernels`, booting at most `opts.max_guests` at
 /// once. A kernel that cannot be provisioned or booted is reported as such in its
 /// result; the others go on. Each kernel's result is saved as soon as it is done.
@@ -250,7 +356,9 @@ pub fn run_kernels(
     run_each(&work, opts, progress)
 }
 
-/// Like `run_kernels`, with a case list of its own for each kernel.
+/// Like `run_kernels`, with a case list of its own for each kernel. Every kernel has
+/// a result, even one whose runner thread panicked (could not run, with the panic
+/// message). A kernel stopped by an interrupt is reported but not saved.
 pub fn run_each(
     work: &[(String, &[Case])],
     opts: &RunOptions,
@@ -258,23 +366,59 @@ pub fn run_each(
 ) -> Vec<KernelResult> {
     let gate = Gate::new(opts.max_guests.max(1));
     let catalogue = load_catalogue();
-    let mut out: Vec<Option<KernelResult>> = vec![None; work.len()];
+    let mut out: Vec<KernelResult> = Vec::with_capacity(work.len());
     std::thread::scope(|scope| {
         let mut handles = Vec::new();
-        for (slot, (id, cases)) in work.iter().enumerate() {
+        for (id, cases) in work {
             let (gate, catalogue) = (&gate, &catalogue);
             handles.push((
-                slot,
+                id,
+                cases,
                 scope.spawn(move || run_one(id, cases, opts, gate, catalogue, progress)),
             ));
         }
-        for (slot, handle) in handles {
-            out[slot] = handle.join().ok();
+        for (id, cases, handle) in handles {
+            let result = handle.join().unwrap_or_else(|panic| {
+                let why = format!(
+                    "the runner for this kernel panicked: {}",
+                    panic_message(&*panic)
+                );
+                let result = could_not_run(&fallback_label(id), cases, why);
+                // The progress callback may be what panicked: it must not take the
+                // other kernels' results down with it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    progress(Progress::KernelDone {
+                        kernel: id.clone(),
+                        saved: Err(SaveError::NotSaved),
+                        result: Box::new(result.clone()),
+                    })
+                }));
+                result
+            });
+            out.push(result);
         }
     });
     // A first run's KVM trial boot keeps its verdict for the next runs.
     crate::qemu::finish_probe();
-    out.into_iter().flatten().collect()
+    out
+}
+
+/// The text a panic was raised with.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// Why a kernel's result is not on disk.
+#[derive(Debug, Clone)]
+pub enum SaveError {
+    /// Writing failed: the message names the file and the OS error.
+    Failed(String),
+    /// Interrupted or panicked: deliberately not saved, earlier results are kept.
+    NotSaved,
 }
 
 fn run_one(
@@ -285,8 +429,8 @@ fn run_one(
     catalogue: &Result<(Catalogue, Lock)>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> KernelResult {
-    let result = if id == HOST {
-        host_result(cases)
+    let run = if id == HOST {
+        KernelRun::without_boot(host_result(cases))
     } else {
         let image = catalogue
             .as_ref()
@@ -300,20 +444,51 @@ fn run_one(
                 });
                 guest::run_on_kernel(&image, cases, opts, gate, progress)
             }
-            Err(e) => could_not_run(&result_label(id), cases, format!("{e:#}")),
+            Err(e) => {
+                KernelRun::without_boot(could_not_run(&fallback_label(id), cases, format!("{e:#}")))
+            }
         }
     };
-    let saved = results::save(&opts.results_dir, &result).ok();
-    // History is a convenience: losing it must not lose the run.
-    if let Some(dir) = &opts.history_dir {
-        let _ = crate::history::record(dir, &result);
-    }
+    let mut result = run.result.clone();
+    let saved = if let Some(signal) = crate::interrupt::requested() {
+        // An interrupted kernel's result is partial: the earlier one stays in place.
+        result.could_not_run = Some(format!("interrupted by {signal}; results not saved"));
+        Err(SaveError::NotSaved)
+    } else {
+        match results::save(&opts.results_dir, &result, &run.logs) {
+            Ok(path) => {
+                // History is a convenience: losing it must not lose the run.
+                if let Some(dir) = &opts.history_dir {
+                    let _ = crate::history::record(dir, &result);
+                }
+                Ok(path)
+            }
+            Err(e) => {
+                let why = format!("results could not be saved: {e:#}");
+                mark_unsaved(&mut result, &why);
+                Err(SaveError::Failed(why))
+            }
+        }
+    };
+    drop(run);
     progress(Progress::KernelDone {
         kernel: id.into(),
         saved,
         result: Box::new(result.clone()),
     });
     result
+}
+
+/// A kernel whose result could not be written counts as could-not-run: each case
+/// becomes an error that still says what the run saw.
+pub fn mark_unsaved(result: &mut KernelResult, why: &str) {
+    result.could_not_run = Some(why.to_string());
+    for case in &mut result.cases {
+        let seen = case.verdict.label();
+        case.verdict = crate::judge::Verdict::Error {
+            message: format!("{why} (the case ran: {seen})"),
+        };
+    }
 }
 
 /// Host mode as a result set, so that it is saved, diffed and reported like a guest's.
@@ -373,4 +548,102 @@ pub fn could_not_run(id: &str, cases: &[Case], why: String) -> KernelResult {
 pub fn version_of(result: &KernelResult) -> Option<KernelVersion> {
     let release = result.release.as_deref()?;
     KernelVersion::from_uname(release, result.uname_version.as_deref().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with a bzImage header carrying `release` and some bytes of its own.
+    fn fake_bzimage(path: &Path, release: &str, body: &[u8]) {
+        let mut b = vec![0u8; 0x1000];
+        b[0x202..0x206].copy_from_slice(b"HdrS");
+        b[0x20E..0x210].copy_from_slice(&0x200u16.to_le_bytes());
+        b[0x400..0x400 + release.len()].copy_from_slice(release.as_bytes());
+        b.extend_from_slice(body);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b).unwrap();
+    }
+
+    #[test]
+    fn two_images_of_one_file_name_get_two_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, a2) = (
+            dir.path().join("tree-a/arch/x86/boot/bzImage"),
+            dir.path().join("tree-b/arch/x86/boot/bzImage"),
+            dir.path().join("copy/vmlinuz"),
+        );
+        fake_bzimage(&a, "6.1.0-test", b"one");
+        fake_bzimage(&b, "6.1.0-test", b"two");
+        fake_bzimage(&a2, "6.1.0-test", b"one");
+        let (la, lb, la2) = (
+            image_label(&a).unwrap(),
+            image_label(&b).unwrap(),
+            image_label(&a2).unwrap(),
+        );
+        assert_ne!(la, lb, "same file name and release, different images");
+        assert_eq!(la, la2, "the same image gets the same folder");
+        assert!(la.starts_with("local-6.1.0-test-"), "{la}");
+        assert!(!la.contains('/'));
+    }
+
+    #[test]
+    fn kernel_arguments_are_checked_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("bzImage");
+        fake_bzimage(&image, "6.1.0-test", b"");
+        let junk = dir.path().join("junk");
+        std::fs::write(&junk, b"not a kernel").unwrap();
+        let catalogue = load_catalogue().unwrap();
+        let id = catalogue.0.ids()[0].clone();
+        assert_eq!(
+            choose_kernel(&id, Some(&catalogue)).unwrap(),
+            KernelChoice::Catalogue(id)
+        );
+        assert_eq!(choose_kernel("host", None).unwrap(), KernelChoice::Host);
+        assert!(matches!(
+            choose_kernel(image.to_str().unwrap(), Some(&catalogue)).unwrap(),
+            KernelChoice::Image { .. }
+        ));
+        for bad in ["9.9", junk.to_str().unwrap(), "/nonexistent", "/etc"] {
+            assert!(choose_kernel(bad, Some(&catalogue)).is_err(), "{bad}");
+        }
+        assert!(check_memory(1).is_err() && check_memory(999_999).is_err());
+        assert!(check_memory(512).is_ok());
+    }
+
+    #[test]
+    fn a_panicking_runner_thread_leaves_a_could_not_run_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("bzImage");
+        fake_bzimage(&image, "6.1.0-test", b"");
+        let case = crate::case::load_file(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("cases/bind/wildcard_vs_specific_tcp.yaml"),
+        )
+        .unwrap();
+        let cases = [case];
+        let opts = RunOptions {
+            results_dir: dir.path().join("results"),
+            history_dir: None,
+            show_downloads: false,
+            ..RunOptions::default()
+        };
+        let work = [(image.to_string_lossy().into_owned(), &cases[..])];
+        // The progress callback panics once the kernel is provisioned (before any
+        // boot): the thread running the kernel dies.
+        let progress = |event: Progress| {
+            if let Progress::Provisioned { .. } = event {
+                panic!("progress exploded");
+            }
+        };
+        let results = run_each(&work, &opts, &progress);
+        assert_eq!(results.len(), 1, "the kernel vanished from the results");
+        let why = results[0].could_not_run.as_deref().unwrap_or_default();
+        assert!(why.contains("panicked: progress exploded"), "{why}");
+        assert!(results[0]
+            .cases
+            .iter()
+            .all(|c| c.verdict.label() == "ERROR"));
+        assert!(results[0].kernel.starts_with("local-6.1.0-test-"));
+    }
 }
