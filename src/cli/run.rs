@@ -207,7 +207,9 @@ fn report_progress(event: Progress) {
                 })
                 .unwrap_or_default();
             eprintln!("[{kernel}] done{took}: {tally}");
-            if let Some(why) = &result.could_not_run {
+            if let Err(SaveError::Failed(why)) = &saved {
+                eprintln!("[{kernel}] error: {why}");
+            } else if let Some(why) = &result.could_not_run {
                 eprintln!(
                     "[{kernel}] could not run: {}",
                     why.lines().next().unwrap_or_default()
@@ -215,7 +217,7 @@ fn report_progress(event: Progress) {
             }
             match saved {
                 Ok(path) => eprintln!("[{kernel}] results in {}", path.display()),
-                Err(SaveError::Failed(why)) => eprintln!("[{kernel}] error: {why}"),
+                Err(SaveError::Failed(_)) => {}
                 Err(SaveError::NotSaved) => eprintln!("[{kernel}] results not saved"),
             }
         }
