@@ -196,10 +196,12 @@ mod tests {
         KernelResult {
             kernel: kernel.into(),
             release: Some("6.1.0-test".into()),
+            uname_version: None,
             package_version: None,
             could_not_run: None,
             boot: Some(BootFacts {
-                accel: "Tcg".into(),
+                accel: "tcg".into(),
+                accel_reason: None,
                 attempts: 1,
                 hung_attempts: Vec::new(),
                 boot_to_ready_ms: None,
