@@ -251,10 +251,7 @@ impl KernelChoice {
 /// Checks a kernel id (after `resolve_kernels`): `host`, a catalogue id, a release
 /// pinned in the lock, or an existing file that is a bzImage. Errors are bad input
 /// (exit 2), said before anything boots.
-pub fn choose_kernel(
-    arg: &str,
-    catalogue: Option<&(Catalogue, Lock)>,
-) -> Result<KernelChoice> {
+pub fn choose_kernel(arg: &str, catalogue: Option<&(Catalogue, Lock)>) -> Result<KernelChoice> {
     if arg == HOST {
         return Ok(KernelChoice::Host);
     }
