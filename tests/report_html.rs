@@ -1,6 +1,7 @@
 //! The HTML report as a browser sees it: headless Chromium parses the page (--dump-dom)
-//! and paints it (--screenshot); the DOM must hold the colored matrix and the
-//! screenshot the cell colors. Needs /usr/bin/chromium (`bash ci/setup.sh`).
+//! and paints it (--screenshot); the DOM must hold the colored matrix and the charts,
+//! the screenshot the cell colors and bars as tall as their values. Needs
+//! /usr/bin/chromium (`bash ci/setup.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sockmatrix::judge::{Mismatch, Verdict};
 use sockmatrix::observe::Outcome;
-use sockmatrix::report::{html, Report};
+use sockmatrix::report::{charts, html, Report};
 use sockmatrix::results::{CaseResult, KernelResult};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -81,6 +82,7 @@ fn report() -> Report {
                 json!({"account.c.reset": 14, "bind.a": "ok"}),
             ),
             errored,
+            spread(),
         ],
     );
     let k61 = kernel(
@@ -93,6 +95,7 @@ fn report() -> Report {
                 json!({"account.c.reset": 0, "bind.a": "ok"}),
             ),
             skipped,
+            spread(),
         ],
     );
     let text = "summary: Closing a <listener> migrates its queue.\nreferences:\n  - article: https://lwn.net/Articles/542629/\nsteps:\n  - socket: a\n";
@@ -103,6 +106,16 @@ fn report() -> Report {
     )
     .unwrap();
     Report::new(vec![k61, k510], &[migrate])
+}
+
+/// A load-balancing case that spread 30 and 10 clients over two listeners (the same
+/// on both kernels, so it is no difference).
+fn spread() -> CaseResult {
+    case(
+        "reuseport/spread",
+        Verdict::Pass { checked: 0 },
+        json!({"account.c.accepted.a": 30, "account.c.accepted.b": 10, "account.c.total": 40}),
+    )
 }
 
 /// Runs Chromium with `args`, killing it if it hangs; returns its stdout.
@@ -177,8 +190,19 @@ fn chromium_parses_the_matrix() {
     assert_eq!(cells("cell skip"), 1, "{dom}");
     assert_eq!(
         dom.matches("<details>").count(),
-        4,
+        6,
         "every run cell unfolds"
+    );
+    // The load-balancing charts: one per kernel, a bar per listener.
+    assert_eq!(
+        dom.matches("<svg class=\"chart spread\"").count(),
+        2,
+        "{dom}"
+    );
+    assert_eq!(
+        dom.matches("<rect class=\"bar\" data-value=\"30\"").count(),
+        2,
+        "{dom}"
     );
     assert!(
         dom.contains("<span class=\"marker\">differs</span><span class=\"keys\">reset=14</span>"),
@@ -242,4 +266,67 @@ fn chromium_paints_the_cell_colors() {
             "no {name} cell color {rgb:02x?} in the screenshot"
         );
     }
+}
+
+/// Screenshot pixels: each spread bar is painted as tall as its value says (the row's
+/// largest value is the full SPREAD_HEIGHT), measured as runs of the bar color.
+#[test]
+fn chromium_paints_bars_as_tall_as_their_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let page = write_page(dir.path());
+    let png = dir.path().join("shot.png");
+    chromium(
+        &dir.path().join("profile"),
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1400,1600".into(),
+            "--force-device-scale-factor=1".into(),
+            format!("file://{}", page.display()),
+        ],
+    );
+    let bytes = std::fs::read(&png).expect("chromium wrote the screenshot");
+    let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes))
+        .read_info()
+        .unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    let step = frame.color_type.samples();
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let color = hex(charts::SPREAD_COLOR);
+    let is_bar = |x: usize, y: usize| {
+        let at = (y * w + x) * step;
+        pixels[at..at + 3] == color
+    };
+    // Per column, how many bar-colored pixels; adjacent columns form one bar.
+    let columns: Vec<usize> = (0..w)
+        .map(|x| (0..h).filter(|&y| is_bar(x, y)).count())
+        .collect();
+    let mut bars: Vec<usize> = Vec::new();
+    let mut x = 0;
+    while x < w {
+        if columns[x] == 0 {
+            x += 1;
+            continue;
+        }
+        let start = x;
+        while x < w && columns[x] > 0 {
+            x += 1;
+        }
+        bars.push(*columns[start..x].iter().max().unwrap());
+    }
+    let full = charts::SPREAD_HEIGHT as usize;
+    // 5.10 then 6.1, each `a` (30, the row's largest) then `b` (10).
+    let want = [full, full / 3, full, full / 3];
+    assert_eq!(bars.len(), want.len(), "bars painted: {bars:?}");
+    for (got, want) in bars.iter().zip(want) {
+        assert!(
+            got.abs_diff(want) <= 1,
+            "bar heights {bars:?}, want {want:?}"
+        );
+    }
+}
+
+fn hex(color: &str) -> [u8; 3] {
+    let n = u32::from_str_radix(color.trim_start_matches('#'), 16).unwrap();
+    [(n >> 16) as u8, (n >> 8) as u8, n as u8]
 }

@@ -18,6 +18,10 @@ pub struct HistoryArgs {
     pub kernel: Option<String>,
     #[arg(long, default_value = history::DEFAULT_DIR)]
     pub dir: PathBuf,
+    /// Also write a self-contained HTML page with a sparkline per kernel and
+    /// observation over the runs.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 pub fn history(args: &HistoryArgs) -> ExitCode {
@@ -50,5 +54,13 @@ pub fn history(args: &HistoryArgs) -> ExitCode {
         return ExitCode::from(exit::BAD_INPUT);
     }
     print!("{}", history::render(&rows));
+    if let Some(path) = &args.html {
+        let page = crate::report::html::history_page(&case, &rows);
+        if let Err(e) = super::report::write(path, &page) {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::COULD_NOT_RUN);
+        }
+        eprintln!("wrote {}", path.display());
+    }
     ExitCode::SUCCESS
 }

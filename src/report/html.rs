@@ -1,18 +1,23 @@
-//! The HTML report: one self-contained page (inline CSS, no script, no external
-//! resource) with the kernels, the colored case x kernel matrix whose cells unfold
-//! (<details>) to every observation and the failure, and the fixes.
+//! The HTML report: one self-contained page (inline CSS and SVG, no script, no
+//! external resource) with the kernels, the colored case x kernel matrix whose cells
+//! unfold (<details>) to every observation and the failure, charts of how the
+//! load-balancing cases spread their traffic and of where the time went, and the
+//! fixes. Written with maud, which escapes every interpolated value by construction.
 
-use std::fmt::Write;
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
+use super::charts::{self, Spread};
 use super::compare::display;
 use super::{reference_text, Report, Row};
 use crate::case::Reference;
 use crate::judge::{Explain, Verdict};
 use crate::output::Tally;
-use crate::results::CaseResult;
+use crate::results::{CaseResult, KernelResult};
 
 /// Key observations in a folded cell before `+N`.
 const CELL_KEYS: usize = 3;
+/// The longest time bar, in pixels.
+const TIME_WIDTH: u32 = 300;
 
 const STYLE: &str = "
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -45,218 +50,372 @@ table.obs tr.differs td { font-weight: bold; background: #e8eaf6; }
 table.obs tr.volatile td { font-style: italic; }
 pre.explain { white-space: pre-wrap; background: #fff; border: 1px solid #ccc; padding: 4px; margin: .4em 0; font-size: .85em; }
 td.present { background: #c8ecc9; } td.absent { background: #f5b7b1; } td.unknown { background: #e0e0e0; }
+table.charts td { vertical-align: bottom; text-align: center; }
+table.charts th.group { font-weight: normal; text-align: left; }
+svg.chart text { fill: #333; font-family: system-ui, sans-serif; }
+.swatch { display: inline-block; width: .8em; height: .8em; vertical-align: middle; }
 ";
 
 pub fn render(report: &Report) -> String {
     let rows = report.rows();
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>sockmatrix results</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>sockmatrix results</h1>\n"
-    );
-    kernels(&mut out, report);
-    out.push_str(
-        "<p class=\"legend\">Cells: <b>pass</b> (green) every expectation held; <b>fail</b> (red) one did not; \
-         <b>skip</b> (grey) a requirement is missing; <b>error</b> (orange) the case could not run, not a verdict \
-         on the kernel. A framed cell marked <span class=\"marker\">differs</span> observed values other than most \
-         kernels; under the verdict, the observations that differ between kernels (values the case says vary \
-         from run to run, such as load-balancing counts, do not count). Click a cell for every observation \
-         (differing ones in bold, run-to-run ones in italics) and the failure.</p>\n",
-    );
-    matrix(&mut out, report, &rows);
-    fixes(&mut out, report, &rows);
-    out.push_str("</body>\n</html>\n");
-    out
+    page(
+        "sockmatrix results",
+        html! {
+            (kernels(report))
+            p.legend {
+                "Cells: " b { "pass" } " (green) every expectation held; " b { "fail" }
+                " (red) one did not; " b { "skip" } " (grey) a requirement is missing; "
+                b { "error" } " (orange) the case could not run, not a verdict on the kernel. \
+                A framed cell marked " span.marker { "differs" } " observed values other than \
+                most kernels; under the verdict, the observations that differ between kernels \
+                (values the case says vary from run to run, such as load-balancing counts, do \
+                not count). Click a cell for every observation (differing ones in bold, \
+                run-to-run ones in italics) and the failure."
+            }
+            (matrix(report, &rows))
+            (spread_section(report, &rows))
+            (time_section(report, &rows))
+            (fixes(report, &rows))
+        },
+    )
 }
 
-fn kernels(out: &mut String, report: &Report) {
-    out.push_str("<table class=\"kernels\" id=\"kernels\">\n<tr><th>kernel</th><th>release</th><th>package</th><th>accel</th><th>boot</th><th>passed</th><th>failed</th><th>skipped</th><th>could not run</th></tr>\n");
-    for k in &report.kernels {
-        let t = Tally::of(k.cases.iter().map(|c| &c.verdict));
-        let (accel, boot) = match &k.boot {
-            Some(b) => (
-                b.accel.clone(),
-                format!("{:.1} s", b.total_ms as f64 / 1000.0),
-            ),
-            None => ("-".into(), "-".into()),
-        };
-        let mut release = esc(k.release.as_deref().unwrap_or("unknown"));
-        if let Some(why) = &k.could_not_run {
-            let _ = write!(
-                release,
-                "<br><span class=\"muted\">could not run: {}</span>",
-                esc(why.lines().next().unwrap_or_default())
-            );
+/// The page around `content`: the stylesheet inline, nothing fetched.
+fn page(title: &str, content: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { (title) }
+                (content)
+            }
         }
-        let _ = writeln!(
-            out,
-            "<tr><td>{}</td><td>{release}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            esc(&k.kernel),
-            esc(k.package_version.as_deref().unwrap_or("-")),
-            esc(&accel),
-            esc(&boot),
-            t.passed,
-            t.failed,
-            t.skipped,
-            t.errors
-        );
     }
-    out.push_str("</table>\n");
+    .into_string()
 }
 
-fn matrix(out: &mut String, report: &Report, rows: &[Row]) {
-    out.push_str(
-        "<h2>Matrix</h2>\n<table class=\"matrix\" id=\"matrix\">\n<thead><tr><th>case</th>",
-    );
-    for k in &report.kernels {
-        let _ = write!(
-            out,
-            "<th class=\"kernel\">{}<br><small>{}</small></th>",
-            esc(&k.kernel),
-            esc(k.release.as_deref().unwrap_or(""))
-        );
-    }
-    out.push_str("</tr></thead>\n<tbody>\n");
-    for row in rows {
-        let _ = write!(
-            out,
-            "<tr data-case=\"{}\">\n<th class=\"case\" scope=\"row\"><code>{}</code>",
-            esc(&row.case),
-            esc(&row.case)
-        );
-        match row.info {
-            Some(info) => {
-                let _ = write!(out, "<p class=\"summary\">{}</p>", esc(info.summary.trim()));
-                if !info.references.is_empty() {
-                    out.push_str("<ul class=\"refs\">");
-                    for r in &info.references {
-                        let _ = write!(out, "<li>{}</li>", reference(r));
+fn kernels(report: &Report) -> Markup {
+    html! {
+        table.kernels #kernels {
+            tr {
+                th { "kernel" } th { "release" } th { "package" } th { "upstream" } th { "accel" }
+                th { "boot" } th { "passed" } th { "failed" } th { "skipped" } th { "could not run" }
+            }
+            @for k in &report.kernels {
+                @let t = Tally::of(k.cases.iter().map(|c| &c.verdict));
+                tr {
+                    td { (k.kernel) }
+                    td {
+                        (k.release.as_deref().unwrap_or("unknown"))
+                        @if let Some(why) = &k.could_not_run {
+                            br;
+                            span.muted { "could not run: " (why.lines().next().unwrap_or_default()) }
+                        }
                     }
-                    out.push_str("</ul>");
+                    td { (k.package_version.as_deref().unwrap_or("-")) }
+                    td { (super::upstream_version(k).unwrap_or_else(|| "-".into())) }
+                    td { (super::accel(k).unwrap_or("-")) }
+                    td.num { (k.boot.as_ref().map_or("-".into(), |b| seconds(b.total_ms))) }
+                    td.num { (t.passed) }
+                    td.num { (t.failed) }
+                    td.num { (t.skipped) }
+                    td.num { (t.errors) }
                 }
             }
-            None => {
-                out.push_str("<p class=\"summary muted\">(no case file for this id any more)</p>")
-            }
         }
-        out.push_str("</th>\n");
-        for (k, run) in row.runs.iter().enumerate() {
-            cell(out, row, k, *run, &report.kernels[k].kernel);
-        }
-        out.push_str("</tr>\n");
     }
-    out.push_str("</tbody>\n</table>\n");
 }
 
-fn cell(out: &mut String, row: &Row, k: usize, run: Option<&CaseResult>, kernel: &str) {
+fn matrix(report: &Report, rows: &[Row]) -> Markup {
+    html! {
+        h2 { "Matrix" }
+        table.matrix #matrix {
+            thead {
+                tr {
+                    th { "case" }
+                    @for k in &report.kernels {
+                        th.kernel { (k.kernel) br; small { (k.release.as_deref().unwrap_or("")) } }
+                    }
+                }
+            }
+            tbody {
+                @for row in rows {
+                    tr data-case=(row.case) {
+                        th.case scope="row" {
+                            code { (row.case) }
+                            @match row.info {
+                                Some(info) => {
+                                    p.summary { (info.summary.trim()) }
+                                    @if !info.references.is_empty() {
+                                        ul.refs {
+                                            @for r in &info.references { li { (reference(r)) } }
+                                        }
+                                    }
+                                }
+                                None => p class="summary muted" { "(no case file for this id any more)" }
+                            }
+                        }
+                        @for (k, run) in row.runs.iter().enumerate() {
+                            (cell(row, k, *run, &report.kernels[k].kernel))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn cell(row: &Row, k: usize, run: Option<&CaseResult>, kernel: &str) -> Markup {
     let Some(run) = run else {
-        let _ = writeln!(
-            out,
-            "<td class=\"cell missing\" data-kernel=\"{}\" title=\"not run on this kernel\">-</td>",
-            esc(kernel)
-        );
-        return;
+        return html! {
+            td class="cell missing" data-kernel=(kernel) title="not run on this kernel" { "-" }
+        };
     };
     let class = verdict_class(&run.verdict);
     let odd = row.diff.odd(k);
-    let _ = write!(
-        out,
-        "<td class=\"cell {class}{}\" data-kernel=\"{}\"><details><summary><span class=\"verdict\">{class}</span>",
-        if odd { " differs" } else { "" },
-        esc(kernel)
-    );
-    if odd {
-        out.push_str("<span class=\"marker\">differs</span>");
-    }
-    // Folded, a skip or an error still says why: it is all such a cell has to say.
-    if let Verdict::Skip { reason: why } | Verdict::Error { message: why } = &run.verdict {
-        let _ = write!(
-            out,
-            "<span class=\"why\">{}</span>",
-            esc(why.lines().next().unwrap_or_default())
-        );
-    }
     let (keys, more) = row.diff.key_observations(k, CELL_KEYS);
-    if !keys.is_empty() || more > 0 {
-        let more = if more > 0 {
-            format!(" +{more}")
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            out,
-            "<span class=\"keys\">{}{more}</span>",
-            esc(&keys.join(" "))
-        );
-    }
-    out.push_str("</summary>\n");
-    if !matches!(run.verdict, Verdict::Pass { .. }) {
-        let _ = write!(
-            out,
-            "<pre class=\"explain\">{}</pre>",
-            esc(&Explain {
-                file: &run.file,
-                verdict: &run.verdict
-            }
-            .to_string())
-        );
-    }
-    let _ = write!(
-        out,
-        "<div class=\"muted\">{:.2} s</div>",
-        run.elapsed_ms as f64 / 1000.0
-    );
-    if run.observations.is_empty() {
-        out.push_str("<div class=\"muted\">no observations</div>");
-    } else {
-        out.push_str("<table class=\"obs\">");
-        for (key, value) in &run.observations {
-            let class = match row.diff.differences.iter().find(|d| &d.obs == key) {
-                Some(d) if d.volatile => " class=\"volatile\"",
-                Some(d) if d.odd[k] => " class=\"differs\"",
-                _ => "",
-            };
-            let _ = write!(
-                out,
-                "<tr{class}><td>{}</td><td>{}</td></tr>",
-                esc(key),
-                esc(&display(Some(value)))
-            );
+    // Folded, a skip or an error still says why: it is all such a cell has to say.
+    let why = match &run.verdict {
+        Verdict::Skip { reason: why } | Verdict::Error { message: why } => {
+            Some(why.lines().next().unwrap_or_default())
         }
-        out.push_str("</table>");
+        _ => None,
+    };
+    html! {
+        td class=(format!("cell {class}{}", if odd { " differs" } else { "" })) data-kernel=(kernel) {
+            details {
+                summary {
+                    span.verdict { (class) }
+                    @if odd { span.marker { "differs" } }
+                    @if let Some(why) = why { span.why { (why) } }
+                    @if !keys.is_empty() || more > 0 {
+                        span.keys {
+                            (keys.join(" "))
+                            @if more > 0 { " +" (more) }
+                        }
+                    }
+                }
+                @if !matches!(run.verdict, Verdict::Pass { .. }) {
+                    pre.explain { (Explain { file: &run.file, verdict: &run.verdict }.to_string()) }
+                }
+                div.muted { (seconds_2(run.elapsed_ms)) }
+                @if run.observations.is_empty() {
+                    div.muted { "no observations" }
+                } @else {
+                    table.obs {
+                        @for (key, value) in &run.observations {
+                            @let class = match row.diff.differences.iter().find(|d| &d.obs == key) {
+                                Some(d) if d.volatile => Some("volatile"),
+                                Some(d) if d.odd[k] => Some("differs"),
+                                _ => None,
+                            };
+                            tr class=[class] { td { (key) } td { (display(Some(value))) } }
+                        }
+                    }
+                }
+            }
+        }
     }
-    out.push_str("</details></td>\n");
 }
 
-fn fixes(out: &mut String, report: &Report, rows: &[Row]) {
+/// Per load-balancing case and socket group, a bar chart per kernel of how many
+/// clients (or datagrams) each socket got; one scale per row so kernels compare.
+fn spread_section(report: &Report, rows: &[Row]) -> Markup {
+    let mut chart_rows: Vec<(String, String, Vec<Option<Spread>>)> = Vec::new();
+    for row in rows {
+        let per_kernel: Vec<Vec<Spread>> = row
+            .runs
+            .iter()
+            .map(|r| r.map(charts::spreads).unwrap_or_default())
+            .collect();
+        let mut groups: Vec<String> = per_kernel
+            .iter()
+            .flatten()
+            .map(|s| s.group.clone())
+            .collect();
+        groups.sort();
+        groups.dedup();
+        for group in groups {
+            let cells = per_kernel
+                .iter()
+                .map(|spreads| spreads.iter().find(|s| s.group == group).cloned())
+                .collect();
+            chart_rows.push((row.case.clone(), group, cells));
+        }
+    }
+    if chart_rows.is_empty() {
+        return html! {};
+    }
+    html! {
+        h2 { "Load balancing" }
+        p.legend {
+            "How each load-balancing case spread its clients (" code { "accepted" }
+            ", per listener) or datagrams (" code { "tally" } ", per socket) over the sockets \
+            of its group, per kernel. Bars of one row share a scale."
+        }
+        table.charts #spread {
+            thead {
+                tr {
+                    th { "case" }
+                    @for k in &report.kernels { th.kernel { (k.kernel) } }
+                }
+            }
+            tbody {
+                @for (case, group, cells) in &chart_rows {
+                    @let max = cells.iter().flatten().flat_map(|s| s.bars.iter().map(|(_, v)| *v)).max().unwrap_or(0);
+                    tr data-case=(case) data-group=(group) {
+                        th.group { code { (case) } br; small.muted { (group) } }
+                        @for (k, spread) in cells.iter().enumerate() {
+                            td data-kernel=(report.kernels[k].kernel) {
+                                @match spread {
+                                    Some(s) => (charts::spread_chart(s, max)),
+                                    None => span.muted { "-" },
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the time went: each kernel's boot and cases, then each case per kernel.
+fn time_section(report: &Report, rows: &[Row]) -> Markup {
+    let total = |k: &KernelResult| {
+        k.boot
+            .as_ref()
+            .map(|b| b.total_ms)
+            .unwrap_or_else(|| k.cases.iter().map(|c| c.elapsed_ms).sum())
+    };
+    let max_kernel = report.kernels.iter().map(total).max().unwrap_or(0);
+    let max_case = rows
+        .iter()
+        .flat_map(|r| r.runs.iter().flatten().map(|c| c.elapsed_ms))
+        .max()
+        .unwrap_or(0);
+    html! {
+        h2 { "Time" }
+        p.legend {
+            span.swatch style=(format!("background:{}", charts::BOOT_COLOR)) {} " launch to agent, "
+            span.swatch style=(format!("background:{}", charts::TIME_COLOR)) {} " the rest (cases, power-off)."
+        }
+        table.charts.time #time-kernels {
+            @for k in &report.kernels {
+                @let all = total(k);
+                @let boot = k.boot.as_ref().and_then(|b| b.boot_to_ready_ms).unwrap_or(0).min(all);
+                tr data-kernel=(k.kernel) {
+                    th.group { (k.kernel) }
+                    td style="text-align:left" {
+                        (charts::time_bar(&[(boot, charts::BOOT_COLOR), (all - boot, charts::TIME_COLOR)], max_kernel, TIME_WIDTH, &seconds(all)))
+                    }
+                }
+            }
+        }
+        h3 { "Per case" }
+        table.charts.time #time-cases {
+            thead {
+                tr {
+                    th { "case" }
+                    @for k in &report.kernels { th.kernel { (k.kernel) } }
+                }
+            }
+            tbody {
+                @for row in rows {
+                    tr data-case=(row.case) {
+                        th.group { code { (row.case) } }
+                        @for run in &row.runs {
+                            td style="text-align:left" {
+                                @match run {
+                                    Some(c) => (charts::time_bar(&[(c.elapsed_ms, charts::TIME_COLOR)], max_case, TIME_WIDTH / 3, &seconds_2(c.elapsed_ms))),
+                                    None => span.muted { "-" },
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn fixes(report: &Report, rows: &[Row]) -> Markup {
     let with_fix: Vec<(&Row, &crate::case::Fix)> = rows
         .iter()
         .filter_map(|r| r.info.and_then(|i| i.detects.as_ref()).map(|f| (r, f)))
         .collect();
     if with_fix.is_empty() {
-        return;
+        return html! {};
     }
-    out.push_str("<h2>Fixes</h2>\n<table class=\"fixes\" id=\"fixes\">\n<tr><th>case</th><th>fix</th><th>in</th>");
-    for k in &report.kernels {
-        let _ = write!(out, "<th>{}</th>", esc(&k.kernel));
-    }
-    out.push_str("</tr>\n");
-    for (row, fix) in with_fix {
-        let _ = write!(
-            out,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td>",
-            esc(&row.case),
-            esc(&fix.commit),
-            esc(&fix.version)
-        );
-        for run in &row.runs {
-            let status = super::fix_cell(fix, *run);
-            let class = if status == "-" { "missing" } else { status };
-            let _ = write!(out, "<td class=\"{class}\">{status}</td>");
+    html! {
+        h2 { "Fixes" }
+        table.fixes #fixes {
+            tr {
+                th { "case" } th { "fix" } th { "in" }
+                @for k in &report.kernels { th { (k.kernel) } }
+            }
+            @for (row, fix) in &with_fix {
+                tr {
+                    td { code { (row.case) } }
+                    td { (fix.commit) }
+                    td { (fix.version) }
+                    @for run in &row.runs {
+                        @let status = super::fix_cell(fix, *run);
+                        td class=(if status == "-" { "missing" } else { status }) { (status) }
+                    }
+                }
+            }
         }
-        out.push_str("</tr>\n");
     }
-    out.push_str("</table>\n");
+}
+
+/// `sockmatrix history --html`: per kernel and observation, a sparkline over the
+/// kept runs (numbers) and the values, oldest first.
+pub fn history_page(case: &str, rows: &[crate::history::Row]) -> String {
+    let mut kernels: Vec<&str> = rows.iter().map(|r| r.kernel.as_str()).collect();
+    kernels.dedup();
+    let keys: Vec<&String> = rows
+        .first()
+        .map(|r| r.values.keys().collect())
+        .unwrap_or_default();
+    page(
+        &format!("sockmatrix history: {case}"),
+        html! {
+            p.legend { "Each observation over the kept runs of each kernel, oldest first; a red dot where a value changed." }
+            table.charts #history {
+                thead { tr { th { "kernel" } th { "observation" } th { "over runs" } th { "values" } } }
+                tbody {
+                    @for kernel in &kernels {
+                        @let runs: Vec<&crate::history::Row> = rows.iter().filter(|r| r.kernel == *kernel).collect();
+                        @for key in &keys {
+                            @let values: Vec<Option<serde_json::Value>> = runs.iter().map(|r| r.values.get(*key).cloned().flatten()).collect();
+                            tr data-kernel=(kernel) data-obs=(key) {
+                                td { (kernel) }
+                                td { code { (key) } }
+                                td { (charts::sparkline(&values)) }
+                                td style="text-align:left" {
+                                    (values.iter().map(|v| display(v.as_ref())).collect::<Vec<_>>().join(" "))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+fn seconds_2(ms: u64) -> String {
+    format!("{:.2} s", ms as f64 / 1000.0)
 }
 
 fn verdict_class(v: &Verdict) -> &'static str {
@@ -270,29 +429,13 @@ fn verdict_class(v: &Verdict) -> &'static str {
 
 /// Articles become links, but only http(s) ones: a case file must not inject a
 /// `javascript:` URL into the page.
-fn reference(r: &Reference) -> String {
+fn reference(r: &Reference) -> Markup {
     match r {
         Reference::Article { url } if url.starts_with("https://") || url.starts_with("http://") => {
-            format!("<a href=\"{}\">{}</a>", esc(url), esc(url))
+            html! { a href=(url) { (url) } }
         }
-        other => esc(&reference_text(other)),
+        other => html! { (reference_text(other)) },
     }
-}
-
-/// Escapes text for element content and quoted attribute values alike.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

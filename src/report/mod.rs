@@ -2,6 +2,7 @@
 //! kernels in order, every case with what its file says, per-case differences — that
 //! the Markdown, HTML and JUnit renderers read.
 
+pub mod charts;
 pub mod compare;
 pub mod github;
 pub mod html;
