@@ -416,15 +416,20 @@ impl Executor {
                 among,
                 wait_ms,
             } => {
-                std::thread::sleep(Duration::from_millis(*wait_ms));
                 let sent = *self
                     .sent
                     .get(group)
                     .ok_or_else(|| fail(format!("no datagram group `{group}` was sent")))?;
-                let tally =
-                    udp::tally(&self.table, group, sent, among).map_err(|(socket, e)| {
-                        fail(format!("cannot read from `{socket}`: {}", errno(&e)))
-                    })?;
+                let tally = udp::tally(
+                    &self.table,
+                    group,
+                    sent,
+                    among,
+                    Duration::from_millis(*wait_ms),
+                )
+                .map_err(|(socket, e)| {
+                    fail(format!("cannot read from `{socket}`: {}", errno(&e)))
+                })?;
                 Ok(tally
                     .into_iter()
                     .map(|(suffix, v)| (format!("{key}.{suffix}"), v))

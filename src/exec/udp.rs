@@ -61,28 +61,21 @@ pub fn tally(
     group: &str,
     sent: u32,
     among: &[String],
+    wait: std::time::Duration,
 ) -> Result<Vec<(String, serde_json::Value)>, (String, std::io::Error)> {
-    let mut counts = Vec::new();
-    for name in among {
-        let n = table
-            .with(name, |s| {
-                s.set_nonblocking(true)?;
-                let mut n = 0u64;
-                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
-                while let Ok(len) = s.recv(&mut buf) {
-                    // SAFETY: recv initialised the first `len` bytes.
-                    let bytes: Vec<u8> = buf[..len]
-                        .iter()
-                        .map(|b| unsafe { b.assume_init() })
-                        .collect();
-                    if is_of_group(&bytes, group) {
-                        n += 1;
-                    }
-                }
-                Ok(n)
-            })
-            .map_err(|e| (name.clone(), e))?;
-        counts.push((name.clone(), n));
+    // Loopback delivers while sending, so the datagrams are usually all there at
+    // once: wait up to `wait` only for those not received yet (some may never come).
+    let deadline = std::time::Instant::now() + wait;
+    let mut counts: Vec<(String, u64)> = among.iter().map(|n| (n.clone(), 0)).collect();
+    loop {
+        for (name, n) in counts.iter_mut() {
+            *n += drain(table, name, group).map_err(|e| (name.clone(), e))?;
+        }
+        let received: u64 = counts.iter().map(|(_, n)| n).sum();
+        if received >= u64::from(sent) || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let received: u64 = counts.iter().map(|(_, n)| n).sum();
     let values: Vec<u64> = counts.iter().map(|(_, n)| *n).collect();
@@ -95,4 +88,24 @@ pub fn tally(
     ];
     obs.extend(counts.into_iter().map(|(name, n)| (name, json!(n))));
     Ok(obs)
+}
+
+/// Reads every datagram queued on `name`; returns how many belong to `group`.
+fn drain(table: &Table, name: &str, group: &str) -> std::io::Result<u64> {
+    table.with(name, |s| {
+        s.set_nonblocking(true)?;
+        let mut n = 0u64;
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+        while let Ok(len) = s.recv(&mut buf) {
+            // SAFETY: recv initialised the first `len` bytes.
+            let bytes: Vec<u8> = buf[..len]
+                .iter()
+                .map(|b| unsafe { b.assume_init() })
+                .collect();
+            if is_of_group(&bytes, group) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    })
 }
