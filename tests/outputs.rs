@@ -440,6 +440,10 @@ fn junit_of_the_baseline_and_a_real_failure_reads_with_junitparser() {
         text(&out)
     );
     assert!(xml.contains("timestamp=\"20"), "timestamps: {xml}");
+    assert!(
+        xml.contains("<system-out>--- console tail (6.1):"),
+        "the kernel's console in the suite's system-out: {xml}"
+    );
 
     // Broken on purpose: cut in the middle, the reader refuses it.
     let cut = &xml[..xml.len() / 2];

@@ -61,6 +61,10 @@ fn suite(report: &Report, k: &KernelResult) -> TestSuite {
     for c in &k.cases {
         suite.add_test_case(case(report, k, c));
     }
+    // The kernel's console, as CI pages show a suite's output.
+    if let Some(tail) = report.console_tail(k, CONSOLE_TAIL) {
+        suite.set_system_out(format!("--- console tail ({}):\n{tail}", k.kernel));
+    }
     suite
 }
 
