@@ -92,3 +92,58 @@ fn diff_of_two_result_files_needs_no_case_library() {
     explicit.extend(["--cases", "cases"]);
     assert_eq!(sockmatrix(dir.path(), &explicit).status.code(), Some(2));
 }
+
+/// Writers other than `run`: output that cannot be written is exit 3 (could not run)
+/// naming the file and the OS error, not exit 2 (the input was fine).
+#[test]
+fn baseline_update_and_merge_that_cannot_write_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let out_dir = blocker.join("out");
+    let from = repo().join("results/baseline");
+    for args in [
+        vec![
+            "baseline",
+            "update",
+            "--from",
+            from.to_str().unwrap(),
+            "--to",
+            out_dir.to_str().unwrap(),
+        ],
+        vec!["merge", out_dir.to_str().unwrap(), from.to_str().unwrap()],
+    ] {
+        let out = sockmatrix(dir.path(), &args);
+        let shown = text(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}:\n{shown}");
+        assert!(shown.contains("Not a directory"), "{args:?}:\n{shown}");
+        assert!(
+            shown.contains(&out_dir.display().to_string()),
+            "{args:?}:\n{shown}"
+        );
+    }
+}
+
+/// `bisect-run` with an impossible `--memory`: the bisection is stopped (128) before
+/// anything boots, rather than every commit skipped.
+#[test]
+fn bisect_run_with_bad_memory_stops_the_bisection() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("bzImage");
+    std::fs::write(&image, b"whatever").unwrap();
+    let case = repo().join("cases/bind/wildcard_vs_specific_tcp.yaml");
+    let out = sockmatrix(
+        dir.path(),
+        &[
+            "bisect-run",
+            "--kernel-image",
+            image.to_str().unwrap(),
+            "--case",
+            case.to_str().unwrap(),
+            "--memory",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(128), "{}", text(&out));
+    assert!(text(&out).contains("--memory 1"), "{}", text(&out));
+}

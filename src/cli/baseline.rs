@@ -28,10 +28,7 @@ pub fn baseline(action: Action) -> ExitCode {
             ExitCode::from(exit::BAD_INPUT)
         }
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(exit::BAD_INPUT)
-        }
+        Err(e) => super::input_or_write_failed(&e),
     }
 }
 
@@ -54,6 +51,7 @@ fn update(from: &std::path::Path, to: &std::path::Path) -> Result<usize> {
         let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
         let dst = results::result_path(to, &k.kernel);
         crate::atomic_file::write_atomic(&dst, &bytes)
+            .context(super::WriteFailed)
             .with_context(|| format!("updating the baseline of kernel {}", k.kernel))?;
         let release = k.release.as_deref().unwrap_or("release unknown");
         println!(

@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
-use super::exit;
 use crate::results;
 
 #[derive(clap::Args)]
@@ -20,10 +19,7 @@ pub struct MergeArgs {
 pub fn merge(args: &MergeArgs) -> ExitCode {
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(exit::BAD_INPUT)
-        }
+        Err(e) => super::input_or_write_failed(&e),
     }
 }
 
@@ -34,7 +30,7 @@ fn run(args: &MergeArgs) -> Result<()> {
         .map(|d| results::load_set(d))
         .collect::<Result<Vec<_>>>()?;
     for k in crate::merge::merge(sets)? {
-        let path = results::save(&args.out, &k, &[])?;
+        let path = results::save(&args.out, &k, &[]).context(super::WriteFailed)?;
         println!(
             "{}: {} cases -> {}",
             k.kernel,

@@ -194,6 +194,27 @@ pub fn resolve_failed(e: &crate::runner::ResolveError) -> ExitCode {
     }
 }
 
+/// Marks an error as a failure to write output (disk full, read-only folder): exit 3,
+/// where an error reading the input is exit 2.
+#[derive(Debug)]
+pub struct WriteFailed;
+
+impl std::fmt::Display for WriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("could not write the output")
+    }
+}
+
+/// Prints `e` and says how to exit: 3 when writing failed, else 2.
+pub fn input_or_write_failed(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    if e.downcast_ref::<WriteFailed>().is_some() {
+        ExitCode::from(exit::COULD_NOT_RUN)
+    } else {
+        ExitCode::from(exit::BAD_INPUT)
+    }
+}
+
 /// Loads the selected cases, or prints why not and says how to exit.
 pub fn load_cases(paths: &[PathBuf], filter: Option<&str>) -> Result<Vec<Case>, ExitCode> {
     select::load(paths, filter).map_err(|e| {
