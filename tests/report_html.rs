@@ -330,3 +330,61 @@ fn hex(color: &str) -> [u8; 3] {
     let n = u32::from_str_radix(color.trim_start_matches('#'), 16).unwrap();
     [(n >> 16) as u8, (n >> 8) as u8, n as u8]
 }
+
+/// The committed baseline (real runs of every default kernel) in Chromium: the
+/// load-balancing row of reuseport/distribution_tcp has a chart per kernel whose bars
+/// carry the listeners' accepted counts from the result files.
+#[test]
+fn chromium_shows_the_charts_of_a_real_result_set() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let kernels = sockmatrix::results::load_set(&root.join("results/baseline")).unwrap();
+    let (cases, _) = sockmatrix::report::load_cases_leniently(&[root.join("cases")]);
+    let want: Vec<Vec<u64>> = kernels
+        .iter()
+        .filter_map(|k| {
+            k.cases
+                .iter()
+                .find(|c| c.case == "reuseport/distribution_tcp")
+        })
+        .map(|c| {
+            (1..=4)
+                .map(|l| {
+                    c.observations[&format!("account.c.accepted.l{l}")]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        want.len(),
+        kernels.len(),
+        "every baseline kernel ran distribution_tcp"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("matrix.html");
+    std::fs::write(&page, html::render(&Report::new(kernels, &cases))).unwrap();
+    let dom = chromium(
+        &dir.path().join("profile"),
+        &["--dump-dom".into(), format!("file://{}", page.display())],
+    );
+    let row_start = dom
+        .find("<tr data-case=\"reuseport/distribution_tcp\" data-group=\"account.c\">")
+        .expect("a chart row for distribution_tcp");
+    let row = &dom[row_start..row_start + dom[row_start..].find("</tr>").unwrap()];
+    assert_eq!(
+        row.matches("<svg class=\"chart spread\"").count(),
+        want.len(),
+        "{row}"
+    );
+    let values: Vec<u64> = row
+        .split("data-value=\"")
+        .skip(1)
+        .map(|s| s[..s.find('"').unwrap()].parse().unwrap())
+        .collect();
+    assert_eq!(values, want.concat(), "{row}");
+    assert!(
+        dom.contains("<table class=\"charts time\" id=\"time-kernels\">"),
+        "time chart"
+    );
+}
