@@ -23,15 +23,17 @@ pub fn render(report: &Report) -> String {
 }
 
 fn kernels(out: &mut String, report: &Report) {
-    out.push_str("| kernel | release | package | passed | failed | skipped | could not run |\n|---|---|---|---|---|---|---|\n");
+    out.push_str("| kernel | release | package | upstream | accel | passed | failed | skipped | could not run |\n|---|---|---|---|---|---|---|---|---|\n");
     for k in &report.kernels {
         let t = Tally::of(k.cases.iter().map(|c| &c.verdict));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&k.kernel),
             cell(k.release.as_deref().unwrap_or("unknown")),
             cell(k.package_version.as_deref().unwrap_or("-")),
+            cell(&super::upstream_version(k).unwrap_or_else(|| "-".into())),
+            cell(super::accel(k).unwrap_or("-")),
             t.passed,
             t.failed,
             t.skipped,
