@@ -6,6 +6,7 @@ mod clients;
 mod cpu;
 mod creds;
 mod ebpf;
+mod isolate;
 mod netns;
 mod pairs;
 mod requires;
@@ -15,74 +16,39 @@ mod sockopt;
 mod udp;
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
-use std::sync::{mpsc, Arc, Mutex};
+
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::case::{Action, Family, Plan, Step};
-use crate::observe::{CaseRun, Observations, Outcome};
+use crate::observe::{CaseRun, Outcome};
 use clients::Group;
 use serve::Server;
 use sockets::{outcome, Table};
 
 pub use clients::fairness;
 
-/// Runs a case and returns its observations. Never panics; a case that overruns its
-/// budget is reported as a timeout with what was observed until then.
+/// Runs a case in a child process of its own and returns its observations. Never
+/// panics; a case that overruns its budget is killed with all its threads and
+/// reported as a timeout with what it observed until then.
 pub fn run_case(plan: &Plan, release: &str) -> CaseRun {
     let started = Instant::now();
-    let observations: Arc<Mutex<Observations>> = Arc::default();
-    let (tx, rx) = mpsc::channel();
-    let (thread_plan, thread_obs, thread_release) =
-        (plan.clone(), observations.clone(), release.to_string());
-    let spawned = std::thread::Builder::new()
-        .name(format!("case {}", plan.id))
-        .spawn(move || {
-            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                run_in_fresh_namespace(&thread_plan, &thread_release, &thread_obs)
-            }));
-            let outcome = result.unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".to_string());
-                Outcome::Error {
-                    message: format!("executor panicked: {message}"),
-                    line: None,
-                }
-            });
-            let _ = tx.send(outcome);
-        });
-    let outcome = match spawned {
-        Err(e) => Outcome::Error {
-            message: format!("cannot start the case thread: {e}"),
-            line: None,
-        },
-        Ok(_) => match rx.recv_timeout(Duration::from_millis(plan.timeout_ms)) {
-            Ok(outcome) => outcome,
-            // The thread is left behind: it owns only its namespace's sockets.
-            Err(_) => Outcome::Timeout {
-                after_ms: plan.timeout_ms,
-            },
-        },
-    };
-    let observations = observations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let finished = isolate::run_isolated(
+        &plan.id,
+        Duration::from_millis(plan.timeout_ms),
+        |recorder| run_in_fresh_namespace(plan, release, recorder),
+    );
     CaseRun {
         id: plan.id.clone(),
-        outcome,
-        observations,
+        outcome: finished.outcome,
+        observations: finished.observations,
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
 }
 
-fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>) -> Outcome {
+fn run_in_fresh_namespace(plan: &Plan, release: &str, recorder: &isolate::Recorder) -> Outcome {
     if let Err(e) = netns::enter_fresh() {
         let hint = if nix::unistd::geteuid().is_root() {
             ""
@@ -98,9 +64,7 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, obs: &Mutex<Observations>)
     if let Some(reason) = requires::unmet(&plan.requires, release, &uname_version) {
         return Outcome::Skipped { reason };
     }
-    let record = |key: String, value: serde_json::Value| {
-        obs.lock().unwrap().insert(key, value);
-    };
+    let record = |key: String, value: serde_json::Value| recorder.record(key, value);
     for sysctl in &plan.sysctls {
         record(
             format!("sysctl.{}", sysctl.name),
@@ -693,5 +657,63 @@ mod tests {
             .map(|b| o[&format!("again.{b}")].as_u64().unwrap())
             .sum();
         assert!(moved > 0, "nothing for a second look to change: {o:?}");
+    }
+}
+
+#[cfg(test)]
+mod isolation_tests {
+    //! Each case runs in a child process: nothing of a case that overran its
+    //! budget survives it, and what it saw before still comes back.
+    use super::*;
+
+    /// Every thread on the machine whose name is `name` (/proc/*/task/*/comm).
+    fn threads_named(name: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for proc in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(tasks) = std::fs::read_dir(proc.path().join("task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if comm.trim_end() == name {
+                    found.push(task.path().display().to_string());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn a_timed_out_case_is_killed_with_its_threads_and_keeps_its_observations() {
+        assert!(nix::unistd::geteuid().is_root(), "needs root, as CI has");
+        // A serve thread (a 5 ms poll loop) and a step that sleeps past the budget.
+        let text = "summary: t
+timeout: 300ms
+steps:
+  - socket: a
+  - bind: a
+    addr: 127.0.0.1
+  - listen: a
+  - serve: a
+  - sleep: 5s
+  - close: a
+";
+        let plan = crate::case::load_str("leaky", std::path::Path::new("cases/leaky.yaml"), text)
+            .unwrap()
+            .plan;
+        let started = Instant::now();
+        let run = run_case(&plan, &crate::host::release());
+        assert_eq!(run.outcome, Outcome::Timeout { after_ms: 300 }, "{run:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "{run:?}");
+        assert_eq!(
+            run.observations.get("serve.a"),
+            Some(&json!("ok")),
+            "{run:?}"
+        );
+        assert_eq!(run.observations.get("listen.a"), Some(&json!("ok")));
+        // Threads are named after the case (`case leaky`, inherited by the serve
+        // thread): none may be left anywhere.
+        let left = threads_named("case leaky");
+        assert!(left.is_empty(), "the case's threads outlived it: {left:?}");
     }
 }
