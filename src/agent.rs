@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::case::Plan;
-use crate::observe::AgentEvent;
+use crate::observe::{AgentEvent, CaseEdge};
 
 /// What the host puts in the initramfs at `/plan.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -44,6 +44,7 @@ pub fn main(args: &[String]) -> ! {
             finish(is_init);
         }
     };
+    report_panics(&out, is_init);
     let mut emit = |event: AgentEvent| {
         let _ = writeln!(out, "{}", event.to_line());
         let _ = out.flush();
@@ -56,13 +57,19 @@ pub fn main(args: &[String]) -> ! {
         cpus,
         agent_version: env!("CARGO_PKG_VERSION").into(),
     });
+    // For the test of the panic report: a panic of the agent's own, on purpose.
+    if args.iter().any(|a| a == "selftest-panic") {
+        panic!("selftest-panic: the agent panics on purpose");
+    }
     match load_plan(Path::new(plan_path)) {
         Ok(plan) => {
             for case in &plan.cases {
                 emit(AgentEvent::CaseStart {
                     id: case.id.clone(),
                 });
+                mark_console(&case.id, CaseEdge::Start);
                 let run = crate::exec::run_case(case, &release);
+                mark_console(&case.id, CaseEdge::End);
                 emit(AgentEvent::CaseEnd { run });
             }
             emit(AgentEvent::Done);
@@ -70,6 +77,43 @@ pub fn main(args: &[String]) -> ! {
         Err(message) => emit(AgentEvent::Fatal { message }),
     }
     finish(is_init)
+}
+
+/// Marks a case's start or end on the kernel console, so that the host can tell
+/// which case a splat printed there belongs to. Level 5 (notice): shown on a
+/// default console, and no problem pattern matches it.
+fn mark_console(id: &str, edge: CaseEdge) {
+    if let Ok(mut kmsg) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ =
+            kmsg.write_all(format!("<5>{}\n", crate::observe::case_marker(id, edge)).as_bytes());
+    }
+}
+
+/// Reports a panic of the agent itself on the results port (AgentPanic) before the
+/// guest powers off, so the host never mistakes a sockmatrix bug for a kernel
+/// crash (PID 1 dying would panic the kernel). A case's child process keeps the
+/// default hook: its panic is that case's error.
+fn report_panics(port: &File, is_init: bool) {
+    let Ok(port) = port.try_clone() else { return };
+    let port = std::sync::Mutex::new(port);
+    let agent = std::process::id();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::process::id() != agent {
+            return default(info);
+        }
+        let event = AgentEvent::AgentPanic {
+            message: info.to_string(),
+        };
+        if let Ok(mut port) = port.lock() {
+            let _ = writeln!(port, "{}", event.to_line());
+            let _ = port.flush();
+        }
+        default(info);
+        if is_init {
+            finish(true);
+        }
+    }));
 }
 
 fn arg_value<'a>(args: &'a [String], prefix: &str) -> Option<&'a str> {

@@ -56,6 +56,11 @@ pub enum AgentEvent {
     Fatal {
         message: String,
     },
+    /// The agent itself panicked (a sockmatrix bug, not the kernel's): sent by its
+    /// panic hook before it powers the guest off.
+    AgentPanic {
+        message: String,
+    },
     Done,
 }
 
@@ -66,5 +71,62 @@ impl AgentEvent {
 
     pub fn from_line(line: &str) -> Option<AgentEvent> {
         serde_json::from_str(line.trim()).ok()
+    }
+}
+
+/// What the agent prints on the kernel console (through /dev/kmsg) around each
+/// case, so the host can tell which case a kernel splat belongs to.
+const MARKER: &str = "sockmatrix: case ";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaseEdge {
+    Start,
+    End,
+}
+
+impl CaseEdge {
+    fn word(self) -> &'static str {
+        match self {
+            CaseEdge::Start => "start",
+            CaseEdge::End => "end",
+        }
+    }
+}
+
+/// The console line marking a case's start or end: `sockmatrix: case <id> start`.
+pub fn case_marker(id: &str, edge: CaseEdge) -> String {
+    format!("{MARKER}{id} {}", edge.word())
+}
+
+/// Reads a marker back from a console line (`[    7.25] sockmatrix: case x start`).
+pub fn parse_case_marker(line: &str) -> Option<(&str, CaseEdge)> {
+    let rest = &line[line.find(MARKER)? + MARKER.len()..];
+    let (id, word) = rest.trim_end().rsplit_once(' ')?;
+    let edge = [CaseEdge::Start, CaseEdge::End]
+        .into_iter()
+        .find(|e| e.word() == word)?;
+    (!id.is_empty()).then_some((id, edge))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_markers_round_trip_through_a_console_line() {
+        let line = format!(
+            "[    7.252281] {}",
+            case_marker("reuseport/close_listener_resets_queue", CaseEdge::Start)
+        );
+        assert_eq!(
+            parse_case_marker(&line),
+            Some(("reuseport/close_listener_resets_queue", CaseEdge::Start))
+        );
+        assert_eq!(
+            parse_case_marker("[ 8.1] sockmatrix: case a/b end\r"),
+            Some(("a/b", CaseEdge::End))
+        );
+        assert_eq!(parse_case_marker("[ 8.1] sockmatrix: case  end"), None);
+        assert_eq!(parse_case_marker("[ 8.1] reboot: Power down"), None);
     }
 }

@@ -25,7 +25,16 @@ pub enum ProblemKind {
 pub struct ConsoleProblem {
     pub kind: ProblemKind,
     pub line: String,
+    /// The case the agent had marked as running on the console (`sockmatrix: case
+    /// <id> start` .. `end`) when the kernel printed this.
+    pub case: Option<String>,
+    /// The problem line and the splat's lines after it (call trace, registers),
+    /// up to `EXCERPT_LINES`; complete in the scanner's `problems()`.
+    pub excerpt: Vec<String>,
 }
+
+/// How many lines of a splat are kept for the verdict of the case it hit.
+pub const EXCERPT_LINES: usize = 40;
 
 /// Classifies one console line. Order matters: the most specific pattern wins
 /// (6.x prints "Oops: general protection fault ...", a panic line may say "Oops").
@@ -55,6 +64,10 @@ pub struct ConsoleScanner {
     problems: Vec<ConsoleProblem>,
     /// A "[ cut here ]" line whose next line did not classify is reported as a Warning.
     cut_here: Option<String>,
+    /// The case between its start and end markers, if any.
+    case: Option<String>,
+    /// The problem whose excerpt is still growing.
+    open_excerpt: Option<usize>,
 }
 
 impl ConsoleScanner {
@@ -98,6 +111,15 @@ impl ConsoleScanner {
             self.tail.pop_front();
         }
         self.tail.push_back(line.clone());
+        if let Some((id, edge)) = crate::observe::parse_case_marker(&line) {
+            self.case = (edge == crate::observe::CaseEdge::Start).then(|| id.to_string());
+            self.open_excerpt = None;
+            return self
+                .cut_here
+                .take()
+                .and_then(|c| self.record(ProblemKind::Warning, c));
+        }
+        self.extend_excerpt(&line);
         let pending_cut = self.cut_here.take();
         if line.contains("[ cut here ]") {
             self.cut_here = Some(line);
@@ -113,9 +135,30 @@ impl ConsoleScanner {
         if self.problems.len() >= MAX_PROBLEMS {
             return None;
         }
-        let p = ConsoleProblem { kind, line };
+        let p = ConsoleProblem {
+            kind,
+            excerpt: vec![line.clone()],
+            line,
+            case: self.case.clone(),
+        };
+        self.open_excerpt = Some(self.problems.len());
         self.problems.push(p.clone());
         Some(p)
+    }
+
+    /// A line after a problem belongs to its splat until the trace ends, another
+    /// problem starts or the excerpt is full.
+    fn extend_excerpt(&mut self, line: &str) {
+        let Some(i) = self.open_excerpt else { return };
+        let excerpt = &mut self.problems[i].excerpt;
+        if excerpt.len() >= EXCERPT_LINES || classify(line).is_some() {
+            self.open_excerpt = None;
+            return;
+        }
+        excerpt.push(line.to_string());
+        if line.contains("---[ end trace") {
+            self.open_excerpt = None;
+        }
     }
 
     pub fn problems(&self) -> &[ConsoleProblem] {
@@ -234,7 +277,9 @@ mod tests {
             got,
             vec![ConsoleProblem {
                 kind: Panic,
-                line: "[ 2] Kernel panic - not syncing: boom".into()
+                line: "[ 2] Kernel panic - not syncing: boom".into(),
+                case: None,
+                excerpt: vec!["[ 2] Kernel panic - not syncing: boom".into()],
             }]
         );
         assert_eq!(

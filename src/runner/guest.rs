@@ -110,6 +110,8 @@ pub fn run_on_kernel(
     // Attempts of every boot so far: a resumed boot goes on counting.
     let mut attempts_before = 0;
     let mut runs: BTreeMap<String, CaseRun> = BTreeMap::new();
+    // Kernel splats printed while a case ran, by case (from every boot).
+    let mut splats: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut uname_version: Option<String> = None;
     // Cases a dead guest took down twice: reported as errors, not run again.
     let mut given_up: BTreeMap<String, String> = BTreeMap::new();
@@ -144,6 +146,7 @@ pub fn run_on_kernel(
             &mut runs,
             &mut result,
             &mut uname_version,
+            &mut splats,
         );
         if log.writing.is_file() {
             logs.push(PendingLog {
@@ -192,7 +195,12 @@ pub fn run_on_kernel(
     for case in cases {
         let (run, verdict) = match runs.remove(&case.id) {
             Some(run) => {
-                let verdict = judge(case, &run, version);
+                let verdict = match splats.get(&case.id) {
+                    Some(excerpts) => Verdict::Error {
+                        message: splat_message(excerpts),
+                    },
+                    None => judge(case, &run, version),
+                };
                 (run, verdict)
             }
             None => {
@@ -228,6 +236,36 @@ pub fn run_on_kernel(
 struct LogPaths {
     writing: PathBuf,
     kept: PathBuf,
+}
+
+/// Each problem the kernel printed while a case ran (between the agent's markers
+/// on the console), as excerpts of the splat, by case.
+pub fn splats_by_case(problems: &[qemu::ConsoleProblem]) -> BTreeMap<String, Vec<String>> {
+    let mut by_case: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for problem in problems {
+        if let Some(case) = &problem.case {
+            by_case
+                .entry(case.clone())
+                .or_default()
+                .push(problem.excerpt.join("\n"));
+        }
+    }
+    by_case
+}
+
+/// A case during which the kernel printed an oops, BUG, WARNING...: whatever it
+/// observed, the kernel misbehaved under it.
+fn splat_message(excerpts: &[String]) -> String {
+    format!(
+        "the kernel printed {} problem(s) while this case ran, {}",
+        excerpts.len(),
+        excerpts.join("\n...\n")
+    )
+}
+
+/// An agent panic is a sockmatrix bug: never to be read as the kernel's crash.
+fn agent_panic_message(message: &str) -> String {
+    format!("the sockmatrix guest agent panicked (a sockmatrix bug, not a kernel crash): {message}")
 }
 
 /// The initramfs: the agent as /init, the plan (if any), and the results port node.
@@ -269,6 +307,7 @@ fn boot_and_collect(
     runs: &mut BTreeMap<String, CaseRun>,
     result: &mut KernelResult,
     uname_version: &mut Option<String>,
+    splats: &mut BTreeMap<String, Vec<String>>,
 ) -> Result<Option<Death>> {
     let agent = super::agent_binary::agent_binary()?;
     let scratch = console_log
@@ -303,6 +342,7 @@ fn boot_and_collect(
     let mut current: Option<String> = None;
     let mut done = false;
     let mut fatal: Option<String> = None;
+    let mut agent_panic: Option<String> = None;
     let outcome = qemu::boot(&spec, &mut |event| match event {
         BootEvent::BootStart { attempt, accel } => progress(Progress::Booting {
             kernel: id.into(),
@@ -340,6 +380,7 @@ fn boot_and_collect(
                 runs.insert(run.id.clone(), run);
             }
             Some(AgentEvent::Fatal { message }) => fatal = Some(message),
+            Some(AgentEvent::AgentPanic { message }) => agent_panic = Some(message),
             Some(AgentEvent::Done) => done = true,
             // Stray bytes on the port (a kernel message routed there) are ignored.
             None => {}
@@ -359,6 +400,16 @@ fn boot_and_collect(
         console_log: console_log.kept.clone(),
         resumes: Vec::new(),
     });
+    for (case, excerpts) in splats_by_case(&outcome.problems) {
+        let log = console_log.kept.display();
+        splats
+            .entry(case)
+            .or_default()
+            .extend(excerpts.into_iter().map(|e| format!("in {log}:\n{e}")));
+    }
+    if let Some(message) = agent_panic {
+        anyhow::bail!("{}", agent_panic_message(&message));
+    }
     if let Some(message) = fatal {
         anyhow::bail!("the agent could not start: {message}");
     }
@@ -394,4 +445,45 @@ fn boot_and_collect(
         why,
         during: current,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::console::ConsoleScanner;
+
+    /// A WARNING printed between a case's start and end markers makes that case,
+    /// and only that one, an error carrying the splat.
+    #[test]
+    fn a_splat_is_blamed_on_the_case_that_ran() {
+        let log = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/console/warning_during_case.log"
+        ))
+        .unwrap();
+        let mut scanner = ConsoleScanner::default();
+        // In uneven pieces, as QEMU appends to the file.
+        for chunk in log.chunks(97) {
+            scanner.feed(chunk);
+        }
+        scanner.finish();
+        let blamed = splats_by_case(scanner.problems());
+        assert_eq!(blamed.keys().collect::<Vec<_>>(), ["reuseport/hit"]);
+        let excerpt = &blamed["reuseport/hit"][0];
+        assert!(
+            excerpt.starts_with("[  143.683784] WARNING: CPU: 1 PID: 350 at mm/memory.c:2904"),
+            "{excerpt}"
+        );
+        assert!(excerpt.contains("Call trace:"), "{excerpt}");
+        assert!(
+            excerpt.ends_with("---[ end trace 0000000000000000 ]---"),
+            "{excerpt}"
+        );
+        assert!(!excerpt.contains("sockmatrix: case"), "{excerpt}");
+        let message = splat_message(&blamed["reuseport/hit"]);
+        assert!(
+            message.contains("1 problem(s) while this case ran"),
+            "{message}"
+        );
+    }
 }
