@@ -107,3 +107,52 @@ fn shipped_cases_are_valid() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A temporary `cases` folder holding one valid case, `a.yaml`.
+fn one_case_folder() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases");
+    std::fs::create_dir(&cases).unwrap();
+    std::fs::write(
+        cases.join("a.yaml"),
+        "summary: one case\nsteps:\n  - socket: a\n",
+    )
+    .unwrap();
+    (dir, cases)
+}
+
+fn check(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A folder symlink loop is walked once, and a file reached twice (a symlink to
+/// it, the same path given twice) is one case, not 41 or two.
+#[test]
+fn symlink_loops_and_duplicate_files_count_once() {
+    let (_dir, cases) = one_case_folder();
+    std::os::unix::fs::symlink(".", cases.join("loop")).unwrap();
+    std::os::unix::fs::symlink("a.yaml", cases.join("b.yaml")).unwrap();
+    let out = check(&[cases.as_os_str(), cases.join("a.yaml").as_os_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(stdout.trim(), "ok: 1 case(s) valid", "{out:?}");
+}
+
+/// A case file whose name is not UTF-8 cannot be carried by results: check
+/// rejects it (exit 2) and shows the path lossily.
+#[test]
+fn a_case_file_name_that_is_not_utf8_is_bad_input() {
+    use std::os::unix::ffi::OsStrExt;
+    let (_dir, cases) = one_case_folder();
+    let name = std::ffi::OsStr::from_bytes(b"bad\xff.yaml");
+    std::fs::write(cases.join(name), "summary: x\nsteps:\n  - socket: a\n").unwrap();
+    let out = check(&[cases.as_os_str()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(stderr.contains("bad\u{FFFD}.yaml"), "{stderr}");
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
+}

@@ -6,6 +6,7 @@ pub mod model;
 pub mod sysctls;
 pub mod version;
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -86,12 +87,16 @@ pub fn case_id(path: &Path) -> String {
     }
 }
 
-/// The YAML files named by `paths` (files as given, folders searched recursively), sorted.
+/// The YAML files named by `paths` (files as given, folders searched recursively),
+/// sorted. Each file is listed once however many ways lead to it (a path given
+/// twice, a symlink to a file or folder already seen); a folder symlink loop is
+/// walked once.
 pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let mut walked = HashSet::new();
     for path in paths {
         if path.is_dir() {
-            walk(path, &mut files)?;
+            walk(path, &mut walked, &mut files)?;
         } else if path.is_file() {
             files.push(path.clone());
         } else {
@@ -99,15 +104,26 @@ pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     files.sort();
-    files.dedup();
+    let mut seen = HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     Ok(files)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+fn walk(dir: &Path, walked: &mut HashSet<PathBuf>, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let real = std::fs::canonicalize(dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    if !walked.insert(real) {
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Sorted, so that of two ways to one folder the first in order is the one kept.
+    entries.sort();
+    for path in entries {
         if path.is_dir() {
-            walk(&path, out)?;
+            walk(&path, walked, out)?;
         } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
         }
@@ -121,6 +137,18 @@ pub fn load_all(paths: &[PathBuf]) -> anyhow::Result<Result<Vec<Case>, Vec<FileE
     let mut cases = Vec::new();
     let mut errors = Vec::new();
     for file in &files {
+        // The case id and results name come from the path: it must be text.
+        if file.to_str().is_none() {
+            errors.push(FileErrors {
+                file: file.clone(),
+                errors: vec![Diagnostic {
+                    pos: Default::default(),
+                    message: "the path is not UTF-8, so results cannot name this case; rename it"
+                        .into(),
+                }],
+            });
+            continue;
+        }
         match load_file(file) {
             Ok(case) => cases.push(case),
             Err(e) => errors.push(e),
