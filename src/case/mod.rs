@@ -110,8 +110,7 @@ pub fn discover(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn walk(dir: &Path, walked: &mut HashSet<PathBuf>, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
-    let real = std::fs::canonicalize(dir)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    let real = std::fs::canonicalize(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     if !walked.insert(real) {
         return Ok(());
     }
