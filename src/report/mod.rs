@@ -44,7 +44,7 @@ pub struct Report {
     pub info: BTreeMap<String, CaseInfo>,
     /// Observations the cases say vary from run to run; the same notion as `diff`'s.
     pub volatile: Volatile,
-    /// The result set's folder, where each kernel's console.log is kept.
+    /// The result set's folder, where each kernel's console log is kept.
     pub dir: Option<PathBuf>,
 }
 
@@ -85,14 +85,22 @@ impl Report {
     /// The last `lines` lines of a kernel's console: the log next to its result.json
     /// in the result set, else where the run wrote it. None when neither is there.
     pub fn console_tail(&self, kernel: &KernelResult, lines: usize) -> Option<String> {
-        let beside = self
-            .dir
-            .as_ref()
-            .map(|d| d.join(&kernel.kernel).join("console.log"));
         let written = kernel.boot.as_ref().map(|b| b.console_log.clone());
+        // The log keeps its per-run name (`console-<time>-<pid>.log`) beside the
+        // result; result sets written before that have `console.log`.
+        let name = written
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_os_string());
+        let beside = self.dir.as_ref().into_iter().flat_map(|d| {
+            let kdir = d.join(&kernel.kernel);
+            name.iter()
+                .map(|n| kdir.join(n))
+                .chain([kdir.join("console.log")])
+                .collect::<Vec<_>>()
+        });
         let text = beside
-            .into_iter()
-            .chain(written)
+            .chain(written.clone())
             .find_map(|p| std::fs::read(p).ok())?;
         let text = String::from_utf8_lossy(&text);
         let all: Vec<&str> = text.lines().collect();
@@ -295,6 +303,30 @@ pub(crate) mod testdata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_tail_is_found_beside_a_moved_result_by_its_run_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut kernel = testdata::two_kernels().kernels.remove(0);
+        // Written elsewhere (a CI shard's folder), now in `dir`.
+        kernel.boot = Some(crate::results::BootFacts {
+            accel: "tcg".into(),
+            accel_reason: None,
+            attempts: 1,
+            hung_attempts: Vec::new(),
+            boot_to_ready_ms: None,
+            total_ms: 1,
+            exit: "PoweredOff".into(),
+            console_problems: Vec::new(),
+            console_log: "/elsewhere/6.1/console-20261201T000000Z-1.log".into(),
+            resumes: Vec::new(),
+        });
+        let kdir = dir.path().join(&kernel.kernel);
+        std::fs::create_dir_all(&kdir).unwrap();
+        std::fs::write(kdir.join("console-20261201T000000Z-1.log"), "one\ntwo\n").unwrap();
+        let report = Report::new(vec![kernel.clone()], &[]).from_dir(dir.path());
+        assert_eq!(report.console_tail(&kernel, 1).as_deref(), Some("two"));
+    }
 
     #[test]
     fn kernels_sort_by_version_then_name() {
