@@ -468,7 +468,7 @@ fn run_format_github_annotates_the_failed_expectation_on_its_line() {
         "--format",
         "github",
         "--results",
-        results.path().to_str().unwrap(),
+        results.path().join("results").to_str().unwrap(),
         run.cases
             .join("bind/wrong_on_purpose.yaml")
             .to_str()
