@@ -71,13 +71,17 @@ pub fn judge(case: &Case, run: &CaseRun, kernel: Option<KernelVersion>) -> Verdi
             };
             return Verdict::Error { message };
         }
-        Outcome::Timeout { after_ms } => {
+        Outcome::Timeout { after_ms, line } => {
+            let at = line
+                .map(|l| format!("{}:{l}: ", case.file.display()))
+                .unwrap_or_default();
             return Verdict::Error {
                 message: format!(
-                    "timed out after {after_ms} ms; observed so far: {}",
+                    "{at}timed out after {after_ms} ms{}; observed so far: {}",
+                    if line.is_some() { " in this step" } else { "" },
                     summarize(&run.observations)
                 ),
-            }
+            };
         }
         Outcome::Ran => {}
     }
@@ -310,7 +314,10 @@ mod tests {
             reason: "needs IPv6".into(),
         };
         assert!(matches!(judge(&c, &r, None), Verdict::Skip { .. }));
-        r.outcome = Outcome::Timeout { after_ms: 5 };
+        r.outcome = Outcome::Timeout {
+            after_ms: 5,
+            line: None,
+        };
         assert!(matches!(judge(&c, &r, None), Verdict::Error { .. }));
     }
 }

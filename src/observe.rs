@@ -21,7 +21,12 @@ pub enum Outcome {
         line: Option<usize>,
     },
     /// The case overran its time budget; observations hold what was seen so far.
-    Timeout { after_ms: u64 },
+    Timeout {
+        after_ms: u64,
+        /// The line of the step that was running when the budget ran out.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        line: Option<usize>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

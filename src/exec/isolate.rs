@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,6 +21,10 @@ use crate::observe::{Observations, Outcome};
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Message {
+    /// The step at this line starts (so a timeout can name it).
+    Step {
+        line: usize,
+    },
     Observed {
         key: String,
         value: serde_json::Value,
@@ -38,6 +42,10 @@ pub struct Recorder {
 impl Recorder {
     pub fn record(&self, key: String, value: serde_json::Value) {
         self.send(&Message::Observed { key, value });
+    }
+
+    pub fn step(&self, line: usize) {
+        self.send(&Message::Step { line });
     }
 
     fn send(&self, message: &Message) {
@@ -128,6 +136,7 @@ fn parent(child: Pid, read: OwnedFd, budget: Duration) -> Finished {
     let mut pending = Vec::new();
     let mut observations = Observations::new();
     let mut outcome = None;
+    let mut step = None;
     let mut eof = false;
     while outcome.is_none() && !eof {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -147,6 +156,7 @@ fn parent(child: Pid, read: OwnedFd, budget: Duration) -> Finished {
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             match serde_json::from_slice::<Message>(&line) {
+                Ok(Message::Step { line }) => step = Some(line),
                 Ok(Message::Observed { key, value }) => {
                     observations.insert(key, value);
                 }
@@ -162,6 +172,7 @@ fn parent(child: Pid, read: OwnedFd, budget: Duration) -> Finished {
         Some(outcome) => outcome,
         None if !eof => Outcome::Timeout {
             after_ms: budget.as_millis() as u64,
+            line: step,
         },
         None => Outcome::Error {
             message: format!("the case's process ended without reporting: {status}"),
@@ -178,7 +189,6 @@ fn readable(pipe: &File, wait: Duration) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let ms = wait.as_millis().min(1000) as u16;
     let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLIN)];
-    let _ = pipe.as_raw_fd();
     poll(&mut fds, PollTimeout::from(ms)).is_ok_and(|n| n > 0)
 }
 

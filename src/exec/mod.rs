@@ -73,6 +73,7 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, recorder: &isolate::Record
     }
     let mut exec = Executor::default();
     for step in &plan.steps {
+        recorder.step(step.line);
         match exec.step(step) {
             Ok(observations) => {
                 for (key, value) in observations {
@@ -703,7 +704,15 @@ steps:
             .plan;
         let started = Instant::now();
         let run = run_case(&plan, &crate::host::release());
-        assert_eq!(run.outcome, Outcome::Timeout { after_ms: 300 }, "{run:?}");
+        // The budget ran out in the `sleep` step, line 9.
+        assert_eq!(
+            run.outcome,
+            Outcome::Timeout {
+                after_ms: 300,
+                line: Some(9)
+            },
+            "{run:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(3), "{run:?}");
         assert_eq!(
             run.observations.get("serve.a"),
