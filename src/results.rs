@@ -131,12 +131,21 @@ pub fn save(results_dir: &Path, result: &KernelResult, logs: &[PendingLog]) -> R
         }
         return Err(e);
     }
-    remove_stale_logs(&dir, logs);
+    let mut keep: Vec<String> = logs.iter().map(|l| l.name.clone()).collect();
+    // A result saved again elsewhere (merge) keeps the log it names.
+    keep.extend(
+        result
+            .boot
+            .as_ref()
+            .and_then(|b| b.console_log.file_name())
+            .map(|n| n.to_string_lossy().into_owned()),
+    );
+    remove_stale_logs(&dir, &keep);
     Ok(path)
 }
 
 /// Console logs of earlier runs (`console*.log`) that the new result does not name.
-fn remove_stale_logs(dir: &Path, keep: &[PendingLog]) {
+fn remove_stale_logs(dir: &Path, keep: &[String]) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -144,7 +153,7 @@ fn remove_stale_logs(dir: &Path, keep: &[PendingLog]) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let is_log = name.starts_with("console") && name.ends_with(".log");
-        if is_log && !keep.iter().any(|k| k.name == name) {
+        if is_log && !keep.iter().any(|k| *k == name) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
