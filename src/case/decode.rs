@@ -10,6 +10,8 @@ use super::version::VersionReq;
 use crate::errno;
 use crate::yaml::{Kind, Node};
 
+mod packet;
+
 const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 /// A case that needs longer than this is a benchmark, not a behaviour check.
 const MAX_TIMEOUT_MS: u64 = 600_000;
@@ -37,6 +39,10 @@ const VERBS: &[&str] = &[
     "detach_bpf",
     "local_port",
     "bind_pairs",
+    "drop",
+    "release",
+    "requests",
+    "send",
 ];
 
 pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Option<Case> {
@@ -292,6 +298,8 @@ struct Scope {
     /// Background client groups not yet waited for, with their line.
     background: BTreeMap<String, usize>,
     observations: BTreeSet<String>,
+    /// `drop` filters by name: true while attached (released ones stay known).
+    drops: BTreeMap<String, bool>,
 }
 
 impl Scope {
@@ -798,6 +806,10 @@ fn decode_action(
                 listen,
             }
         }
+        "drop" => packet::drop(subject, f, scope, diags)?,
+        "release" => packet::release(subject, scope, diags)?,
+        "requests" => packet::requests(subject, scope, diags)?,
+        "send" => packet::send(subject, scope, diags)?,
         _ => unreachable!("verbs come from VERBS"),
     })
 }
@@ -921,6 +933,9 @@ fn decode_creds(node: &Node, diags: &mut Diags) -> Option<Creds> {
 
 /// Every observation key a step will produce, known before anything runs.
 fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
+    if let Some(keys) = packet::observation_keys(key, action) {
+        return keys;
+    }
     let sub = |names: &[&str]| {
         names
             .iter()
@@ -1011,10 +1026,15 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
             keys
         }
         Action::Wait { .. } | Action::Sleep { .. } => Vec::new(),
+        Action::Drop { .. }
+        | Action::Release { .. }
+        | Action::Requests { .. }
+        | Action::Send { .. } => unreachable!("packet::observation_keys covers them"),
     }
 }
 
 fn record_effects(action: &Action, line: usize, scope: &mut Scope) {
+    packet::record_effects(action, scope);
     match action {
         Action::Socket {
             name,

@@ -190,6 +190,43 @@ pub enum Shutdown {
     Both,
 }
 
+/// Which TCP segments a packet filter matches, by their flags.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpFlags {
+    Any,
+    /// A pure ACK: ACK without SYN, FIN or RST, and no payload (a handshake's last).
+    Ack,
+    /// SYN without ACK.
+    Syn,
+    SynAck,
+    Rst,
+    Fin,
+}
+
+/// Which port of a packet a filter's `port` is compared with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PortSide {
+    /// Packets sent to the port (`direction: to`).
+    Destination,
+    /// Packets sent from the port (`direction: from`).
+    Source,
+}
+
+/// What a `drop` step drops on `lo`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PacketFilter {
+    pub proto: Proto,
+    pub tcp_flags: TcpFlags,
+    pub port: Option<PortSpec>,
+    pub side: PortSide,
+    /// Only this family's packets (both when None).
+    pub family: Option<Family>,
+    /// Stop dropping after this many packets (never when None).
+    pub limit: Option<u32>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Action {
@@ -311,6 +348,23 @@ pub enum Action {
     LocalPort {
         sock: String,
     },
+    /// Drops packets matching `filter` on `lo` (XDP) until `release`.
+    Drop {
+        name: String,
+        filter: PacketFilter,
+    },
+    /// Lets the packets of a `drop` through again; observes how many were dropped.
+    Release {
+        name: String,
+    },
+    /// Counts the connection requests (SYN_RECV) for a listener's port.
+    Requests {
+        sock: String,
+    },
+    /// Every connected client of a group writes one byte, as a client would first.
+    Send {
+        group: String,
+    },
     /// For every ordered pair of addresses and every option: bind the first (and
     /// listen), then bind the second to the same port; observe the second bind.
     BindPairs {
@@ -347,6 +401,10 @@ impl Action {
             Action::AttachEbpf { .. } => "attach_ebpf",
             Action::LocalPort { .. } => "local_port",
             Action::BindPairs { .. } => "bind_pairs",
+            Action::Drop { .. } => "drop",
+            Action::Release { .. } => "release",
+            Action::Requests { .. } => "requests",
+            Action::Send { .. } => "send",
         }
     }
 }

@@ -180,6 +180,22 @@ pub fn connect_observations(group: &Group) -> Vec<(&'static str, serde_json::Val
     ]
 }
 
+/// Every connected client writes one byte, as a client's first request would; a
+/// handshake whose final ACK was lost is completed by this segment. Returns how many
+/// writes the kernel took.
+pub fn send_one_byte(group: &Group) -> usize {
+    group
+        .clients
+        .iter()
+        .filter(|c| c.state == ConnectState::Connected)
+        .filter_map(|c| c.socket.as_ref())
+        .filter(|s| {
+            s.send_with_flags(b"!", libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                .is_ok_and(|n| n == 1)
+        })
+        .count()
+}
+
 /// Where each client of a group ended up. Every client lands in exactly one bucket.
 /// Accounting again sees what changed since, and nothing its own probes caused.
 pub fn account(group: &mut Group, table: &Table) -> Vec<(String, serde_json::Value)> {

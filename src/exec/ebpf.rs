@@ -41,7 +41,7 @@ const BPF_MAP_TYPE_REUSEPORT_SOCKARRAY: u32 = 20;
 const BPF_PROG_TYPE_SK_REUSEPORT: u32 = 21;
 /// expected_attach_type for SK_REUSEPORT; 0 is also what pre-5.8 kernels require.
 const BPF_SK_REUSEPORT_SELECT: u32 = 0;
-const BPF_PSEUDO_MAP_FD: u8 = 1;
+pub(super) const BPF_PSEUDO_MAP_FD: u8 = 1;
 const BPF_FUNC_SK_SELECT_REUSEPORT: i32 = 82;
 const BPF_ANY: u64 = 0;
 
@@ -141,25 +141,25 @@ impl std::error::Error for ProgLoadError {}
 /// BPF_MAP_UPDATE_ELEM or BPF_PROG_LOAD part, and kernels accept a larger attr as long
 /// as the bytes they do not know are zero.
 #[repr(C, align(8))]
-struct Attr([u8; 128]);
+pub(super) struct Attr([u8; 128]);
 
 impl Attr {
-    fn zeroed() -> Attr {
+    pub(super) fn zeroed() -> Attr {
         Attr([0; 128])
     }
-    fn put_u32(&mut self, offset: usize, value: u32) {
+    pub(super) fn put_u32(&mut self, offset: usize, value: u32) {
         self.0[offset..offset + 4].copy_from_slice(&value.to_ne_bytes());
     }
-    fn put_u64(&mut self, offset: usize, value: u64) {
+    pub(super) fn put_u64(&mut self, offset: usize, value: u64) {
         self.0[offset..offset + 8].copy_from_slice(&value.to_ne_bytes());
     }
-    fn put_name(&mut self, offset: usize, name: &str) {
+    pub(super) fn put_name(&mut self, offset: usize, name: &str) {
         let bytes = &name.as_bytes()[..name.len().min(15)]; // BPF_OBJ_NAME_LEN 16, NUL-terminated
         self.0[offset..offset + bytes.len()].copy_from_slice(bytes);
     }
 }
 
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
+pub(super) fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
     // SAFETY: attr is a valid, writable 128-byte buffer for the call; every pointer
     // stored in it points at memory the caller keeps alive across the call.
     let rc = unsafe {
@@ -176,7 +176,7 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
     Ok(rc)
 }
 
-fn owned(fd: libc::c_long) -> OwnedFd {
+pub(super) fn owned(fd: libc::c_long) -> OwnedFd {
     // SAFETY: bpf(2) returned a new fd that nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd as RawFd) }
 }
@@ -192,18 +192,33 @@ fn create_map(slots: u32) -> io::Result<OwnedFd> {
 }
 
 fn load_program(code: &[Insn]) -> io::Result<OwnedFd> {
+    load(
+        BPF_PROG_TYPE_SK_REUSEPORT,
+        BPF_SK_REUSEPORT_SELECT,
+        "sm_reuseport",
+        code,
+    )
+}
+
+/// BPF_PROG_LOAD of a GPL program; a rejection carries the verifier log.
+pub(super) fn load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    name: &str,
+    code: &[Insn],
+) -> io::Result<OwnedFd> {
     let license = b"GPL\0";
     let mut log = vec![0u8; LOG_SIZE];
     let mut attr = Attr::zeroed();
-    attr.put_u32(0, BPF_PROG_TYPE_SK_REUSEPORT); // prog_type
+    attr.put_u32(0, prog_type); // prog_type
     attr.put_u32(4, code.len() as u32); // insn_cnt
     attr.put_u64(8, code.as_ptr() as u64); // insns
     attr.put_u64(16, license.as_ptr() as u64); // license
     attr.put_u32(24, 1); // log_level
     attr.put_u32(28, LOG_SIZE as u32); // log_size
     attr.put_u64(32, log.as_mut_ptr() as u64); // log_buf
-    attr.put_name(48, "sm_reuseport"); // prog_name (4.15+)
-    attr.put_u32(68, BPF_SK_REUSEPORT_SELECT); // expected_attach_type
+    attr.put_name(48, name); // prog_name (4.15+)
+    attr.put_u32(68, expected_attach_type); // expected_attach_type
     match bpf(BPF_PROG_LOAD, &mut attr) {
         Ok(fd) => Ok(owned(fd)),
         Err(err) => {
@@ -218,14 +233,14 @@ fn load_program(code: &[Insn]) -> io::Result<OwnedFd> {
 /// `struct bpf_insn`: opcode, dst_reg:4 / src_reg:4, off, imm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
-struct Insn {
-    code: u8,
-    regs: u8,
-    off: i16,
-    imm: i32,
+pub(super) struct Insn {
+    pub(super) code: u8,
+    pub(super) regs: u8,
+    pub(super) off: i16,
+    pub(super) imm: i32,
 }
 
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+pub(super) fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
     // The bitfields dst_reg:4, src_reg:4 are allocated from the low bits on
     // little-endian targets and from the high bits on big-endian ones.
     let regs = if cfg!(target_endian = "little") {
@@ -242,22 +257,22 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 }
 
 // Opcodes (include/uapi/linux/bpf.h, bpf_common.h).
-const MOV64_REG: u8 = 0x07 | 0xb0 | 0x08; // BPF_ALU64 | BPF_MOV | BPF_X
-const MOV64_IMM: u8 = 0x07 | 0xb0; // BPF_ALU64 | BPF_MOV | BPF_K
-const ADD64_IMM: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K
-const ST_W_IMM: u8 = 0x02 | 0x60; // BPF_ST | BPF_MEM | BPF_W
-const LD_IMM64: u8 = 0x18; // BPF_LD | BPF_DW | BPF_IMM
-const CALL: u8 = 0x05 | 0x80; // BPF_JMP | BPF_CALL
-const JNE_IMM: u8 = 0x05 | 0x50; // BPF_JMP | BPF_JNE | BPF_K
-const EXIT: u8 = 0x05 | 0x90; // BPF_JMP | BPF_EXIT
+pub(super) const MOV64_REG: u8 = 0x07 | 0xb0 | 0x08; // BPF_ALU64 | BPF_MOV | BPF_X
+pub(super) const MOV64_IMM: u8 = 0x07 | 0xb0; // BPF_ALU64 | BPF_MOV | BPF_K
+pub(super) const ADD64_IMM: u8 = 0x07; // BPF_ALU64 | BPF_ADD | BPF_K
+pub(super) const ST_W_IMM: u8 = 0x02 | 0x60; // BPF_ST | BPF_MEM | BPF_W
+pub(super) const LD_IMM64: u8 = 0x18; // BPF_LD | BPF_DW | BPF_IMM
+pub(super) const CALL: u8 = 0x05 | 0x80; // BPF_JMP | BPF_CALL
+pub(super) const JNE_IMM: u8 = 0x05 | 0x50; // BPF_JMP | BPF_JNE | BPF_K
+pub(super) const EXIT: u8 = 0x05 | 0x90; // BPF_JMP | BPF_EXIT
 
-const R0: u8 = 0;
-const R1: u8 = 1;
-const R2: u8 = 2;
-const R3: u8 = 3;
-const R4: u8 = 4;
-const R6: u8 = 6;
-const R10: u8 = 10;
+pub(super) const R0: u8 = 0;
+pub(super) const R1: u8 = 1;
+pub(super) const R2: u8 = 2;
+pub(super) const R3: u8 = 3;
+pub(super) const R4: u8 = 4;
+pub(super) const R6: u8 = 6;
+pub(super) const R10: u8 = 10;
 
 /// The program selecting slot `key` of the map `map_fd`.
 fn program(map_fd: RawFd, key: u32, on_miss: OnMiss) -> Vec<Insn> {

@@ -8,7 +8,9 @@ mod creds;
 mod ebpf;
 mod isolate;
 mod netns;
+mod packet_drop;
 mod pairs;
+mod requests;
 mod requires;
 mod serve;
 mod sockets;
@@ -182,6 +184,8 @@ struct Executor {
     /// Background client groups: their `clients` step (key, line) and the thread.
     background: BTreeMap<String, Background>,
     sent: BTreeMap<String, u32>,
+    /// Attached `drop` filters; dropping one detaches it.
+    drops: BTreeMap<String, packet_drop::Dropper>,
 }
 
 impl Executor {
@@ -435,6 +439,50 @@ impl Executor {
                 std::thread::sleep(Duration::from_millis(*ms));
                 Ok(Vec::new())
             }
+            Action::Drop { name, filter } => {
+                let port = match filter.port.as_ref().map(|p| self.table.port(p)).transpose() {
+                    Ok(port) => port,
+                    Err(e) => return Err(fail(format!("no port to filter on ({})", errno(&e)))),
+                };
+                // A filter that cannot attach leaves nothing for the case to observe:
+                // the step fails with the reason (the verifier's log, an errno).
+                let dropper = packet_drop::Dropper::attach(filter, port)
+                    .map_err(|e| fail(format!("cannot attach the XDP filter to lo: {e}")))?;
+                self.drops.insert(name.clone(), dropper);
+                one("ok".into())
+            }
+            Action::Release { name } => {
+                let mut dropper = self
+                    .drops
+                    .remove(name)
+                    .expect("validation pairs release with an attached drop");
+                // Read before detaching: the count is what the filter held back.
+                let dropped = dropper
+                    .dropped()
+                    .map_err(|e| fail(format!("cannot read the drop counter ({})", errno(&e))))?;
+                Ok(vec![
+                    (key.clone(), json!(outcome(dropper.release()))),
+                    (at(".dropped"), json!(dropped)),
+                ])
+            }
+            Action::Requests { sock } => {
+                let port = self
+                    .table
+                    .local_addr(sock)
+                    .map_err(|e| fail(format!("`{sock}` has no local port ({})", errno(&e))))?
+                    .port();
+                let n = requests::syn_recv_count(port).map_err(|e| {
+                    fail(format!(
+                        "cannot read /proc/thread-self/net/tcp ({})",
+                        errno(&e)
+                    ))
+                })?;
+                Ok(vec![(key.clone(), json!(n))])
+            }
+            Action::Send { group } => Ok(vec![(
+                key.clone(),
+                json!(clients::send_one_byte(&self.groups[group])),
+            )]),
         }
     }
 
@@ -492,6 +540,8 @@ impl Executor {
     }
 
     fn finish(self) {
+        // Filters first, so that nothing a server waits for is still held back.
+        drop(self.drops);
         for (_, server) in self.servers {
             server.stop();
         }
