@@ -6,7 +6,7 @@ mod clients;
 mod cpu;
 mod creds;
 mod ebpf;
-mod isolate;
+pub(crate) mod isolate;
 mod netns;
 mod packet_drop;
 mod pairs;
@@ -225,7 +225,10 @@ impl Executor {
                 mode,
                 name,
             } => {
-                let (n, result) = self.table.accept(sock, *max, *wait_ms, *mode);
+                let (n, result) = self
+                    .table
+                    .accept(sock, *max, *wait_ms, *mode)
+                    .map_err(|e| fail(format!("cannot wait for connections: {}", errno(&e))))?;
                 let obs = vec![
                     (key.clone(), json!(n)),
                     (at(".error"), json!(outcome(result))),
@@ -265,10 +268,10 @@ impl Executor {
                     .with(sock, |s| s.try_clone())
                     .map_err(|e| fail(format!("cannot start an acceptor: {}", errno(&e))))?;
                 let accepted = self.table.entry(sock).accepted.clone();
-                self.servers.insert(
-                    sock.clone(),
-                    Server::start(listener, accepted, *epoll_wait_ms),
-                );
+                let server = Server::start(listener, accepted, *epoll_wait_ms).map_err(|e| {
+                    fail(format!("cannot set up the epoll acceptor: {}", errno(&e)))
+                })?;
+                self.servers.insert(sock.clone(), server);
                 one("ok".into())
             }
             Action::Clients {
@@ -774,5 +777,48 @@ steps:
         // thread): none may be left anywhere.
         let left = threads_named("case leaky");
         assert!(left.is_empty(), "the case's threads outlived it: {left:?}");
+    }
+}
+
+#[cfg(test)]
+mod setup_failure_tests {
+    //! Setup that fails for lack of a file descriptor, in a child process (the
+    //! descriptor limit is lowered there only).
+    use super::*;
+    use crate::case::{AcceptMode, Family, Proto, SockOptions};
+
+    #[test]
+    fn an_epoll_accept_that_cannot_wait_is_an_error_not_zero() {
+        let finished = isolate::run_isolated("accept-setup", Duration::from_secs(10), |_| {
+            let mut table = sockets::Table::default();
+            table.create("l", Proto::Tcp, Family::Ipv4, &SockOptions::default(), None);
+            table.listen("l", 4).unwrap();
+            let fd = table
+                .with("l", |s| Ok(std::os::fd::AsRawFd::as_raw_fd(s)))
+                .unwrap();
+            let limit = fd as libc::rlim_t + 1;
+            let rlim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: a plain syscall on a valid struct.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) }, 0);
+            match table.accept("l", None, 10, AcceptMode::Epoll) {
+                Ok((n, _)) => Outcome::Skipped {
+                    reason: format!("accepted {n}"),
+                },
+                Err(e) => Outcome::Error {
+                    message: crate::errno::of_io(&e),
+                    line: None,
+                },
+            }
+        });
+        assert_eq!(
+            finished.outcome,
+            Outcome::Error {
+                message: "EMFILE".into(),
+                line: None
+            }
+        );
     }
 }

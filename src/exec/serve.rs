@@ -50,21 +50,30 @@ impl Waiter {
 impl Server {
     /// `listener` is a duplicate of the listener's fd; it is dropped when the thread
     /// ends, so that closing the listener really closes it. With `epoll_wait_ms` the
-    /// thread sleeps in epoll_wait() and relies on the kernel waking it.
-    pub fn start(listener: Socket, accepted: AcceptedList, epoll_wait_ms: Option<u64>) -> Server {
+    /// thread sleeps in epoll_wait() and relies on the kernel waking it; when that
+    /// cannot be set up the server does not start (falling back to short polls
+    /// would hide the very wake-up an epoll case is about).
+    pub fn start(
+        listener: Socket,
+        accepted: AcceptedList,
+        epoll_wait_ms: Option<u64>,
+    ) -> std::io::Result<Server> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
-        let wake = epoll_wait_ms
-            .and_then(|_| EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok())
-            .map(Arc::new);
-        let wake_in = wake.clone();
+        let (epoll, wake) = match epoll_wait_ms {
+            None => (None, None),
+            Some(ms) => {
+                let wake = Arc::new(EventFd::from_flags(
+                    EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+                )?);
+                let waiter = Waiter::new(&listener, &wake)?;
+                (Some((waiter, ms)), Some(wake))
+            }
+        };
         let thread = std::thread::spawn(move || {
-            let epoll = epoll_wait_ms
-                .zip(wake_in)
-                .and_then(|(ms, wake)| Waiter::new(&listener, &wake).ok().map(|w| (w, ms, wake)));
             while !flag.load(Ordering::Relaxed) {
                 let ready = match &epoll {
-                    Some((waiter, ms, _)) => waiter.wait(*ms),
+                    Some((waiter, ms)) => waiter.wait(*ms),
                     None => poll_readable(listener.as_raw_fd(), 5),
                 };
                 if ready {
@@ -72,7 +81,7 @@ impl Server {
                 }
             }
         });
-        Server { stop, wake, thread }
+        Ok(Server { stop, wake, thread })
     }
 
     pub fn stop(self) {
@@ -103,13 +112,60 @@ mod tests {
             .unwrap();
         listener.listen(4).unwrap();
         // A wait far longer than the test may take: only the stop event can end it.
-        let server = Server::start(listener, AcceptedList::default(), Some(600_000));
+        let server = Server::start(listener, AcceptedList::default(), Some(600_000)).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let started = Instant::now();
         server.stop();
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "stop waited for epoll_wait's timeout"
+        );
+    }
+}
+
+#[cfg(test)]
+mod setup_tests {
+    use super::*;
+    use crate::observe::Outcome;
+
+    /// With no file descriptor left for the epoll instance, an epoll server does not
+    /// start (it used to fall back to short polls without a word). Run in a child
+    /// process: the descriptor limit is lowered there only.
+    #[test]
+    fn an_epoll_server_that_cannot_be_set_up_does_not_start() {
+        let finished = crate::exec::isolate::run_isolated(
+            "serve-setup",
+            std::time::Duration::from_secs(10),
+            |_| {
+                let listener =
+                    Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                listener.listen(4).unwrap();
+                // Every descriptor from the listener's up is taken: none is left.
+                let limit = listener.as_raw_fd() as libc::rlim_t + 1;
+                let rlim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                // SAFETY: a plain syscall on a valid struct.
+                assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) }, 0);
+                match Server::start(listener, AcceptedList::default(), Some(1_000)) {
+                    Ok(server) => {
+                        server.stop();
+                        Outcome::Ran
+                    }
+                    Err(e) => Outcome::Error {
+                        message: crate::errno::of_io(&e),
+                        line: None,
+                    },
+                }
+            },
+        );
+        assert_eq!(
+            finished.outcome,
+            Outcome::Error {
+                message: "EMFILE".into(),
+                line: None
+            }
         );
     }
 }

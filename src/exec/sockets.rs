@@ -217,35 +217,33 @@ impl Table {
     }
 
     /// Accepts up to `max` queued connections (all when None) the way `mode` says,
-    /// waiting up to `wait_ms`. Returns how many, and the error that stopped it, if any.
+    /// waiting up to `wait_ms`. Returns how many, and the error that stopped it, if
+    /// any; Err when the wait the mode names could not even be set up (a count of
+    /// 0 would then claim nothing came).
     pub fn accept(
         &self,
         name: &str,
         max: Option<u32>,
         wait_ms: u64,
         mode: AcceptMode,
-    ) -> (u32, io::Result<()>) {
+    ) -> io::Result<(u32, io::Result<()>)> {
         let entry = self.entry(name);
         let Some(listener) = entry.socket.as_ref() else {
-            return (0, Err(ebadf()));
+            return Ok((0, Err(ebadf())));
         };
         match mode {
             AcceptMode::Nonblocking => {
                 if wait_ms > 0 {
                     poll_readable(listener.as_raw_fd(), wait_ms);
                 }
-                return accept_settled(listener, &entry.accepted, max);
+                Ok(accept_settled(listener, &entry.accepted, max))
             }
             AcceptMode::Epoll => {
-                if let Err(e) = epoll_readable(listener, wait_ms) {
-                    return (0, Err(e));
-                }
+                epoll_readable(listener, wait_ms)?;
+                Ok(accept_queued(listener, &entry.accepted, max))
             }
-            AcceptMode::Blocking => {
-                return accept_blocking(listener, &entry.accepted, max, wait_ms)
-            }
+            AcceptMode::Blocking => accept_blocking(listener, &entry.accepted, max, wait_ms),
         }
-        accept_queued(listener, &entry.accepted, max)
     }
 
     /// Gives the last connection `listener` accepted a name of its own.
@@ -357,21 +355,17 @@ fn accept_blocking(
     into: &AcceptedList,
     max: Option<u32>,
     wait_ms: u64,
-) -> (u32, io::Result<()>) {
-    let setup = listener.set_nonblocking(false).and_then(|()| {
-        listener.set_read_timeout(Some(std::time::Duration::from_millis(wait_ms.max(1))))
-    });
-    if let Err(e) = setup {
-        return (0, Err(e));
-    }
+) -> io::Result<(u32, io::Result<()>)> {
+    listener.set_nonblocking(false)?;
+    listener.set_read_timeout(Some(std::time::Duration::from_millis(wait_ms.max(1))))?;
     // With the timeout set, "would block" now means "nothing came in time".
     let result = accept_queued(listener, into, max);
     let restore = listener
         .set_read_timeout(None)
         .and_then(|()| listener.set_nonblocking(true));
     match (result, restore) {
-        ((n, Ok(())), Err(e)) => (n, Err(e)),
-        (result, _) => result,
+        ((n, Ok(())), Err(e)) => Ok((n, Err(e))),
+        (result, _) => Ok(result),
     }
 }
 
