@@ -169,6 +169,11 @@ fn parent(child: Pid, read: OwnedFd, budget: Duration) -> Finished {
     let _ = killpg(child, Signal::SIGKILL);
     let status = reap(child);
     let outcome = match outcome {
+        // A panic or a crash is blamed on the step that was running.
+        Some(Outcome::Error { message, line }) => Outcome::Error {
+            message,
+            line: line.or(step),
+        },
         Some(outcome) => outcome,
         None if !eof => Outcome::Timeout {
             after_ms: budget.as_millis() as u64,
@@ -176,7 +181,7 @@ fn parent(child: Pid, read: OwnedFd, budget: Duration) -> Finished {
         },
         None => Outcome::Error {
             message: format!("the case's process ended without reporting: {status}"),
-            line: None,
+            line: step,
         },
     };
     Finished {
@@ -207,6 +212,45 @@ fn reap(child: Pid) -> String {
             Ok(other) => return format!("{other:?}"),
             Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return format!("waitpid: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A case process that dies without reporting (a crash) is an error saying
+    /// how it ended, blamed on the step it was running; what it saw is kept.
+    #[test]
+    fn a_crashed_case_is_an_error_at_its_step() {
+        let finished = run_isolated("crash", Duration::from_secs(10), |recorder| {
+            recorder.step(7);
+            recorder.record("bind.a".into(), serde_json::json!("ok"));
+            std::process::abort()
+        });
+        match &finished.outcome {
+            Outcome::Error {
+                message,
+                line: Some(7),
+            } => assert!(message.contains("SIGABRT"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(finished.observations["bind.a"], serde_json::json!("ok"));
+    }
+
+    #[test]
+    fn a_panic_in_a_case_is_an_error_at_its_step() {
+        let finished = run_isolated("panic", Duration::from_secs(10), |recorder| {
+            recorder.step(12);
+            panic!("boom")
+        });
+        match &finished.outcome {
+            Outcome::Error {
+                message,
+                line: Some(12),
+            } => assert!(message.contains("executor panicked: boom"), "{message}"),
+            other => panic!("{other:?}"),
         }
     }
 }
