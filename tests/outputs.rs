@@ -495,3 +495,114 @@ fn run_format_github_annotates_the_failed_expectation_on_its_line() {
     );
     assert_eq!(stdout.matches("::error ").count(), 1, "{}", text(&out));
 }
+
+// ---- a real guest death: the interrupted case is a rerun in JUnit ----
+
+/// Pids of the QEMU processes `parent` started.
+fn qemus_of(parent: u32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let (Ok(cmdline), Ok(status)) = (
+            std::fs::read(entry.path().join("cmdline")),
+            std::fs::read_to_string(entry.path().join("status")),
+        ) else {
+            continue;
+        };
+        let ppid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if String::from_utf8_lossy(&cmdline).contains("qemu-system") && ppid == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A case that holds the guest for a few seconds, so that a kill lands inside it.
+const SLOW_CASE: &str = "summary: Binds, then waits long enough to be interrupted.
+steps:
+  - socket: a
+  - bind: a
+    addr: 127.0.0.1
+  - sleep: 5s
+expect:
+  - obs: bind.a
+    eq: ok
+";
+
+/// QEMU is killed once, a second after the agent is up, inside a case that sleeps:
+/// the guest dies mid-case, the case runs again in a new boot and passes. JUnit
+/// shows the death as a flakyError of that case; junitparser still reads the file.
+#[test]
+fn junit_shows_a_case_a_dead_guest_interrupted_as_a_rerun() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases = dir.path().join("cases");
+    std::fs::create_dir_all(cases.join("slow")).unwrap();
+    std::fs::write(cases.join("slow/sleeps.yaml"), SLOW_CASE).unwrap();
+    let results = dir.path().join("results");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "--accel", "tcg", "--kernel", "6.1", "--results"])
+        .arg(&results)
+        .arg(&cases)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut killed = false;
+    for line in stderr.lines().map_while(Result::ok) {
+        seen.push_str(&line);
+        seen.push('\n');
+        if !killed && line.contains("agent up") {
+            std::thread::sleep(Duration::from_millis(1000));
+            let until = Instant::now() + Duration::from_secs(3);
+            while !killed && Instant::now() < until {
+                for pid in qemus_of(child.id()) {
+                    killed |= nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .is_ok();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(killed, "no QEMU was killed:\n{seen}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "the case passes in the new boot:\n{seen}"
+    );
+    let set = sockmatrix::results::load_set(&results).unwrap();
+    let boot = set[0].boot.as_ref().expect("boot facts");
+    assert_eq!(boot.resumes.len(), 1, "{boot:?}\n{seen}");
+    assert!(
+        boot.resumes[0].contains(" while running slow/sleeps"),
+        "the guest died during the case: {:?}",
+        boot.resumes
+    );
+
+    let xml = report(&results, "--junit", &["--cases", cases.to_str().unwrap()]);
+    assert!(
+        xml.contains("<flakyError message=\"") && xml.contains("type=\"guest_died\""),
+        "{xml}"
+    );
+    let out = junit_read(&xml);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("COUNTS 1 0 0 0"),
+        "{}",
+        text(&out)
+    );
+}
