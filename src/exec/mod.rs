@@ -458,7 +458,7 @@ impl Executor {
                 let mut dropper = self
                     .drops
                     .remove(name)
-                    .expect("validation pairs release with an attached drop");
+                    .ok_or_else(|| fail(format!("no drop filter `{name}` is attached")))?;
                 // Read before detaching: the count is what the filter held back.
                 let dropped = dropper
                     .dropped()
@@ -482,10 +482,13 @@ impl Executor {
                 })?;
                 Ok(vec![(key.clone(), json!(n))])
             }
-            Action::Send { group } => Ok(vec![(
-                key.clone(),
-                json!(clients::send_one_byte(&self.groups[group])),
-            )]),
+            Action::Send { group } => {
+                let finished = self
+                    .groups
+                    .get(group)
+                    .ok_or_else(|| fail(format!("no client group `{group}` has run")))?;
+                Ok(vec![(key.clone(), json!(clients::send_one_byte(finished)))])
+            }
         }
     }
 
