@@ -45,6 +45,12 @@ pub fn main(args: &[String]) -> ! {
         }
     };
     report_panics(&out, is_init);
+    let plan = if args.iter().any(|a| a == crate::resume::SERIAL_PLAN_ARG) {
+        // A snapshot is taken while the agent waits here, before any socket exists.
+        crate::resume::receive_plan(&mut out)
+    } else {
+        load_plan(Path::new(plan_path))
+    };
     let mut emit = |event: AgentEvent| {
         let _ = writeln!(out, "{}", event.to_line());
         let _ = out.flush();
@@ -61,7 +67,7 @@ pub fn main(args: &[String]) -> ! {
     if args.iter().any(|a| a == "selftest-panic") {
         panic!("selftest-panic: the agent panics on purpose");
     }
-    match load_plan(Path::new(plan_path)) {
+    match plan {
         Ok(plan) => {
             for case in &plan.cases {
                 emit(AgentEvent::CaseStart {

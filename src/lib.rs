@@ -27,6 +27,7 @@ pub mod qemu;
 #[cfg(feature = "runner")]
 pub mod report;
 pub mod results;
+pub mod resume;
 #[cfg(feature = "runner")]
 pub mod runner;
 pub mod select;

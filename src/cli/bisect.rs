@@ -23,6 +23,9 @@ pub struct BisectArgs {
     #[arg(long, default_value = "cases")]
     pub cases: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
+    /// Restore a saved guest of this image if there is one (default: boot cold).
+    #[arg(long)]
+    pub restore: bool,
     pub accel: AccelArg,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 512)]
@@ -67,6 +70,8 @@ pub fn bisect_run(args: &BisectArgs) -> ExitCode {
         results_dir: scratch.path().to_path_buf(),
         history_dir: None,
         show_downloads: false,
+        // Each step boots a different image once: a snapshot would only cost time.
+        cold: !args.restore,
         ..RunOptions::default()
     };
     let cases = [case];

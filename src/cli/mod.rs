@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// How many guests may run at once.
     #[arg(long, default_value_t = 2)]
     pub max_guests: usize,
+    /// Boot every guest from scratch instead of restoring a saved one.
+    #[arg(long)]
+    pub cold: bool,
     /// Guest memory in MiB (128 to 16384).
     #[arg(long, default_value_t = 512)]
     pub memory: u32,

@@ -44,6 +44,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         max_guests: args.max_guests,
         results_dir: args.results.clone(),
         history_dir: Some(crate::history::dir_for(&args.results)),
+        cold: args.cold,
         ..RunOptions::default()
     };
     let results = match args.shard {

@@ -4,7 +4,7 @@
 
 use super::args::{self, QemuPlan, ResolvedAccel, QEMU_BINARY};
 use super::console::{ConsoleScanner, LogFollower};
-use super::{BootEvent, BootOutcome, BootSpec, GuestExit};
+use super::{BootEvent, BootOutcome, BootSpec, GuestExit, StateFile};
 use anyhow::{ensure, Context, Result};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -19,9 +19,13 @@ const STDERR_TAIL: usize = 2000;
 
 /// QEMU as a duct expression with the settings every launch needs.
 pub(crate) fn qemu_expression(args: &[OsString]) -> duct::Expression {
+    // stdin is the results chardev's input side: give it nothing.
+    qemu_command(args).stdin_null()
+}
+
+/// Like `qemu_expression`, stdin left to the caller.
+fn qemu_command(args: &[OsString]) -> duct::Expression {
     duct::cmd(QEMU_BINARY, args)
-        // stdin is the results chardev's input side: give it nothing.
-        .stdin_null()
         .stderr_capture()
         // A non-zero exit is classified by us, not turned into an io::Error.
         .unchecked()
@@ -39,6 +43,15 @@ pub(crate) fn qemu_expression(args: &[OsString]) -> duct::Expression {
             }
             Ok(())
         })
+}
+
+/// The kernel command line `spec` boots with under `accel`.
+pub fn guest_cmdline(spec: &BootSpec, accel: ResolvedAccel) -> String {
+    let accel_params = match accel {
+        ResolvedAccel::Tcg => args::tcg_params(super::tsc::host_tsc_khz()),
+        ResolvedAccel::Kvm => Vec::new(),
+    };
+    args::kernel_cmdline(&accel_params, &spec.cmdline_extra, &spec.init_args)
 }
 
 /// Boots the guest described by `spec`, calling `on_event` with progress.
@@ -84,6 +97,7 @@ pub fn boot(spec: &BootSpec, on_event: &mut dyn FnMut(BootEvent)) -> Result<Boot
             total: started.elapsed(),
             command: run.command,
             accel: chosen,
+            state_error: run.state_error,
         });
     }
 }
@@ -94,6 +108,7 @@ struct Attempt {
     last_console_line: String,
     ready_after: Option<Duration>,
     command: String,
+    state_error: Option<String>,
 }
 
 /// Kills QEMU on every exit path, including panics unwinding through `boot`.
@@ -119,11 +134,7 @@ fn run_once(
     on_event: &mut dyn FnMut(BootEvent),
 ) -> Result<Attempt> {
     let log_offset = start_console_log(spec, attempt)?;
-    let accel_params = match accel {
-        ResolvedAccel::Tcg => args::tcg_params(super::tsc::host_tsc_khz()),
-        ResolvedAccel::Kvm => Vec::new(),
-    };
-    let cmdline = args::kernel_cmdline(&accel_params, &spec.cmdline_extra, &spec.init_args);
+    let cmdline = guest_cmdline(spec, accel);
     let plan = QemuPlan {
         accel,
         cpus: spec.cpus,
@@ -133,15 +144,51 @@ fn run_once(
         cmdline,
         console_log: &spec.console_log,
     };
-    let argv = args::qemu_args(&plan);
+    let mut argv = args::qemu_args(&plan);
+    // The monitor socket, when the state is saved or restored (removed on return).
+    let monitor = match &spec.state {
+        Some(state) => {
+            let dir = tempfile::Builder::new()
+                .prefix("sockmatrix-qmp-")
+                .tempdir()
+                .context("creating a folder for the QMP socket")?;
+            argv.extend(state_args(state, &dir.path().join("qmp.sock")));
+            Some(dir)
+        }
+        None => None,
+    };
+    let qmp_socket = monitor.as_ref().map(|d| d.path().join("qmp.sock"));
     let command = args::render(&argv);
     let launched = Instant::now();
+    let (expression, port_input) = match &spec.state {
+        Some(StateFile::RestoreFrom { .. }) => {
+            let (read, write) = std::io::pipe().context("a pipe for the results port")?;
+            (qemu_command(&argv).stdin_file(read), Some(write))
+        }
+        _ => (qemu_expression(&argv), None),
+    };
     let reader = Arc::new(
-        qemu_expression(&argv)
+        expression
             .reader()
             .with_context(|| format!("cannot start {QEMU_BINARY}"))?,
     );
     let guard = KillOnDrop(reader.clone());
+    let mut state_error: Option<String> = None;
+    // A restored guest is resumed and given its input by a thread, so the watchdog
+    // below bounds that too; on failure the thread kills QEMU.
+    let resumer = match (&spec.state, port_input, &qmp_socket) {
+        (Some(StateFile::RestoreFrom { input, .. }), Some(port), Some(sock)) => {
+            let (input, sock, r) = (input.clone(), sock.clone(), reader.clone());
+            Some(std::thread::spawn(move || {
+                let result = resume(&sock, port, &input);
+                if result.is_err() {
+                    let _ = r.kill();
+                }
+                result.err().map(|e| format!("{e:#}"))
+            }))
+        }
+        _ => None,
+    };
 
     // Result lines are read on a thread so the watchdog can time out a silent guest.
     let (tx, rx) = mpsc::channel();
@@ -194,6 +241,15 @@ fn run_once(
         match rx.recv_timeout(TICK.min(deadline - now)) {
             Ok(FromGuest::Line(line)) => {
                 last_line_at = Instant::now();
+                if let (Some(StateFile::SaveTo(file)), Some(sock)) = (&spec.state, &qmp_socket) {
+                    if line == crate::resume::WAITING_LINE {
+                        // QEMU quits after saving; its exit ends this loop.
+                        state_error = save(sock, file).err().map(|e| format!("{e:#}"));
+                        if state_error.is_some() {
+                            let _ = reader.kill();
+                        }
+                    }
+                }
                 if ready_after.is_none() {
                     let after = last_line_at - launched;
                     ready_after = Some(after);
@@ -211,6 +267,10 @@ fn run_once(
     }
     // After EOF (or kill) the reader thread has reaped QEMU; wait for it to finish.
     let _ = reader_thread.join();
+    if let Some(t) = resumer {
+        state_error = state_error.or(t.join().unwrap_or(Some("the resume thread died".into())));
+    }
+    drop(monitor);
     let status = wait_status(&reader);
     drop(guard);
     // QEMU has exited, so the console log is complete: read the rest.
@@ -235,7 +295,74 @@ fn run_once(
         last_console_line,
         ready_after,
         command,
+        state_error,
     })
+}
+
+/// Monitor socket, and for a restore the incoming migration stream.
+fn state_args(state: &StateFile, qmp: &std::path::Path) -> Vec<OsString> {
+    let mut v: Vec<OsString> = vec![
+        "-qmp".into(),
+        format!("unix:{},server=on,wait=off", qmp.display()).into(),
+    ];
+    if let StateFile::RestoreFrom { state, .. } = state {
+        v.push("-incoming".into());
+        v.push(format!("exec:cat {}", shell_quote(state)).into());
+    }
+    v
+}
+
+/// QEMU runs `exec:` migration commands through /bin/sh.
+fn shell_quote(path: &std::path::Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', "'\\''"))
+}
+
+/// Pauses the guest, streams its state into `file` (via a temporary name, so a
+/// half-written state is never seen), and ends QEMU.
+fn save(sock: &std::path::Path, file: &std::path::Path) -> Result<()> {
+    use serde_json::json;
+    let mut qmp = super::qmp::Qmp::connect(sock, Duration::from_secs(10))?;
+    qmp.execute("stop", json!({}))?;
+    let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
+    let uri = format!("exec:cat > {}", shell_quote(&tmp));
+    qmp.execute("migrate", json!({ "uri": uri }))?;
+    let done = qmp.wait_for(Duration::from_secs(120), "the state to be saved", |q| {
+        let r = q.execute("query-migrate", json!({}))?;
+        Ok(match r["status"].as_str() {
+            Some("completed") => Some(Ok(())),
+            Some("failed") | Some("cancelled") => Some(Err(r.to_string())),
+            _ => None,
+        })
+    })?;
+    if let Err(e) = done {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("saving the VM state failed: {e}");
+    }
+    std::fs::rename(&tmp, file).with_context(|| format!("keeping {}", file.display()))?;
+    let _ = qmp.execute("quit", json!({}));
+    Ok(())
+}
+
+/// Waits for the incoming state to be loaded, resumes the guest, then hands the
+/// agent its input on the results port.
+fn resume(sock: &std::path::Path, mut port: std::io::PipeWriter, input: &[u8]) -> Result<()> {
+    use serde_json::json;
+    let mut qmp = super::qmp::Qmp::connect(sock, Duration::from_secs(10))?;
+    let status = qmp.wait_for(Duration::from_secs(30), "the state to load", |q| {
+        let s = q.status()?;
+        Ok((s != "inmigrate").then_some(s))
+    })?;
+    if status != "paused" && status != "running" {
+        anyhow::bail!("the saved state did not load (VM status {status})");
+    }
+    if status == "paused" {
+        qmp.execute("cont", json!({}))?;
+    }
+    port.write_all(input).context("sending the plan")?;
+    // The write end stays open until QEMU ends: EOF on stdin is not the guest's business.
+    qmp.wait_closed();
+    drop(port);
+    Ok(())
 }
 
 /// How QEMU ended: its exit code or the signal that killed it, and its stderr.

@@ -12,6 +12,8 @@ pub mod boot;
 pub mod console;
 pub mod gate;
 pub mod initramfs;
+pub mod qmp;
+pub mod snapshot;
 pub mod tsc;
 
 pub use accel::{auto_verdict, finish_probe, Accel, AutoVerdict};
@@ -46,6 +48,17 @@ pub struct BootSpec {
     pub total_timeout: Duration,
     /// Extra attempts after a ready timeout (only early hangs are retried).
     pub retries: u32,
+    /// Save the guest's state when its agent waits, or start from a saved state.
+    pub state: Option<StateFile>,
+}
+
+/// VM state files (QEMU migration streams), see `snapshot`.
+#[derive(Debug, Clone)]
+pub enum StateFile {
+    /// When the agent says it waits for its plan: pause, save the state here, quit.
+    SaveTo(PathBuf),
+    /// Start from this state, resume, then write `input` to the results port.
+    RestoreFrom { state: PathBuf, input: Vec<u8> },
 }
 
 impl BootSpec {
@@ -69,6 +82,7 @@ impl BootSpec {
             idle_timeout: Duration::from_secs(60),
             total_timeout: Duration::from_secs(600),
             retries: 2,
+            state: None,
         }
     }
 }
@@ -168,4 +182,6 @@ pub struct BootOutcome {
     pub command: String,
     /// The accelerator the guest really ran under, and why it was chosen.
     pub accel: AutoVerdict,
+    /// With `StateFile`: whether saving or restoring the state worked (last attempt).
+    pub state_error: Option<String>,
 }

@@ -147,6 +147,8 @@ pub fn run_on_kernel(
             &mut result,
             &mut uname_version,
             &mut splats,
+            // A guest that died after a restore is booted cold.
+            !opts.cold && boot == 0,
         );
         if log.writing.is_file() {
             logs.push(PendingLog {
@@ -308,6 +310,7 @@ fn boot_and_collect(
     result: &mut KernelResult,
     uname_version: &mut Option<String>,
     splats: &mut BTreeMap<String, Vec<String>>,
+    restore: bool,
 ) -> Result<Option<Death>> {
     let agent = super::agent_binary::agent_binary()?;
     let scratch = console_log
@@ -343,50 +346,83 @@ fn boot_and_collect(
     let mut done = false;
     let mut fatal: Option<String> = None;
     let mut agent_panic: Option<String> = None;
-    let outcome = qemu::boot(&spec, &mut |event| match event {
-        BootEvent::BootStart { attempt, accel } => progress(Progress::Booting {
-            kernel: id.into(),
-            attempt: first_attempt + attempt,
-            accel: accel.name().to_string(),
-        }),
-        BootEvent::Retry { reason, .. } => progress(Progress::Retrying {
-            kernel: id.into(),
-            reason,
-        }),
-        BootEvent::Problem(p) => progress(Progress::ConsoleProblem {
-            kernel: id.into(),
-            line: p.line,
-        }),
-        BootEvent::ResultLine(line) => match AgentEvent::from_line(&line) {
-            Some(AgentEvent::Hello {
-                release,
-                uname_version: version,
-                ..
-            }) => {
-                progress(Progress::AgentUp {
+    let cold_spec = spec.clone();
+    let mut restoring = if restore {
+        super::restore::into_restore(&mut spec, id, &plan, opts, scratch, progress)
+    } else {
+        None
+    };
+    let outcome = loop {
+        let how = if restoring.is_some() {
+            ", restored"
+        } else {
+            ""
+        };
+        let mut hello = false;
+        let outcome = qemu::boot(&spec, &mut |event| match event {
+            BootEvent::BootStart { attempt, accel } => progress(Progress::Booting {
+                kernel: id.into(),
+                attempt: first_attempt + attempt,
+                accel: format!("{}{how}", accel.name()),
+            }),
+            BootEvent::Retry { reason, .. } => progress(Progress::Retrying {
+                kernel: id.into(),
+                reason,
+            }),
+            BootEvent::Problem(p) => progress(Progress::ConsoleProblem {
+                kernel: id.into(),
+                line: p.line,
+            }),
+            BootEvent::ResultLine(line) => match AgentEvent::from_line(&line) {
+                Some(AgentEvent::Hello {
+                    release,
+                    uname_version: version,
+                    ..
+                }) => {
+                    hello = true;
+                    progress(Progress::AgentUp {
+                        kernel: id.into(),
+                        release: release.clone(),
+                    });
+                    result.release = Some(release);
+                    *uname_version = Some(version);
+                }
+                Some(AgentEvent::CaseStart { id: case }) => current = Some(case),
+                Some(AgentEvent::CaseEnd { run }) => {
+                    current = None;
+                    progress(Progress::CaseDone {
+                        kernel: id.into(),
+                        case: run.id.clone(),
+                    });
+                    runs.insert(run.id.clone(), run);
+                }
+                Some(AgentEvent::Fatal { message }) => fatal = Some(message),
+                Some(AgentEvent::AgentPanic { message }) => agent_panic = Some(message),
+                Some(AgentEvent::Done) => done = true,
+                // Stray bytes on the port (a kernel message routed there) are ignored.
+                None => {}
+            },
+            BootEvent::Ready { .. } | BootEvent::Exit(_) => {}
+        })?;
+        match restoring.take() {
+            Some(key) if !hello || fatal.is_some() => {
+                super::restore::forget(&key);
+                let why = outcome
+                    .state_error
+                    .clone()
+                    .or(fatal.take())
+                    .unwrap_or_else(|| outcome.exit.to_string());
+                progress(Progress::Retrying {
                     kernel: id.into(),
-                    release: release.clone(),
+                    reason: format!(
+                        "the restored guest failed ({why}); snapshot dropped, booting cold"
+                    ),
                 });
-                result.release = Some(release);
-                *uname_version = Some(version);
+                spec = cold_spec.clone();
             }
-            Some(AgentEvent::CaseStart { id: case }) => current = Some(case),
-            Some(AgentEvent::CaseEnd { run }) => {
-                current = None;
-                progress(Progress::CaseDone {
-                    kernel: id.into(),
-                    case: run.id.clone(),
-                });
-                runs.insert(run.id.clone(), run);
-            }
-            Some(AgentEvent::Fatal { message }) => fatal = Some(message),
-            Some(AgentEvent::AgentPanic { message }) => agent_panic = Some(message),
-            Some(AgentEvent::Done) => done = true,
-            // Stray bytes on the port (a kernel message routed there) are ignored.
-            None => {}
-        },
-        BootEvent::Ready { .. } | BootEvent::Exit(_) => {}
-    })?;
+            _ => break outcome,
+        }
+    };
     *attempts_before += outcome.attempts;
     result.boot = Some(BootFacts {
         accel: outcome.accel.accel.name().to_string(),

@@ -5,6 +5,7 @@
 mod agent_binary;
 mod catalogue_source;
 mod guest;
+mod restore;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub struct RunOptions {
     /// Where each kernel's result is also kept, per run (None: not kept).
     pub history_dir: Option<PathBuf>,
     pub show_downloads: bool,
+    /// Boot every guest from scratch; else restore a saved guest where one can be.
+    pub cold: bool,
 }
 
 impl Default for RunOptions {
@@ -49,6 +52,7 @@ impl Default for RunOptions {
             results_dir: PathBuf::from(results::DEFAULT_DIR),
             history_dir: Some(PathBuf::from(crate::history::DEFAULT_DIR)),
             show_downloads: true,
+            cold: false,
         }
     }
 }

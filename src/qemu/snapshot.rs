@@ -1,0 +1,358 @@
+//! Saved guests: each (kernel, initramfs with agent, QEMU binary, machine options,
+//! memory, cpus, command line) is booted once into an agent that waits for its
+//! plan, and its VM state is kept in `<cache>/snapshots`. Later runs restore it in
+//! a fraction of a second instead of booting. A state file is checked before use
+//! (key, size, stream magic, fingerprint of both ends); anything odd is deleted and
+//! the caller boots cold. The folder is pruned, least recently used first.
+
+use super::args::ResolvedAccel;
+use super::{BootSpec, GuestExit, StateFile};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// QEMU's migration stream starts with "QEVM" and format version 3.
+const STREAM_MAGIC: [u8; 8] = *b"QEVM\0\0\0\x03";
+/// How much of each end of the state file the fingerprint covers.
+const FINGERPRINT_SPAN: u64 = 1 << 20;
+/// Default size cap of the snapshot folder; `$SOCKMATRIX_SNAPSHOT_CAP_MB` overrides.
+const DEFAULT_CAP_MB: u64 = 2048;
+
+/// A usable snapshot: the state and the initramfs it was booted with (QEMU needs
+/// the same -kernel/-initrd/-append to accept the state).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: PathBuf,
+    pub initramfs: PathBuf,
+    pub key: String,
+}
+
+/// What the snapshot is of.
+pub struct Request<'a> {
+    pub kernel: &'a Path,
+    /// The initramfs without a plan (the agent waits for it on the port).
+    pub initramfs: &'a Path,
+    pub accel: ResolvedAccel,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    /// Kernel command line as `boot` builds it (accelerator parameters included).
+    pub cmdline: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    key: String,
+    /// Everything the key was made of, readable (for `doctor` and debugging).
+    parts: Vec<String>,
+    state_size: u64,
+    fingerprint: String,
+    created_at: u64,
+}
+
+pub fn dir() -> PathBuf {
+    crate::kernel::cache_dir().join("snapshots")
+}
+
+/// The key: a digest of every part that makes a saved state usable.
+pub fn key(req: &Request) -> Result<(String, Vec<String>)> {
+    use std::os::unix::fs::MetadataExt;
+    let kernel = std::fs::canonicalize(req.kernel).unwrap_or(req.kernel.to_path_buf());
+    let km = std::fs::metadata(&kernel).with_context(|| format!("kernel {}", kernel.display()))?;
+    let initramfs = std::fs::read(req.initramfs)
+        .with_context(|| format!("reading {}", req.initramfs.display()))?;
+    let parts = vec![
+        format!(
+            "kernel {} size {} mtime {}.{:09}",
+            kernel.display(),
+            km.size(),
+            km.mtime(),
+            km.mtime_nsec()
+        ),
+        format!(
+            "initramfs sha256 {}",
+            hex::encode(Sha256::digest(&initramfs))
+        ),
+        format!("qemu {}", super::accel::qemu_identity()?),
+        format!(
+            "machine {:?}",
+            super::args::machine_args(req.accel)
+                .into_iter()
+                .chain(super::args::cpu_args(req.accel, req.cpus))
+                .chain(super::args::memory_args(req.memory_mb))
+                .collect::<Vec<_>>()
+        ),
+        format!("cmdline {}", req.cmdline),
+        format!(
+            "snapshot format 1, agent protocol {}",
+            crate::resume::WAITING_LINE
+        ),
+    ];
+    let digest = Sha256::digest(parts.join("\n").as_bytes());
+    Ok((hex::encode(&digest[..12]), parts))
+}
+
+fn paths(dir: &Path, key: &str) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join(format!("{key}.state")),
+        dir.join(format!("{key}.cpio")),
+        dir.join(format!("{key}.json")),
+    )
+}
+
+/// The snapshot under `key`, checked. Ok(None): there is none. Err(why): there was
+/// one but it cannot be trusted (it has been deleted).
+pub fn lookup(dir: &Path, key: &str) -> std::result::Result<Option<Snapshot>, String> {
+    let (state, cpio, meta_path) = paths(dir, key);
+    if !meta_path.exists() {
+        return Ok(None);
+    }
+    match check(&state, &cpio, &meta_path, key) {
+        Ok(()) => {
+            // Recently used snapshots are pruned last.
+            if let Ok(f) = std::fs::File::options().append(true).open(&meta_path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
+            Ok(Some(Snapshot {
+                state,
+                initramfs: cpio,
+                key: key.to_string(),
+            }))
+        }
+        Err(e) => {
+            remove(dir, key);
+            Err(format!("snapshot {} unusable ({e:#})", state.display()))
+        }
+    }
+}
+
+fn check(state: &Path, cpio: &Path, meta_path: &Path, key: &str) -> Result<()> {
+    let meta: Meta =
+        serde_json::from_slice(&std::fs::read(meta_path)?).context("bad snapshot description")?;
+    if meta.key != key {
+        bail!("it belongs to key {}", meta.key);
+    }
+    if !cpio.is_file() {
+        bail!("its initramfs is missing");
+    }
+    let size = std::fs::metadata(state).context("state file")?.len();
+    if size != meta.state_size {
+        bail!("state file is {size} bytes, {} when saved", meta.state_size);
+    }
+    let mut magic = [0u8; 8];
+    std::fs::File::open(state)?.read_exact(&mut magic)?;
+    if magic != STREAM_MAGIC {
+        bail!("not a QEMU state stream");
+    }
+    if fingerprint(state)? != meta.fingerprint {
+        bail!("state file changed since it was saved");
+    }
+    Ok(())
+}
+
+/// sha256 of the first and last MiB: catches truncation, overwrites at either end
+/// and foreign files, without reading ~100 MB on every run.
+fn fingerprint(state: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(state)?;
+    let len = f.metadata()?.len();
+    let mut h = Sha256::new();
+    h.update(len.to_le_bytes());
+    let mut buf = vec![0u8; FINGERPRINT_SPAN.min(len) as usize];
+    f.read_exact(&mut buf)?;
+    h.update(&buf);
+    f.seek(SeekFrom::Start(len - buf.len() as u64))?;
+    f.read_exact(&mut buf)?;
+    h.update(&buf);
+    Ok(hex::encode(h.finalize()))
+}
+
+pub fn remove(dir: &Path, key: &str) {
+    let (state, cpio, meta) = paths(dir, key);
+    for p in [meta, state, cpio] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Boots `req` cold into a waiting agent and saves it under `key`.
+pub fn create(
+    dir: &Path,
+    key: &str,
+    parts: Vec<String>,
+    req: &Request,
+    console_log: &Path,
+) -> Result<Snapshot> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (state, cpio, meta_path) = paths(dir, key);
+    let cpio_tmp = cpio.with_extension(format!("cpio.tmp-{}", std::process::id()));
+    std::fs::copy(req.initramfs, &cpio_tmp).context("keeping the snapshot's initramfs")?;
+    std::fs::rename(&cpio_tmp, &cpio)?;
+    let mut spec = BootSpec::new(req.kernel, &cpio, console_log);
+    spec.accel = match req.accel {
+        ResolvedAccel::Tcg => super::Accel::Tcg,
+        ResolvedAccel::Kvm => super::Accel::Kvm,
+    };
+    spec.memory_mb = req.memory_mb;
+    spec.cpus = req.cpus;
+    spec.init_args = vec![crate::resume::SERIAL_PLAN_ARG.into()];
+    spec.total_timeout = Duration::from_secs(180);
+    spec.state = Some(StateFile::SaveTo(state.clone()));
+    let outcome = super::boot(&spec, &mut |_| {})?;
+    if let Some(e) = outcome.state_error {
+        remove(dir, key);
+        bail!("saving the guest failed: {e}");
+    }
+    if !state.is_file() || !matches!(outcome.exit, GuestExit::PoweredOff) {
+        remove(dir, key);
+        bail!("the guest did not reach a saved state ({})", outcome.exit);
+    }
+    let meta = Meta {
+        key: key.to_string(),
+        parts,
+        state_size: std::fs::metadata(&state)?.len(),
+        fingerprint: fingerprint(&state)?,
+        created_at: crate::results::now(),
+    };
+    crate::results::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)?;
+    prune(dir, cap_bytes(), key);
+    Ok(Snapshot {
+        state,
+        initramfs: cpio,
+        key: key.to_string(),
+    })
+}
+
+fn cap_bytes() -> u64 {
+    std::env::var("SOCKMATRIX_SNAPSHOT_CAP_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CAP_MB)
+        * 1024
+        * 1024
+}
+
+/// Deletes the least recently used snapshots (never `keep`) until the folder fits
+/// under `cap` bytes; also clears temporary files of saves that never finished.
+pub fn prune(dir: &Path, cap: u64, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut snaps: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(key) = name.strip_suffix(".json") {
+            let (state, cpio, _) = paths(dir, key);
+            let size = [state, cpio]
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum();
+            let used = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            snaps.push((used, key.to_string(), size));
+        } else if name.contains(".tmp-") && stale(&e.path()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    snaps.sort();
+    let mut total: u64 = snaps.iter().map(|s| s.2).sum();
+    for (_, key, size) in snaps {
+        if total <= cap {
+            break;
+        }
+        if key != keep {
+            remove(dir, &key);
+            total -= size;
+        }
+    }
+}
+
+/// A temporary file nobody has written for an hour belongs to a save that died.
+fn stale(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > Duration::from_secs(3600))
+}
+
+/// Snapshot count and total bytes (for `doctor`).
+pub fn usage(dir: &Path) -> (usize, u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (0, 0);
+    };
+    let (mut n, mut bytes) = (0, 0);
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".json") {
+            n += 1;
+        }
+        bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    (n, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake(dir: &Path, key: &str, body: &[u8]) {
+        let (state, cpio, meta) = paths(dir, key);
+        std::fs::write(&state, body).unwrap();
+        std::fs::write(&cpio, b"cpio").unwrap();
+        let m = Meta {
+            key: key.into(),
+            parts: vec![],
+            state_size: body.len() as u64,
+            fingerprint: fingerprint(&state).unwrap(),
+            created_at: 0,
+        };
+        std::fs::write(meta, serde_json::to_vec(&m).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_state_is_refused_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut body = STREAM_MAGIC.to_vec();
+        body.extend(std::iter::repeat_n(7u8, 3 << 20));
+        fake(dir.path(), "k", &body);
+        assert!(lookup(dir.path(), "k").unwrap().is_some());
+        assert!(lookup(dir.path(), "other").unwrap().is_none());
+
+        // Truncated.
+        let (state, _, _) = paths(dir.path(), "k");
+        std::fs::write(&state, &body[..body.len() - 10]).unwrap();
+        let why = lookup(dir.path(), "k").unwrap_err();
+        assert!(why.contains("bytes"), "{why}");
+        assert!(!state.exists(), "a bad snapshot is deleted");
+
+        // Same size, one byte changed at the end.
+        fake(dir.path(), "k", &body);
+        let mut bad = body.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        std::fs::write(&state, &bad).unwrap();
+        assert!(lookup(dir.path(), "k").unwrap_err().contains("changed"));
+
+        // A foreign file.
+        let foreign = vec![0u8; body.len()];
+        fake(dir.path(), "k", &body);
+        std::fs::write(&state, &foreign).unwrap();
+        assert!(lookup(dir.path(), "k").unwrap_err().contains("not a QEMU"));
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_under_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = [STREAM_MAGIC.to_vec(), vec![1u8; 1000]].concat();
+        for k in ["a", "b", "c"] {
+            fake(dir.path(), k, &body);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        prune(dir.path(), 2 * 1012 + 10, "a");
+        assert!(paths(dir.path(), "a").2.exists(), "kept on request");
+        assert!(!paths(dir.path(), "b").2.exists(), "oldest other one goes");
+        assert!(paths(dir.path(), "c").2.exists());
+    }
+}

@@ -1,0 +1,150 @@
+//! What a snapshot-restored guest does before its first case: the plan arrives on
+//! the results port (not in the initramfs), with the host's clock and fresh host
+//! entropy. The agent sets the clock and reseeds the kernel RNG before any socket
+//! exists, so every restored run draws its own secrets (ehash, reuseport, ISN,
+//! per-netns hash mix) as a cold boot would.
+
+use std::io::{BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::GuestPlan;
+
+/// The line the agent writes when it is ready and waiting for a plan: the host
+/// saves the VM state when it sees it.
+pub const WAITING_LINE: &str = "sockmatrix-agent: waiting for the plan";
+/// The init argument that makes the agent wait for its plan on the port.
+pub const SERIAL_PLAN_ARG: &str = "serial-plan";
+/// Bytes of host entropy sent with each plan.
+pub const ENTROPY_BYTES: usize = 32;
+
+/// One line from the host to a waiting agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlanDelivery {
+    /// Host CLOCK_REALTIME: seconds and nanoseconds since the epoch.
+    pub realtime: (i64, u32),
+    pub entropy: Vec<u8>,
+    pub plan: GuestPlan,
+}
+
+impl PlanDelivery {
+    /// The host's side: its clock now and fresh entropy from getrandom().
+    pub fn new(plan: GuestPlan) -> std::io::Result<PlanDelivery> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut entropy = vec![0u8; ENTROPY_BYTES];
+        let mut filled = 0;
+        while filled < entropy.len() {
+            // SAFETY: writes at most the remaining length into our buffer.
+            let n = unsafe {
+                libc::getrandom(
+                    entropy[filled..].as_mut_ptr().cast(),
+                    entropy.len() - filled,
+                    0,
+                )
+            };
+            if n < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            filled += n as usize;
+        }
+        Ok(PlanDelivery {
+            realtime: (now.as_secs() as i64, now.subsec_nanos()),
+            entropy,
+            plan,
+        })
+    }
+
+    /// The bytes written to the port: one JSON line.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("a plan always serializes");
+        v.push(b'\n');
+        v
+    }
+}
+
+/// The guest's side: says it waits, reads the plan line, sets the clock and
+/// reseeds the RNG. Any failure is fatal: a run must never share its random state
+/// with another restore of the same snapshot.
+pub fn receive_plan(port: &mut std::fs::File) -> Result<GuestPlan, String> {
+    writeln!(port, "{WAITING_LINE}").map_err(|e| format!("writing to the port: {e}"))?;
+    let _ = port.flush();
+    let mut line = Vec::new();
+    std::io::BufReader::new(&*port)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("reading the plan from the port: {e}"))?;
+    let delivery: PlanDelivery =
+        serde_json::from_slice(&line).map_err(|e| format!("bad plan line: {e}"))?;
+    set_clock(delivery.realtime)?;
+    reseed(&delivery.entropy)?;
+    Ok(delivery.plan)
+}
+
+fn set_clock((secs, nanos): (i64, u32)) -> Result<(), String> {
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: nanos as libc::c_long,
+    };
+    // SAFETY: a valid timespec.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(format!(
+            "clock_settime: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// RNDADDENTROPY (credited) then RNDRESEEDCRNG: the next random bytes the kernel
+/// hands out derive from the host's fresh entropy.
+fn reseed(entropy: &[u8]) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    const RNDADDENTROPY: libc::c_ulong = 0x4008_5203; // _IOW('R', 0x03, int[2])
+    const RNDRESEEDCRNG: libc::c_ulong = 0x5207; // _IO('R', 0x07)
+    if entropy.len() < ENTROPY_BYTES {
+        return Err(format!("only {} bytes of entropy sent", entropy.len()));
+    }
+    let random = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")
+        .map_err(|e| format!("open /dev/urandom: {e}"))?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+    let mut info: Vec<u8> = Vec::with_capacity(8 + entropy.len());
+    info.extend_from_slice(&((entropy.len() * 8) as i32).to_ne_bytes());
+    info.extend_from_slice(&(entropy.len() as i32).to_ne_bytes());
+    info.extend_from_slice(entropy);
+    // SAFETY: the buffer holds the header and buf_size bytes.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY as _, info.as_ptr()) } != 0 {
+        return Err(format!(
+            "RNDADDENTROPY: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: no argument.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG as _, 0) } != 0 {
+        return Err(format!(
+            "RNDRESEEDCRNG: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_delivery_has_its_own_entropy() {
+        let plan = GuestPlan { cases: Vec::new() };
+        let a = PlanDelivery::new(plan.clone()).unwrap();
+        let b = PlanDelivery::new(plan).unwrap();
+        assert_eq!(a.entropy.len(), ENTROPY_BYTES);
+        assert_ne!(a.entropy, b.entropy);
+        let line = a.to_line();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let back: PlanDelivery = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, a);
+    }
+}

@@ -1,0 +1,97 @@
+//! Restoring a saved guest instead of booting one: finds (or makes) the snapshot of
+//! a kernel's waiting agent and turns a cold boot's spec into a restore that hands
+//! the plan over the results port. Any trouble means a cold boot, with a message.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Progress, RunOptions};
+use crate::agent::GuestPlan;
+use crate::qemu::snapshot::{self, Request};
+use crate::qemu::{self, BootSpec, ResolvedAccel, StateFile};
+use crate::resume::{PlanDelivery, SERIAL_PLAN_ARG};
+
+/// A restored guest answers within a second; this bounds a restore that hangs.
+const RESTORE_READY: Duration = Duration::from_secs(15);
+
+/// Changes `spec` (a cold boot) into a restore of `kernel_id`'s snapshot, making
+/// the snapshot first if there is none. Returns the snapshot key, or None (and
+/// leaves `spec` alone) when the guest must boot cold.
+pub fn into_restore(
+    spec: &mut BootSpec,
+    kernel_id: &str,
+    plan: &GuestPlan,
+    opts: &RunOptions,
+    scratch: &Path,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Option<String> {
+    let say = |reason: String| {
+        progress(Progress::Retrying {
+            kernel: kernel_id.into(),
+            reason,
+        })
+    };
+    // Only TCG guests are saved: a KVM boot is fast already.
+    let chosen = opts.accel.resolve(&spec.kernel).ok()?;
+    if chosen.accel != ResolvedAccel::Tcg {
+        return None;
+    }
+    let agent = super::agent_binary().ok()?;
+    let waiting = scratch.join("waiting-agent.cpio");
+    super::write_guest_image(&waiting, &agent, None).ok()?;
+    let mut probe = spec.clone();
+    probe.init_args = vec![SERIAL_PLAN_ARG.into()];
+    let req = Request {
+        kernel: &spec.kernel,
+        initramfs: &waiting,
+        accel: ResolvedAccel::Tcg,
+        memory_mb: spec.memory_mb,
+        cpus: spec.cpus,
+        cmdline: qemu::boot::guest_cmdline(&probe, ResolvedAccel::Tcg),
+    };
+    let (key, parts) = snapshot::key(&req).ok()?;
+    let dir = snapshot::dir();
+    let found = match snapshot::lookup(&dir, &key) {
+        Ok(found) => found,
+        Err(why) => {
+            say(format!("{why}; saving a new one"));
+            None
+        }
+    };
+    let snap = match found {
+        Some(s) => s,
+        None => {
+            let log = scratch.join("snapshot-console.log");
+            match snapshot::create(&dir, &key, parts, &req, &log) {
+                Ok(s) => s,
+                Err(e) => {
+                    say(format!("could not save a snapshot ({e:#}); booting cold"));
+                    return None;
+                }
+            }
+        }
+    };
+    let input = match PlanDelivery::new(plan.clone()) {
+        Ok(d) => d.to_line(),
+        Err(e) => {
+            say(format!(
+                "no host entropy for a restored guest ({e}); booting cold"
+            ));
+            return None;
+        }
+    };
+    spec.initramfs = snap.initramfs;
+    spec.init_args = probe.init_args;
+    spec.retries = 0;
+    spec.ready_timeout = RESTORE_READY;
+    spec.state = Some(StateFile::RestoreFrom {
+        state: snap.state,
+        input,
+    });
+    Some(key)
+}
+
+/// A restore that never reached the agent: the snapshot is not trusted again.
+pub fn forget(key: &str) {
+    snapshot::remove(&snapshot::dir(), key);
+}
