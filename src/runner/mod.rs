@@ -422,6 +422,9 @@ pub enum SaveError {
     NotSaved,
 }
 
+/// At most two kernels are downloaded and unpacked at a time, whatever the run's size.
+static PROVISIONING: std::sync::LazyLock<Gate> = std::sync::LazyLock::new(|| Gate::new(2));
+
 fn run_one(
     id: &str,
     cases: &[Case],
@@ -436,7 +439,11 @@ fn run_one(
         let image = catalogue
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .and_then(|(cat, lock)| provision(id, cat, lock, opts.show_downloads));
+            .and_then(|(cat, lock)| {
+                // Thirty releases must not download and unpack all at once on two cores.
+                let _slot = PROVISIONING.acquire();
+                provision(id, cat, lock, opts.show_downloads)
+            });
         match image {
             Ok(image) => {
                 progress(Progress::Provisioned {
