@@ -27,11 +27,20 @@ const STOP: &[&str] = &[
     "but", "use", "using", "fix", "fixes", "add", "remove", "up", "out", "so", "s", "net",
 ];
 
+/// Words as compared: lower case, no stop words, no bare numbers (CVE years,
+/// versions), cut to five letters so that migrate, migrated and migration meet.
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .filter(|w| w.len() > 1)
+        .filter(|w| w.len() > 1 && !w.bytes().all(|b| b.is_ascii_digit()))
         .map(str::to_ascii_lowercase)
         .filter(|w| !STOP.contains(&w.as_str()))
+        .map(|w| {
+            if w.contains('_') {
+                w
+            } else {
+                w.chars().take(5).collect()
+            }
+        })
         .collect()
 }
 
@@ -116,7 +125,7 @@ pub fn rank(case: &Case, entries: &[&Entry]) -> Vec<Candidate> {
             }
             // The subsystem prefix ("udp:", "tcp:") naming one of the case's words.
             if let Some((prefix, _)) = e.text.split_once(": ") {
-                if query.contains_key(&prefix.to_ascii_lowercase()) {
+                if words(prefix).iter().any(|w| query.contains_key(w)) && !prefix.contains(' ') {
                     score += 2.0;
                 }
             }
@@ -203,5 +212,40 @@ mod tests {
     fn normalised_titles() {
         assert_eq!(normal("[x86] udp: Fix X (CVE-1)"), "udp fix x");
         assert_eq!(normal("udp: Fix X"), "udp fix x");
+        assert_eq!(
+            words("Migration migrated 2026 sk_data_ready()"),
+            ["migra", "migra", "sk_data_ready"]
+        );
+    }
+
+    /// The 6.1.176 changelog's neighbours of the real fix (see cases/FINDINGS.md):
+    /// with only the reference title and the summary, the fix comes first.
+    #[test]
+    fn the_epoll_wakeup_fix_outranks_other_tcp_entries() {
+        let text = "summary: >\n  A thread sleeping in epoll_wait() on listener a must be woken when tcp_migrate_req\n  moves a closed sibling's queued connections onto a. The migration does not wake the\n  target listener; the migrated connections sit unaccepted.\ntags: [tcp, reuseport, close, migrate, epoll]\nreferences:\n  - commit: \"tcp: Migrate TCP_ESTABLISHED/TCP_SYN_RECV sockets in accept queues.\"\n    version: \"5.14\"\nsteps:\n  - socket: a\n";
+        let case = crate::case::load_str(
+            "reuseport/migrate_wakes_epoll_waiter",
+            Path::new("cases/x.yaml"),
+            text,
+        )
+        .unwrap();
+        let entries: Vec<Entry> = [
+            "smb: server: fix max_connections off-by-one in tcp accept path",
+            "epoll: use refcount to reduce ep_mutex contention",
+            "tcp: call sk_data_ready() after listener migration (CVE-2026-46015)",
+            "xfrm: route MIGRATE notifications to caller's netns",
+            "vsock/virtio: fix accept queue count leak on transport mismatch (CVE-2026-46214)",
+            "netfilter: conntrack: tcp: do not force CLOSE on invalid-seq RST without direction check",
+            "tcp: Fix imbalanced icsk_accept_queue count.",
+        ]
+        .iter()
+        .map(|t| Entry { version: "6.1.176-1".into(), text: t.to_string() })
+        .collect();
+        let refs: Vec<&Entry> = entries.iter().collect();
+        let got = rank(&case, &refs);
+        assert!(
+            got[0].text.starts_with("tcp: call sk_data_ready()"),
+            "{got:#?}"
+        );
     }
 }

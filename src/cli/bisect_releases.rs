@@ -196,10 +196,12 @@ pub fn bisect_releases(args: &BisectReleasesArgs) -> ExitCode {
                         .into_iter()
                         .chain(fix)
                         .chain(
-                            c.changes
-                                .iter()
-                                .filter(|ch| !ch.volatile || is_detect_obs(&case, &ch.key))
-                                .map(diff::show_change),
+                            // Volatile values are shown too (marked): here they may be the change.
+                            c.changes.iter().map(|ch| {
+                                let noisy = ch.volatile && !is_detect_obs(&case, &ch.key);
+                                let mark = if noisy { "  (volatile)" } else { "" };
+                                format!("{}{mark}", diff::show_change(ch))
+                            }),
                         )
                         .collect::<Vec<_>>()
                 })

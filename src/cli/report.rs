@@ -35,6 +35,10 @@ pub struct ReportArgs {
     /// Case files or folders, for summaries, references and fixes.
     #[arg(long, default_value = "cases")]
     pub cases: Vec<PathBuf>,
+    /// Fold runs of consecutive kernels that behaved identically into one column
+    /// (`6.1.176..6.1.190`): for a series of releases.
+    #[arg(long)]
+    pub fold: bool,
 }
 
 /// A report format: where it goes (if asked for) and how it is rendered.
@@ -74,6 +78,11 @@ pub fn report(args: &ReportArgs) -> ExitCode {
     for w in warnings {
         eprintln!("warning: {w}");
     }
+    let kernels = if args.fold {
+        report::fold::fold(kernels, &crate::diff::Volatile::from_cases(&cases))
+    } else {
+        kernels
+    };
     let report = Report::new(kernels, &cases).from_dir(&args.results);
     for (path, render) in outputs {
         let Some(path) = path else { continue };

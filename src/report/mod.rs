@@ -4,6 +4,7 @@
 
 pub mod charts;
 pub mod compare;
+pub mod fold;
 pub mod github;
 pub mod html;
 pub mod junit;
@@ -181,8 +182,11 @@ pub fn rfc3339(secs: u64) -> String {
 }
 
 /// Version-like ids by their numbers (5.10 before 6.1 before 6.12), then the rest by name.
+/// Releases (`6.1.192-3`: upstream, then Debian revision) and folded runs of them
+/// (`6.1.176..6.1.190`, by their first) sort among the ids.
 fn kernel_order(id: &str) -> (bool, Vec<u64>, String) {
-    let numbers: Option<Vec<u64>> = id.split('.').map(|p| p.parse().ok()).collect();
+    let first = id.split("..").next().unwrap_or(id);
+    let numbers: Option<Vec<u64>> = first.split(['.', '-']).map(|p| p.parse().ok()).collect();
     match numbers {
         Some(n) => (false, n, String::new()),
         None => (true, Vec::new(), id.to_string()),
