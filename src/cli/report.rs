@@ -35,6 +35,10 @@ pub struct ReportArgs {
     /// Case files or folders, for summaries, references and fixes.
     #[arg(long, default_value = "cases")]
     pub cases: Vec<PathBuf>,
+    /// Judge the recorded observations again against today's case files (after an
+    /// expectation was corrected), instead of showing the verdicts of the run.
+    #[arg(long)]
+    pub rejudge: bool,
     /// Fold runs of consecutive kernels that behaved identically into one column
     /// (`6.1.176..6.1.190`): for a series of releases.
     #[arg(long)]
@@ -78,8 +82,12 @@ pub fn report(args: &ReportArgs) -> ExitCode {
     for w in warnings {
         eprintln!("warning: {w}");
     }
+    let mut kernels = kernels;
+    if args.rejudge {
+        rejudge(&mut kernels, &cases);
+    }
     let kernels = if args.fold {
-        report::fold::fold(kernels, &crate::diff::Volatile::from_cases(&cases))
+        report::fold::fold(kernels, &cases)
     } else {
         kernels
     };
@@ -93,6 +101,33 @@ pub fn report(args: &ReportArgs) -> ExitCode {
         eprintln!("wrote {}", path.display());
     }
     ExitCode::SUCCESS
+}
+
+/// New verdicts from the kept observations: the guest observes, the host judges.
+fn rejudge(kernels: &mut [crate::results::KernelResult], cases: &[crate::case::Case]) {
+    for k in kernels {
+        // Results from before uname -v was kept: the Debian version names the upstream one.
+        let version = match &k.uname_version {
+            Some(_) => crate::runner::version_of(k),
+            None => k
+                .package_version
+                .as_deref()
+                .and_then(crate::case::KernelVersion::from_release),
+        }
+        .or_else(|| crate::runner::version_of(k));
+        for c in &mut k.cases {
+            let Some(case) = cases.iter().find(|x| x.id == c.case) else {
+                continue;
+            };
+            let run = crate::observe::CaseRun {
+                id: c.case.clone(),
+                outcome: c.outcome.clone(),
+                observations: c.observations.clone(),
+                elapsed_ms: c.elapsed_ms,
+            };
+            c.verdict = crate::judge::judge(case, &run, version);
+        }
+    }
 }
 
 pub(super) fn write(path: &Path, text: &str) -> anyhow::Result<()> {

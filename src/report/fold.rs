@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::case::Case;
 use crate::diff::Volatile;
 use crate::judge::Verdict;
 use crate::results::KernelResult;
@@ -12,7 +13,9 @@ use crate::results::KernelResult;
 /// `kernels` in version order, with runs of identical neighbours folded into the
 /// first of each run, renamed `first..last` (its package version likewise).
 /// Kernels that could not run never fold, nor do releases of two series (6.1, 6.12).
-pub fn fold(mut kernels: Vec<KernelResult>, volatile: &Volatile) -> Vec<KernelResult> {
+pub fn fold(mut kernels: Vec<KernelResult>, cases: &[Case]) -> Vec<KernelResult> {
+    let volatile = &Volatile::from_cases(cases);
+    let behaviour = |k: &KernelResult| behaviour(k, volatile, cases);
     kernels.sort_by_key(|k| super::kernel_order(&k.kernel));
     let mut out: Vec<(KernelResult, Option<KernelResult>)> = Vec::new();
     for k in kernels {
@@ -20,7 +23,7 @@ pub fn fold(mut kernels: Vec<KernelResult>, volatile: &Volatile) -> Vec<KernelRe
             first.could_not_run.is_none()
                 && k.could_not_run.is_none()
                 && series(&first.kernel) == series(&k.kernel)
-                && behaviour(first, volatile) == behaviour(&k, volatile)
+                && behaviour(first) == behaviour(&k)
         });
         if joins {
             out.last_mut().expect("checked").1 = Some(k);
@@ -50,7 +53,7 @@ fn series(id: &str) -> &str {
 }
 
 /// Per case: the verdict's kind and the observations that are not volatile.
-fn behaviour(k: &KernelResult, volatile: &Volatile) -> BTreeMap<String, String> {
+fn behaviour(k: &KernelResult, volatile: &Volatile, cases: &[Case]) -> BTreeMap<String, String> {
     k.cases
         .iter()
         .map(|c| {
@@ -66,7 +69,12 @@ fn behaviour(k: &KernelResult, volatile: &Volatile) -> BTreeMap<String, String> 
                 .filter(|(key, _)| !volatile.is_volatile(&c.case, key))
                 .collect();
             let text = serde_json::to_string(&obs).unwrap_or_default();
-            (c.case.clone(), format!("{kind} {text}"))
+            let fix = cases
+                .iter()
+                .find(|x| x.id == c.case)
+                .and_then(|x| x.detects.as_ref())
+                .map_or("", |f| crate::diff::fix_state(f, Some(c)));
+            (c.case.clone(), format!("{kind} {fix} {text}"))
         })
         .collect()
 }
@@ -99,11 +107,11 @@ mod tests {
             "summary: t\nvolatile: [socket.]\nsteps:\n  - socket: a\n",
         )
         .unwrap()];
-        let folded = fold(set.clone(), &Volatile::from_cases(&cases));
+        let folded = fold(set.clone(), &cases);
         let names: Vec<&str> = folded.iter().map(|k| k.kernel.as_str()).collect();
         assert_eq!(names, ["6.1.170-3", "6.1.176..6.1.192-3", "6.12.43"]);
         // Without the volatile prefix, socket.a differs and 6.1.190 stands apart.
-        let folded = fold(set, &Volatile::default());
+        let folded = fold(set, &[]);
         let names: Vec<&str> = folded.iter().map(|k| k.kernel.as_str()).collect();
         assert_eq!(
             names,
