@@ -453,7 +453,16 @@ fn candidates(
             }
         };
         if !changelog::covers(&entries, &releases[new].pin.version) {
-            continue;
+            // A backport built from a version the changelog skips (7.0.4 after 7.0.3):
+            // the range is still right when a later version is listed.
+            let new_version = kernel::releases::split_version(&releases[new].pin.version).1;
+            let later = entries.iter().any(|e| {
+                let v = kernel::releases::split_version(&e.version).1;
+                kernel::compare_debian_versions(&v, &new_version).is_gt()
+            });
+            if !later {
+                continue;
+            }
         }
         let picked = changelog::between(
             &entries,
