@@ -108,6 +108,13 @@ fn bad_input_exits_2_and_boots_nothing() {
             shown(&out)
         );
     }
+    let out = sockmatrix(&["fixes", "--series", "9.9"]);
+    assert_eq!(code(&out), 2, "{}", shown(&out));
+    assert!(
+        shown(&out).contains("unknown kernel series `9.9`"),
+        "{}",
+        shown(&out)
+    );
     let out = sockmatrix(&["run", "--kernel", "6.1.999", "--filter", "migrate_on_close"]);
     assert_eq!(code(&out), 2, "{}", shown(&out));
     assert!(
@@ -174,6 +181,42 @@ fn a_release_the_mirror_does_not_serve_could_not_run() {
         ],
     );
     assert_eq!(code(&out), 3, "{}", shown(&out));
+}
+
+/// `fixes --series` from kept results only: two releases' results written by hand
+/// from the real observations (6.1.174 unfixed, 6.1.176 fixed); nothing boots.
+#[test]
+fn fixes_by_series_reads_kept_results() {
+    let dir = tempfile::tempdir().unwrap();
+    for (label, accepted) in [("6.1.174", 12), ("6.1.176", 24)] {
+        let k = dir.path().join(label);
+        std::fs::create_dir_all(&k).unwrap();
+        let result = serde_json::json!({
+            "kernel": label, "release": null, "package_version": null, "could_not_run": null,
+            "boot": null, "finished_at": 0,
+            "cases": [{"case": "reuseport/migrate_wakes_epoll_waiter", "file": "x.yaml",
+                "outcome": {"kind": "ran"}, "observations": {"wait_accepted.a": accepted},
+                "elapsed_ms": 1, "verdict": {"verdict": "pass", "checked": 1}}]
+        });
+        std::fs::write(k.join("result.json"), result.to_string()).unwrap();
+    }
+    let out = sockmatrix(&["fixes", "--series", "6.1", dir.path().to_str().unwrap()]);
+    // The other `detects` cases have no kept results: unknown, so exit 3.
+    assert_eq!(code(&out), 3, "{}", shown(&out));
+    assert!(
+        shown(&out).contains("udp/wildcard_after_eleven: unknown"),
+        "{}",
+        shown(&out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("reuseport/migrate_wakes_epoll_waiter"))
+        .unwrap_or_else(|| panic!("{}", shown(&out)));
+    assert!(
+        line.contains("first in 6.1.176 (Debian 6.1.176-1; absent in 6.1.174)"),
+        "{line}"
+    );
 }
 
 #[test]

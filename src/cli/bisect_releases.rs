@@ -318,7 +318,11 @@ fn range<'a>(
 }
 
 /// Boots one release with the case; Err says why it could not judge.
-fn run_release(r: &Release, case: &Case, opts: &RunOptions) -> Result<KernelResult, String> {
+pub(super) fn run_release(
+    r: &Release,
+    case: &Case,
+    opts: &RunOptions,
+) -> Result<KernelResult, String> {
     // Pins the release in the lock (a used release is pinned).
     runner::resolve_kernels(std::slice::from_ref(&r.label), opts.show_downloads)
         .map_err(|e| format!("{e}"))?;

@@ -1,4 +1,5 @@
-//! `sockmatrix fixes`: per kernel, whether each fix a case detects is present.
+//! `sockmatrix fixes`: per kernel, whether each fix a case detects is present; with
+//! `--series`, the first release of a series that has each fix.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,15 @@ pub struct FixesArgs {
     /// The case library (where `detects:` is read).
     #[arg(long, default_value = "cases")]
     pub cases: PathBuf,
+    /// For each fix, the first release of this series (`6.1`, `6.12`, `mainline`)
+    /// that has it, read from the result set's `<release>/result.json` files.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// With --series: where kept results do not settle it, bisect the releases (boots).
+    #[arg(long, requires = "series")]
+    pub bisect: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: super::AccelArg,
 }
 
 pub fn fixes(args: &FixesArgs) -> ExitCode {
@@ -21,6 +31,9 @@ pub fn fixes(args: &FixesArgs) -> ExitCode {
         Ok(cases) => cases,
         Err(code) => return code,
     };
+    if let Some(series) = &args.series {
+        return by_series(args, series, &cases);
+    }
     match super::diff::resolve(&args.results) {
         Ok(side) => {
             print!("{}", crate::fixes::table(&cases, &side.into_set()));
@@ -30,5 +43,129 @@ pub fn fixes(args: &FixesArgs) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(exit::BAD_INPUT)
         }
+    }
+}
+
+/// The first release with each fix, from kept results (and bisections with --bisect).
+fn by_series(args: &FixesArgs, series: &str, cases: &[crate::case::Case]) -> ExitCode {
+    use crate::bisect_releases::{search, Outcome, Probe};
+    let index = match crate::runner::load_catalogue()
+        .and_then(|(cat, _)| crate::runner::load_releases(&cat, false, true))
+    {
+        Ok(index) => index,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::COULD_NOT_RUN);
+        }
+    };
+    let releases = match index.series(series) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::BAD_INPUT);
+        }
+    };
+    let dir = std::path::Path::new(&args.results);
+    let kept: Vec<Option<results::KernelResult>> = releases
+        .iter()
+        .map(|r| results::load(&results::result_path(dir, &r.label)).ok())
+        .collect();
+    let have = kept.iter().filter(|k| k.is_some()).count();
+    println!(
+        "series {series}: {} releases, results for {have} in {}",
+        releases.len(),
+        dir.display()
+    );
+    let opts = crate::runner::RunOptions {
+        accel: args.accel.into(),
+        max_guests: 1,
+        ready_timeout: std::time::Duration::from_secs(60),
+        results_dir: std::env::temp_dir().join("sockmatrix-fixes"),
+        history_dir: None,
+        ..Default::default()
+    };
+    let mut could_not = false;
+    for case in cases {
+        let Some(fix) = &case.detects else { continue };
+        let state = |i: usize| -> Option<&'static str> {
+            let k = kept[i].as_ref()?;
+            let s = crate::diff::fix_state(fix, k.cases.iter().find(|c| c.case == case.id));
+            matches!(s, "present" | "absent").then_some(s)
+        };
+        let known = (0..releases.len()).filter(|&i| state(i).is_some()).count();
+        let mut booted = 0;
+        let outcome = if known == releases.len() || !args.bisect {
+            // Only the kept results: skip what is unknown.
+            search(releases.len(), |i| match state(i) {
+                Some(s) => Probe::Behaved(s.into()),
+                None => Probe::CannotJudge("no kept result".into()),
+            })
+        } else {
+            search(releases.len(), |i| match state(i) {
+                Some(s) => Probe::Behaved(s.into()),
+                None => {
+                    booted += 1;
+                    match super::bisect_releases::run_release(releases[i], case, &opts) {
+                        Ok(k) => match crate::diff::fix_state(fix, k.cases.first()) {
+                            s @ ("present" | "absent") => Probe::Behaved(s.into()),
+                            other => Probe::CannotJudge(other.into()),
+                        },
+                        Err(why) => Probe::CannotJudge(why),
+                    }
+                }
+            })
+        };
+        let probes = outcome.probes.clone();
+        let first_state = |i: usize| {
+            probes.iter().find_map(|(j, p)| match p {
+                Probe::Behaved(s) if *j == i => Some(s.clone()),
+                _ => None,
+            })
+        };
+        let answer = match outcome.outcome {
+            Outcome::Found { old, new } => {
+                let gap = if new - old > 1 {
+                    " (releases between not judged)"
+                } else {
+                    ""
+                };
+                if first_state(new).as_deref() == Some("absent") {
+                    format!(
+                        "lost in {} (after {}){gap}",
+                        releases[new].label, releases[old].label
+                    )
+                } else {
+                    format!(
+                        "first in {} (Debian {}; absent in {}){gap}",
+                        releases[new].label, releases[new].pin.version, releases[old].label
+                    )
+                }
+            }
+            Outcome::NoChange { first, last } => {
+                let s = first_state(first).unwrap_or_default();
+                format!(
+                    "{s} from {} to {}",
+                    releases[first].label, releases[last].label
+                )
+            }
+            Outcome::CouldNotRun => {
+                could_not = true;
+                "unknown: fewer than two releases judged (run the series, or --bisect)".to_string()
+            }
+        };
+        let boots = if booted > 0 {
+            format!("  [{booted} boot(s)]")
+        } else {
+            String::new()
+        };
+        println!(
+            "{} ({})  {}: {answer}{boots}",
+            fix.commit, fix.version, case.id
+        );
+    }
+    if could_not {
+        ExitCode::from(exit::COULD_NOT_RUN)
+    } else {
+        ExitCode::SUCCESS
     }
 }
