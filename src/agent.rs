@@ -2,6 +2,7 @@
 //! plan's cases one by one and streams JSON lines on the results serial port, then
 //! powers the guest off. It observes only; the host judges.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -15,6 +16,23 @@ use crate::observe::{AgentEvent, CaseEdge};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GuestPlan {
     pub cases: Vec<Plan>,
+    /// The kernel modules the cases require, by name, as the host found them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modules: BTreeMap<String, ModulePlan>,
+}
+
+/// What the host found for one required module on this kernel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum ModulePlan {
+    /// Files in the initramfs to load, dependencies first.
+    Load { files: Vec<String> },
+    /// Built into the kernel: nothing to load.
+    Builtin,
+    /// Not available for this kernel: cases that require it are skipped.
+    Missing { reason: String },
+    /// The host could not provide it (a download or extraction failed).
+    Error { message: String },
 }
 
 pub const PLAN_PATH: &str = "/plan.json";
@@ -74,7 +92,10 @@ pub fn main(args: &[String]) -> ! {
                     id: case.id.clone(),
                 });
                 mark_console(&case.id, CaseEdge::Start);
-                let run = crate::exec::run_case(case, &release);
+                let run = match crate::exec::modules::prepare(case, &plan.modules) {
+                    Some(run) => run,
+                    None => crate::exec::run_case(case, &release),
+                };
                 mark_console(&case.id, CaseEdge::End);
                 emit(AgentEvent::CaseEnd { run });
             }

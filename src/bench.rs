@@ -45,7 +45,7 @@ pub struct Report {
 pub fn floor_boot(image: &KernelImage, opts: &RunOptions, scratch: &Path) -> Result<FloorBoot> {
     let agent = runner::agent_binary()?;
     let initramfs = scratch.join(format!("floor-{}.cpio", image.id));
-    runner::write_guest_image(&initramfs, &agent, None)?;
+    runner::write_guest_image(&initramfs, &agent, None, &[])?;
     let mut spec = BootSpec::new(
         &image.vmlinuz,
         &initramfs,

@@ -137,7 +137,10 @@ mod tests {
 
     #[test]
     fn each_delivery_has_its_own_entropy() {
-        let plan = GuestPlan { cases: Vec::new() };
+        let plan = GuestPlan {
+            cases: Vec::new(),
+            modules: Default::default(),
+        };
         let a = PlanDelivery::new(plan.clone()).unwrap();
         let b = PlanDelivery::new(plan).unwrap();
         assert_eq!(a.entropy.len(), ENTROPY_BYTES);

@@ -202,6 +202,28 @@ fn decode_fix(node: &Node, scope: &Scope, diags: &mut Diags) -> Option<Fix> {
     })
 }
 
+/// A module is named as `modprobe` names it: letters, digits, `_` and `-` (read as
+/// `_`, as the kernel does), never a path or a file name.
+fn module_name(node: &Node, diags: &mut Diags) -> Option<String> {
+    let name = fields::string(node, "module", diags)?;
+    let plain = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !plain {
+        diags.error(
+            node.pos,
+            format!(
+                "module {}: expected a plain module name such as sctp (letters, digits, _ and -), not a path or file",
+                fields::quoted(&name)
+            ),
+        );
+        return None;
+    }
+    Some(name.replace('-', "_"))
+}
+
 fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
     let mut out = Vec::new();
     for item in fields::list(node, "requires", diags) {
@@ -211,7 +233,7 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                 "ipv6" => Some(Requirement::Ipv6),
                 "bpf" => Some(Requirement::Bpf),
                 other => {
-                    diags.error(item.pos, format!("unknown requirement {}; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}", fields::quoted(other)));
+                    diags.error(item.pos, format!("unknown requirement {}; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}, {{module: NAME}}", fields::quoted(other)));
                     None
                 }
             },
@@ -225,10 +247,12 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                     version_req(n, diags).map(Requirement::Kernel)
                 } else if let Some(n) = f.get("cpus") {
                     fields::uint(n, "cpus", 1024, diags).map(|c| Requirement::Cpus(c as u32))
+                } else if let Some(n) = f.get("module") {
+                    module_name(n, diags).map(Requirement::Module)
                 } else {
                     diags.error(
                         f.pos(),
-                        "a requirement mapping needs `sysctl`, `kernel` or `cpus`",
+                        "a requirement mapping needs `sysctl`, `kernel`, `cpus` or `module`",
                     );
                     None
                 };
@@ -818,8 +842,9 @@ fn decode_proto(f: &mut Fields, diags: &mut Diags) -> Proto {
     match f.get("proto").map(|n| (n, n.scalar())) {
         None | Some((_, Some("tcp"))) => Proto::Tcp,
         Some((_, Some("udp"))) => Proto::Udp,
+        Some((_, Some("sctp"))) => Proto::Sctp,
         Some((n, _)) => {
-            diags.error(n.pos, "proto must be tcp or udp");
+            diags.error(n.pos, "proto must be tcp, udp or sctp");
             Proto::Tcp
         }
     }

@@ -70,6 +70,9 @@ pub enum Requirement {
     Sysctl(String),
     Kernel(VersionReq),
     Cpus(u32),
+    /// A kernel module (plain name, `-` read as `_`), loaded by the agent before the
+    /// case runs; the host puts it and its dependencies in the initramfs.
+    Module(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -86,6 +89,8 @@ pub struct Step {
 pub enum Proto {
     Tcp,
     Udp,
+    /// One-to-many SCTP (SOCK_SEQPACKET, IPPROTO_SCTP); needs the sctp module.
+    Sctp,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -7,6 +7,7 @@ mod cpu;
 mod creds;
 mod ebpf;
 pub(crate) mod isolate;
+pub mod modules;
 mod netns;
 mod packet_drop;
 mod pairs;

@@ -59,6 +59,7 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_TCP: i32 = 6;
 const IPPROTO_UDP: i32 = 17;
+const IPPROTO_SCTP: i32 = 132;
 
 /// A drop filter attached to `lo`: its program and counter map. Dropping it detaches.
 pub struct Dropper {
@@ -213,10 +214,12 @@ fn program(map_fd: RawFd, filter: &PacketFilter, port: Option<u16>) -> Vec<Insn>
     let (l4_proto, l4_len) = match filter.proto {
         Proto::Tcp => (IPPROTO_TCP, 20),
         Proto::Udp => (IPPROTO_UDP, 8),
+        // The SCTP common header: ports, verification tag, checksum.
+        Proto::Sctp => (IPPROTO_SCTP, 12),
     };
     let flags = match filter.proto {
         Proto::Tcp => flag_test(filter.tcp_flags),
-        Proto::Udp => None,
+        Proto::Udp | Proto::Sctp => None,
     };
     // IPv4 without options (IHL 5): what loopback TCP and UDP send. A family the
     // filter excludes gets no block (the verifier rejects unreachable code).

@@ -26,6 +26,8 @@ fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Re
         Requirement::Cpus(n) => {
             std::thread::available_parallelism().map_or(1, |p| p.get()) >= *n as usize
         }
+        // Loaded (or found missing) by the agent before the case starts: `modules`.
+        Requirement::Module(_) => true,
     };
     if ok {
         return Ok(());
@@ -40,6 +42,7 @@ fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Re
             None => format!("needs kernel {req}, this is {release} (version unknown)"),
         },
         Requirement::Cpus(n) => format!("needs {n} CPUs"),
+        Requirement::Module(name) => format!("needs the {name} module"),
     })
 }
 

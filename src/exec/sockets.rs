@@ -61,6 +61,7 @@ pub fn new_socket(proto: Proto, family: Family) -> io::Result<Socket> {
     let (ty, p) = match proto {
         Proto::Tcp => (Type::STREAM, Protocol::TCP),
         Proto::Udp => (Type::DGRAM, Protocol::UDP),
+        Proto::Sctp => (Type::SEQPACKET, Protocol::from(libc::IPPROTO_SCTP)),
     };
     Socket::new(domain, ty, Some(p))
 }
@@ -205,7 +206,7 @@ impl Table {
         let proto = self.entry(name).proto;
         self.with(name, |s| match proto {
             Proto::Tcp => s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms)),
-            Proto::Udp => s.connect(&addr),
+            Proto::Udp | Proto::Sctp => s.connect(&addr),
         })?;
         self.remember_local(name);
         Ok(())

@@ -13,6 +13,7 @@ mod debversion;
 mod download;
 pub use download::sha256_file;
 mod lock;
+pub mod modules;
 pub mod prune;
 pub mod releases;
 pub mod source_build;
@@ -40,6 +41,54 @@ pub struct ProvisionedKernel {
     pub release: Option<String>,
     /// Debian package version (or source version for source builds).
     pub version: Option<String>,
+}
+
+/// Where a kernel's own modules come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// The pinned package that carries `lib/modules/<release>/`, and the cache
+    /// folder its index and extracted modules go to.
+    Package {
+        id: String,
+        pin: LockedKernel,
+        dir: PathBuf,
+    },
+    /// Why this kernel has no modules (a bare bzImage, a local or source build).
+    Unavailable(String),
+}
+
+/// The modules of kernel `id` (nothing is downloaded or extracted here: that waits
+/// until a case needs a module, `modules::resolve`).
+pub fn module_source(cat: &Catalogue, lock: &Lock, id: &str, cache: &Path) -> ModuleSource {
+    let package = |pin: &LockedKernel| {
+        if pin.package.starts_with("linux-binary-") {
+            return ModuleSource::Unavailable(format!(
+                "kernel {id}: the modules of the linux-binary layout ({}) are in linux-modules-*, which is not pinned in the lock",
+                pin.package
+            ));
+        }
+        ModuleSource::Package {
+            id: id.to_string(),
+            pin: pin.clone(),
+            dir: store::kernel_dir(cache, id, &pin.version).join("modules"),
+        }
+    };
+    match cat.get(id).map(|e| &e.source) {
+        None => match lock.releases.get(id) {
+            Some(pin) => package(pin),
+            None => ModuleSource::Unavailable(format!("kernel {id} is not in the catalogue")),
+        },
+        Some(KernelSource::Debian(src)) => match lock.pinned(cat, id, src) {
+            Ok(pin) => package(pin),
+            Err(e) => ModuleSource::Unavailable(format!("{e:#}")),
+        },
+        Some(KernelSource::Local(_)) => {
+            ModuleSource::Unavailable(format!("kernel {id} is a local image"))
+        }
+        Some(KernelSource::SourceBuild(_)) => {
+            ModuleSource::Unavailable(format!("kernel {id} is built from source without modules"))
+        }
+    }
 }
 
 /// One row of `sockmatrix kernels list`.

@@ -20,6 +20,8 @@ pub struct KernelImage {
     pub id: String,
     pub vmlinuz: PathBuf,
     pub package_version: Option<String>,
+    /// Where the kernel's own modules come from, for cases that require one.
+    pub modules: crate::kernel::ModuleSource,
 }
 
 /// Time for the kernel to boot and the agent to start, on top of the cases' budgets.
@@ -270,8 +272,14 @@ fn agent_panic_message(message: &str) -> String {
     format!("the sockmatrix guest agent panicked (a sockmatrix bug, not a kernel crash): {message}")
 }
 
-/// The initramfs: the agent as /init, the plan (if any), and the results port node.
-pub fn write_guest_image(path: &Path, agent: &Path, plan: Option<&GuestPlan>) -> Result<()> {
+/// The initramfs: the agent as /init, the plan (if any), the results port node, and
+/// the kernel modules the plan loads (`/modules/<name>.ko`, from `module_files`).
+pub fn write_guest_image(
+    path: &Path,
+    agent: &Path,
+    plan: Option<&GuestPlan>,
+    module_files: &[(String, PathBuf)],
+) -> Result<()> {
     let mut entries = qemu::base_entries();
     // ttyS1 (major 4, minor 65) for an init that writes results before mounting /dev.
     entries.push(Entry::CharDev {
@@ -290,6 +298,19 @@ pub fn write_guest_image(path: &Path, agent: &Path, plan: Option<&GuestPlan>) ->
             path: "plan.json".into(),
             mode: 0o644,
             data: FileData::Bytes(serde_json::to_vec(plan)?),
+        });
+    }
+    if !module_files.is_empty() {
+        entries.push(Entry::Dir {
+            path: "modules".into(),
+            mode: 0o755,
+        });
+    }
+    for (name, file) in module_files {
+        entries.push(Entry::File {
+            path: format!("modules/{name}.ko"),
+            mode: 0o644,
+            data: FileData::Source(file.clone()),
         });
     }
     qemu::write_initramfs(path, &entries).context("writing the initramfs")
@@ -318,10 +339,15 @@ fn boot_and_collect(
         .parent()
         .context("console log has no folder")?;
     let initramfs = scratch.join("initramfs.cpio");
+    let (modules, module_files) = super::modules::plan_modules(image, cases);
     let plan = GuestPlan {
         cases: cases.iter().map(|c| c.plan.clone()).collect(),
+        modules,
     };
-    write_guest_image(&initramfs, &agent, Some(&plan))?;
+    write_guest_image(&initramfs, &agent, Some(&plan), &module_files)?;
+    // The saved guest's initramfs has no modules, and the plan over the port carries
+    // none: a plan that loads modules boots cold (see `runner::modules`).
+    let restore = restore && module_files.is_empty();
 
     let longest_case = cases.iter().map(|c| c.plan.timeout_ms).max().unwrap_or(0);
     let all_cases: u64 = cases.iter().map(|c| c.plan.timeout_ms).sum();

@@ -5,6 +5,7 @@
 mod agent_binary;
 mod catalogue_source;
 mod guest;
+mod modules;
 mod restore;
 
 use std::path::{Path, PathBuf};
@@ -314,6 +315,7 @@ pub fn provision(
             id: label,
             vmlinuz: as_path.to_path_buf(),
             package_version: None,
+            modules: kernel::ModuleSource::Unavailable("kernel given as a bzImage path".into()),
         });
     }
     if catalogue.get(id).is_none() && !release {
@@ -324,10 +326,12 @@ pub fn provision(
     }
     let p = kernel::provision(catalogue, lock, id, &kernel::cache_dir(), show_downloads)
         .with_context(|| format!("provisioning kernel {id}"))?;
+    let modules = kernel::module_source(catalogue, lock, id, &kernel::cache_dir());
     Ok(KernelImage {
         id: p.id,
         vmlinuz: p.vmlinuz,
         package_version: p.version,
+        modules,
     })
 }
 

@@ -38,7 +38,7 @@ pub fn into_restore(
     }
     let agent = super::agent_binary().ok()?;
     let waiting = scratch.join("waiting-agent.cpio");
-    super::write_guest_image(&waiting, &agent, None).ok()?;
+    super::write_guest_image(&waiting, &agent, None, &[]).ok()?;
     let mut probe = spec.clone();
     probe.init_args = vec![SERIAL_PLAN_ARG.into()];
     let req = Request {
