@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde_json::json;
 use socket2::{SockAddr, Socket};
 
@@ -68,36 +70,35 @@ pub fn connect_group(
         .collect();
     while !pending.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut fds: Vec<libc::pollfd> = pending
+        // Only sockets that exist can be polled; the rest stay TimedOut.
+        let (polled, mut fds): (Vec<usize>, Vec<PollFd>) = pending
             .iter()
-            .map(|i| libc::pollfd {
-                fd: clients[*i].socket.as_ref().map_or(-1, |s| s.as_raw_fd()),
-                events: libc::POLLOUT,
-                revents: 0,
+            .filter_map(|i| {
+                let socket = clients[*i].socket.as_ref()?;
+                Some((*i, PollFd::new(socket.as_fd(), PollFlags::POLLOUT)))
             })
-            .collect();
-        // SAFETY: a valid array of pollfds.
-        let n = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                left.as_millis().min(1000) as i32,
-            )
-        };
-        if n < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
+            .unzip();
+        let wait = PollTimeout::from(left.as_millis().min(1000) as u16);
+        match poll(&mut fds, wait) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => break,
         }
+        let answered: Vec<bool> = fds
+            .iter()
+            .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
         let mut still = Vec::new();
-        for (pfd, i) in fds.iter().zip(&pending) {
-            let client = &mut clients[*i];
-            match (&client.socket, pfd.revents) {
-                (Some(socket), r) if r != 0 => {
+        for (i, answered) in polled.into_iter().zip(answered) {
+            let client = &mut clients[i];
+            match &client.socket {
+                Some(socket) if answered => {
                     client.state = match socket.take_error() {
                         Ok(None) => ConnectState::Connected,
                         Ok(Some(e)) | Err(e) => classify(&e),
                     };
                 }
-                _ => still.push(*i),
+                _ => still.push(i),
             }
         }
         pending = still;

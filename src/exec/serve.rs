@@ -1,6 +1,5 @@
 //! Background acceptors: a thread per served listener accepts everything until stopped.
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -74,7 +73,7 @@ impl Server {
             while !flag.load(Ordering::Relaxed) {
                 let ready = match &epoll {
                     Some((waiter, ms)) => waiter.wait(*ms),
-                    None => poll_readable(listener.as_raw_fd(), 5),
+                    None => poll_readable(&listener, 5),
                 };
                 if ready {
                     let _ = accept_queued(&listener, &accepted, None);
@@ -127,6 +126,7 @@ mod tests {
 mod setup_tests {
     use super::*;
     use crate::observe::Outcome;
+    use std::os::fd::AsRawFd;
 
     /// With no file descriptor left for the epoll instance, an epoll server does not
     /// start (it used to fall back to short polls without a word). Run in a child

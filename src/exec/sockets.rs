@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
 
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::creds;
@@ -235,7 +236,7 @@ impl Table {
         match mode {
             AcceptMode::Nonblocking => {
                 if wait_ms > 0 {
-                    poll_readable(listener.as_raw_fd(), wait_ms);
+                    poll_readable(listener, wait_ms);
                 }
                 Ok(accept_settled(listener, &entry.accepted, max))
             }
@@ -314,7 +315,7 @@ fn accept_settled(
         if result.is_err() || max.is_some_and(|m| total >= m) {
             return (total, result);
         }
-        if !poll_readable(listener.as_raw_fd(), SETTLE.as_millis() as u64) {
+        if !poll_readable(listener, SETTLE.as_millis() as u64) {
             return (total, Ok(()));
         }
     }
@@ -392,15 +393,10 @@ fn set_local_port_range(s: &Socket, lo: u16, hi: u16) -> io::Result<()> {
 }
 
 /// Waits until `fd` is readable or the time is up; true when readable.
-pub fn poll_readable(fd: i32, wait_ms: u64) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    let n = unsafe { libc::poll(&mut pfd, 1, wait_ms.min(i32::MAX as u64) as i32) };
-    n > 0
+pub fn poll_readable(fd: &impl AsFd, wait_ms: u64) -> bool {
+    let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    let timeout = PollTimeout::try_from(wait_ms).unwrap_or(PollTimeout::MAX);
+    poll(&mut fds, timeout).is_ok_and(|n| n > 0)
 }
 
 pub fn tcp_info(s: &Socket) -> io::Result<libc::tcp_info> {
