@@ -20,6 +20,10 @@ pub struct Lock {
     /// Releases of a series that have been used, by label (`6.1.176`); a refresh keeps them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub releases: BTreeMap<String, LockedKernel>,
+    /// For the linux-binary layout (6.19 on), whose modules live in another package:
+    /// the `linux-modules-*` pin, keyed by the pinned binary package's name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub modules: BTreeMap<String, LockedKernel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,13 +98,13 @@ pub fn refresh_lock(cat: &Catalogue, cache: &Path) -> Result<Lock> {
 }
 
 pub fn refresh_lock_with_progress(cat: &Catalogue, cache: &Path, progress: bool) -> Result<Lock> {
+    let old = Lock::load(&cat.base_dir.join("kernels.lock")).unwrap_or_default();
     let mut lock = Lock {
         format: FORMAT,
         kernels: BTreeMap::new(),
         // Releases are exact builds already: nothing newer to pin.
-        releases: Lock::load(&cat.base_dir.join("kernels.lock"))
-            .map(|l| l.releases)
-            .unwrap_or_default(),
+        releases: old.releases,
+        modules: old.modules,
     };
     for k in &cat.kernels {
         let KernelSource::Debian(src) = &k.source else {
@@ -120,20 +124,43 @@ pub fn refresh_lock_with_progress(cat: &Catalogue, cache: &Path, progress: bool)
                 src.package
             )
         })?;
-        lock.kernels.insert(
-            k.id.clone(),
-            LockedKernel {
-                mirror: src.mirror,
-                suite: src.suite.clone(),
-                package: best.package.clone(),
-                version: best.version.clone(),
-                filename: best.filename.clone(),
-                sha256: best.sha256.clone(),
-                size: best.size,
-            },
-        );
+        let pin = |e: &debian_index::IndexEntry| LockedKernel {
+            mirror: src.mirror,
+            suite: src.suite.clone(),
+            package: e.package.clone(),
+            version: e.version.clone(),
+            filename: e.filename.clone(),
+            sha256: e.sha256.clone(),
+            size: e.size,
+        };
+        if let Some(modules) = modules_package(&best.package) {
+            // The same build's modules, from the same index.
+            let re = regex::Regex::new(&format!("^{}$", regex::escape(&modules)))?;
+            let entries = debian_index::read_index(&index, &re).with_context(ctx)?;
+            let found = entries.iter().find(|e| e.version == best.version);
+            let found = found.with_context(|| {
+                format!(
+                    "{}: {} {} has no {modules} of the same version in {}/{}",
+                    ctx(),
+                    best.package,
+                    best.version,
+                    src.mirror,
+                    src.suite
+                )
+            })?;
+            lock.modules.insert(best.package.clone(), pin(found));
+        }
+        lock.kernels.insert(k.id.clone(), pin(best));
     }
     Ok(lock)
+}
+
+/// `linux-binary-X` keeps its modules in `linux-modules-X`; the older layout's
+/// `linux-image-X` carries them itself.
+pub fn modules_package(package: &str) -> Option<String> {
+    package
+        .strip_prefix("linux-binary-")
+        .map(|rest| format!("linux-modules-{rest}"))
 }
 
 #[cfg(test)]
@@ -146,6 +173,7 @@ mod tests {
             format: FORMAT,
             kernels: BTreeMap::new(),
             releases: BTreeMap::new(),
+            modules: BTreeMap::new(),
         };
         for id in ["7.2", "5.10", "6.1"] {
             lock.kernels.insert(

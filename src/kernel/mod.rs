@@ -61,16 +61,23 @@ pub enum ModuleSource {
 /// until a case needs a module, `modules::resolve`).
 pub fn module_source(cat: &Catalogue, lock: &Lock, id: &str, cache: &Path) -> ModuleSource {
     let package = |pin: &LockedKernel| {
-        if pin.package.starts_with("linux-binary-") {
-            return ModuleSource::Unavailable(format!(
-                "kernel {id}: the modules of the linux-binary layout ({}) are in linux-modules-*, which is not pinned in the lock",
-                pin.package
-            ));
-        }
+        let dir = store::kernel_dir(cache, id, &pin.version).join("modules");
+        let carrier = match lock::modules_package(&pin.package) {
+            None => pin,
+            Some(modules) => match lock.modules.get(&pin.package) {
+                Some(modules_pin) => modules_pin,
+                None => {
+                    return ModuleSource::Unavailable(format!(
+                        "kernel {id}: {modules} (where {} keeps its modules) is not pinned in the lock; refresh the lock",
+                        pin.package
+                    ))
+                }
+            },
+        };
         ModuleSource::Package {
             id: id.to_string(),
-            pin: pin.clone(),
-            dir: store::kernel_dir(cache, id, &pin.version).join("modules"),
+            pin: carrier.clone(),
+            dir,
         }
     };
     match cat.get(id).map(|e| &e.source) {
