@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::case::{Case, Fix, Matcher};
 use crate::judge::fix_presence;
-use crate::output::show_value;
 use crate::results::{CaseResult, KernelResult};
+use crate::value;
 
 /// Observation keys whose values legitimately vary from run to run (hash placement).
 /// They are shown only on request and are never a regression.
@@ -154,7 +154,7 @@ fn diff_case(a: &CaseResult, b: &CaseResult, volatile: &Volatile) -> CaseDiff {
         .into_iter()
         .filter_map(|key| {
             let (va, vb) = (a.observations.get(key), b.observations.get(key));
-            let same = matches!((va, vb), (Some(x), Some(y)) if same_value(x, y));
+            let same = matches!((va, vb), (Some(x), Some(y)) if value::same(x, y));
             (!same).then(|| ObsChange {
                 key: key.clone(),
                 a: va.cloned(),
@@ -177,14 +177,6 @@ fn diff_case(a: &CaseResult, b: &CaseResult, volatile: &Volatile) -> CaseDiff {
         worse: a.verdict.is_ok() && !b.verdict.is_ok(),
         changes,
         fix,
-    }
-}
-
-/// Numbers compare by value (3 == 3.0), as the judge does; everything else exactly.
-fn same_value(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
     }
 }
 
@@ -300,7 +292,7 @@ impl SetDiff {
 pub fn show_change(ch: &ObsChange) -> String {
     let side = |v: &Option<Value>| {
         v.as_ref()
-            .map(show_value)
+            .map(value::show)
             .unwrap_or_else(|| "(absent)".into())
     };
     format!("{}: {} -> {}", ch.key, side(&ch.a), side(&ch.b))

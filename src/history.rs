@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::output::show_value;
 use crate::results::{self, KernelResult};
+use crate::value;
 
 /// Where runs are kept by default (not committed).
 pub const DEFAULT_DIR: &str = "results/history";
@@ -150,7 +150,7 @@ pub fn render(rows: &[Row]) -> String {
     let mut out = String::new();
     let show = |v: &Option<Value>| {
         v.as_ref()
-            .map(show_value)
+            .map(value::show)
             .unwrap_or_else(|| "(absent)".into())
     };
     for (i, row) in rows.iter().enumerate() {

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::case::{Case, Expectation, KernelVersion, Matcher};
 use crate::observe::{CaseRun, Observations, Outcome};
+use crate::value::{same, show};
 
 /// One expectation that did not hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,21 +156,6 @@ pub fn fix_presence(fix: &crate::case::Fix, outcome: &Outcome, obs: &Observation
     match check(&fix.check, obs) {
         None => "present",
         Some(_) => "absent",
-    }
-}
-
-/// Numbers compare by value (3 == 3.0); everything else exactly.
-fn same(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 

@@ -32,4 +32,5 @@ pub mod resume;
 pub mod runner;
 pub mod select;
 pub mod shard;
+pub mod value;
 pub mod yaml;

@@ -3,10 +3,11 @@
 
 use std::fmt;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::judge::Verdict;
 use crate::results::{CaseResult, KernelResult};
+use crate::value;
 
 /// Counts of verdicts, printed as the run's closing line.
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,13 +43,6 @@ impl fmt::Display for Tally {
     }
 }
 
-pub fn show_value(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// One case: verdict, id, and (when `observations`) every observation, wrapped.
 pub fn human_case(result: &CaseResult, observations: bool) -> String {
     let verdict = &result.verdict;
@@ -69,7 +63,7 @@ pub fn human_case(result: &CaseResult, observations: bool) -> String {
     }
     let mut line = String::from("      ");
     for (key, value) in &result.observations {
-        let item = format!("{key}={}  ", show_value(value));
+        let item = format!("{key}={}  ", value::show(value));
         if line.len() + item.len() > 110 && !line.trim().is_empty() {
             out.push_str(line.trim_end());
             out.push('\n');

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::observe::Outcome;
-use crate::output::show_value;
 use crate::results::CaseResult;
+use crate::value;
 
 /// One observation whose value is not the same on every compared kernel.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +49,11 @@ impl CaseDiff {
         let mut seen: BTreeSet<Vec<String>> = BTreeSet::new();
         let (mut first, mut lockstep) = (Vec::new(), Vec::new());
         for d in self.differences.iter().filter(|d| !d.volatile) {
-            let pattern: Vec<String> = d.values.iter().map(|v| canonical(v.as_ref())).collect();
+            let pattern: Vec<String> = d
+                .values
+                .iter()
+                .map(|v| value::group_key(v.as_ref()))
+                .collect();
             if seen.insert(pattern) {
                 first.push(d)
             } else {
@@ -68,12 +72,15 @@ impl CaseDiff {
 
 /// An observation's value as shown in reports; `-` when it was not observed.
 pub fn display(v: Option<&Value>) -> String {
-    v.map(show_value).unwrap_or_else(|| "-".into())
+    v.map(value::show).unwrap_or_else(|| "-".into())
 }
 
 /// Compares the runs of one case, one per kernel (None: the kernel did not run it).
 /// Only runs that ran to the end are compared: a skip or an error has no behaviour.
-pub fn compare(runs: &[Option<&CaseResult>], is_volatile: impl Fn(&str) -> bool) -> CaseDiff {
+pub fn compare(
+    runs: &[Option<&CaseResult>],
+    is_volatile: impl Fn(&str) -> bool,
+) -> CaseDiff {
     let compared: Vec<bool> = runs
         .iter()
         .map(|r| r.is_some_and(|r| r.outcome == Outcome::Ran))
@@ -106,7 +113,7 @@ pub fn compare(runs: &[Option<&CaseResult>], is_volatile: impl Fn(&str) -> bool)
             .collect();
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for (v, _) in values.iter().zip(&compared).filter(|(_, c)| **c) {
-            *counts.entry(canonical(v.as_ref())).or_default() += 1;
+            *counts.entry(value::group_key(v.as_ref())).or_default() += 1;
         }
         if counts.len() < 2 {
             continue;
@@ -124,7 +131,7 @@ pub fn compare(runs: &[Option<&CaseResult>], is_volatile: impl Fn(&str) -> bool)
         let odd = values
             .iter()
             .zip(&compared)
-            .map(|(v, c)| *c && usual.as_deref() != Some(canonical(v.as_ref()).as_str()))
+            .map(|(v, c)| *c && usual.as_deref() != Some(value::group_key(v.as_ref()).as_str()))
             .collect();
         let volatile = is_volatile(key);
         differences.push(Difference {
@@ -141,7 +148,7 @@ pub fn compare(runs: &[Option<&CaseResult>], is_volatile: impl Fn(&str) -> bool)
     let pattern = |d: &Difference| {
         d.values
             .iter()
-            .map(|v| canonical(v.as_ref()))
+            .map(|v| value::group_key(v.as_ref()))
             .collect::<Vec<_>>()
     };
     let volatile_patterns: BTreeSet<Vec<String>> = differences
@@ -163,17 +170,6 @@ pub fn compare(runs: &[Option<&CaseResult>], is_volatile: impl Fn(&str) -> bool)
     CaseDiff {
         compared,
         differences,
-    }
-}
-
-/// Numbers compare by value (3 == 3.0), everything else by its JSON text.
-fn canonical(v: Option<&Value>) -> String {
-    match v {
-        None => "\u{0}none".into(),
-        Some(v) => match v.as_f64() {
-            Some(n) => format!("{n}"),
-            None => v.to_string(),
-        },
     }
 }
 
