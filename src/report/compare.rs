@@ -25,15 +25,17 @@ pub struct Difference {
     distinct: usize,
 }
 
+/// One case across every compared kernel of a report (not `diff::CaseDiff`, which
+/// is one case between two result sets).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct CaseDiff {
+pub struct CaseAcrossKernels {
     /// Per kernel: the case ran to the end there, so its observations count.
     pub compared: Vec<bool>,
     /// Stable before volatile, clean splits (fewest distinct values) first, then by name.
     pub differences: Vec<Difference>,
 }
 
-impl CaseDiff {
+impl CaseAcrossKernels {
     /// Whether kernel `k`'s observations differ from what most kernels saw.
     pub fn odd(&self, k: usize) -> bool {
         self.differences.iter().any(|d| !d.volatile && d.odd[k])
@@ -80,7 +82,7 @@ pub fn display(v: Option<&Value>) -> String {
 pub fn compare(
     runs: &[Option<&CaseResult>],
     is_volatile: impl Fn(&str) -> bool,
-) -> CaseDiff {
+) -> CaseAcrossKernels {
     let compared: Vec<bool> = runs
         .iter()
         .map(|r| r.is_some_and(|r| r.outcome == Outcome::Ran))
@@ -92,7 +94,7 @@ pub fn compare(
         .filter_map(|(r, _)| *r)
         .collect();
     if ran.len() < 2 {
-        return CaseDiff {
+        return CaseAcrossKernels {
             compared,
             differences: Vec::new(),
         };
@@ -167,7 +169,7 @@ pub fn compare(
     }
     differences
         .sort_by(|a, b| (a.volatile, a.distinct, &a.obs).cmp(&(b.volatile, b.distinct, &b.obs)));
-    CaseDiff {
+    CaseAcrossKernels {
         compared,
         differences,
     }
@@ -194,7 +196,7 @@ mod tests {
     use super::*;
     use crate::report::testdata::{case, pass};
 
-    fn diff_of(obs: &[serde_json::Value]) -> CaseDiff {
+    fn diff_of(obs: &[serde_json::Value]) -> CaseAcrossKernels {
         let runs: Vec<CaseResult> = obs.iter().map(|o| case("c", pass(), o.clone())).collect();
         compare(&runs.iter().map(Some).collect::<Vec<_>>(), |key| {
             key.ends_with(".fairness")

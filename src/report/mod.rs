@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use crate::case::{self, Case, Fix, Reference};
 use crate::diff::Volatile;
 use crate::results::{CaseResult, KernelResult};
-use compare::CaseDiff;
+use compare::CaseAcrossKernels;
 
 /// What a case file says about a case; absent when the file is gone or invalid.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ pub struct Row<'a> {
     pub case: String,
     pub info: Option<&'a CaseInfo>,
     pub runs: Vec<Option<&'a CaseResult>>,
-    pub diff: CaseDiff,
+    pub diff: CaseAcrossKernels,
 }
 
 #[derive(Debug)]
