@@ -56,6 +56,10 @@ pub struct BootFacts {
     /// had not reported ran again in a new boot.
     #[serde(default)]
     pub resumes: Vec<String>,
+    /// The QEMU command line that ran the guest (shell-quoted), to repeat a boot by
+    /// hand; older results do not have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_command: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -219,6 +223,7 @@ mod tests {
                 console_problems: Vec::new(),
                 console_log: log.to_path_buf(),
                 resumes: Vec::new(),
+                qemu_command: None,
             }),
             cases: Vec::new(),
             finished_at: 1,

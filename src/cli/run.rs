@@ -246,6 +246,11 @@ fn print_results(results: &[KernelResult], cases: &[Case], args: &RunArgs) {
     for kernel in results {
         let release = kernel.release.as_deref().unwrap_or("release unknown");
         println!("\n== {} ({release})", kernel.kernel);
+        // As vmtest and virtme-ng do: the exact QEMU command, to repeat a boot by hand.
+        let command = kernel.boot.as_ref().and_then(|b| b.qemu_command.as_deref());
+        if let (true, Some(command)) = (args.verbose, command) {
+            println!("   qemu: {command}");
+        }
         for case in &kernel.cases {
             // One kernel: show what it did. Many: the matrix says it, failures get detail.
             let detail = args.verbose || results.len() == 1 || !case.verdict.is_ok();

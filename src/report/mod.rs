@@ -324,6 +324,7 @@ mod tests {
             console_problems: Vec::new(),
             console_log: "/elsewhere/6.1/console-20261201T000000Z-1.log".into(),
             resumes: Vec::new(),
+            qemu_command: None,
         });
         let kdir = dir.path().join(&kernel.kernel);
         std::fs::create_dir_all(&kdir).unwrap();

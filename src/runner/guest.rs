@@ -242,6 +242,23 @@ struct LogPaths {
     kept: PathBuf,
 }
 
+/// What a result keeps about the boot that ran its cases.
+fn boot_facts(outcome: &qemu::BootOutcome, attempts: u32, console_log: &Path) -> BootFacts {
+    BootFacts {
+        accel: outcome.accel.accel.name().to_string(),
+        accel_reason: Some(outcome.accel.reason.clone()),
+        attempts,
+        hung_attempts: outcome.hung_attempts.clone(),
+        boot_to_ready_ms: outcome.boot_to_ready.map(|d| d.as_millis() as u64),
+        total_ms: outcome.total.as_millis() as u64,
+        exit: format!("{:?}", outcome.exit),
+        console_problems: outcome.problems.iter().map(|p| p.line.clone()).collect(),
+        console_log: console_log.to_path_buf(),
+        resumes: Vec::new(),
+        qemu_command: Some(outcome.command.clone()),
+    }
+}
+
 /// Each problem the kernel printed while a case ran (between the agent's markers
 /// on the console), as excerpts of the splat, by case.
 pub fn splats_by_case(problems: &[qemu::ConsoleProblem]) -> BTreeMap<String, Vec<String>> {
@@ -450,18 +467,7 @@ fn boot_and_collect(
         }
     };
     *attempts_before += outcome.attempts;
-    result.boot = Some(BootFacts {
-        accel: outcome.accel.accel.name().to_string(),
-        accel_reason: Some(outcome.accel.reason.clone()),
-        attempts: *attempts_before,
-        hung_attempts: outcome.hung_attempts.clone(),
-        boot_to_ready_ms: outcome.boot_to_ready.map(|d| d.as_millis() as u64),
-        total_ms: outcome.total.as_millis() as u64,
-        exit: format!("{:?}", outcome.exit),
-        console_problems: outcome.problems.iter().map(|p| p.line.clone()).collect(),
-        console_log: console_log.kept.clone(),
-        resumes: Vec::new(),
-    });
+    result.boot = Some(boot_facts(&outcome, *attempts_before, &console_log.kept));
     for (case, excerpts) in splats_by_case(&outcome.problems) {
         let log = console_log.kept.display();
         splats
@@ -513,6 +519,37 @@ fn boot_and_collect(
 mod tests {
     use super::*;
     use crate::qemu::console::ConsoleScanner;
+
+    /// A result keeps the QEMU command line its guest ran with, as `run -v` prints it.
+    #[test]
+    fn a_result_carries_the_qemu_command_line() {
+        let outcome = qemu::BootOutcome {
+            exit: GuestExit::PoweredOff,
+            attempts: 1,
+            hung_attempts: Vec::new(),
+            problems: Vec::new(),
+            console_tail: Vec::new(),
+            boot_to_ready: None,
+            total: Duration::from_secs(1),
+            command: "qemu-system-x86_64 -accel tcg -append 'console=ttyS0'".into(),
+            accel: crate::qemu::accel::AutoVerdict {
+                accel: crate::qemu::args::ResolvedAccel::Tcg,
+                reason: "--accel tcg".into(),
+            },
+            state_error: None,
+        };
+        let facts = boot_facts(&outcome, 1, Path::new("console.log"));
+        let json = serde_json::to_value(&facts).unwrap();
+        assert_eq!(
+            json["qemu_command"],
+            "qemu-system-x86_64 -accel tcg -append 'console=ttyS0'"
+        );
+        // Results written before the command was kept still read.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("qemu_command");
+        let old: BootFacts = serde_json::from_value(old).unwrap();
+        assert_eq!(old.qemu_command, None);
+    }
 
     /// A WARNING printed between a case's start and end markers makes that case,
     /// and only that one, an error carrying the splat.
