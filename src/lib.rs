@@ -4,6 +4,8 @@ pub mod atomic_file;
 #[cfg(feature = "runner")]
 pub mod bench;
 #[cfg(feature = "runner")]
+pub mod bench_compare;
+#[cfg(feature = "runner")]
 pub mod bisect_releases;
 pub mod case;
 #[cfg(feature = "runner")]

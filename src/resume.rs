@@ -15,6 +15,8 @@ use crate::agent::GuestPlan;
 pub const WAITING_LINE: &str = "sockmatrix-agent: waiting for the plan";
 /// The init argument that makes the agent wait for its plan on the port.
 pub const SERIAL_PLAN_ARG: &str = "serial-plan";
+/// First word of the header line before a deflated plan.
+const WIRE_HEADER: &str = "plan-deflate";
 /// Bytes of host entropy sent with each plan.
 pub const ENTROPY_BYTES: usize = 32;
 
@@ -56,11 +58,41 @@ impl PlanDelivery {
         })
     }
 
-    /// The bytes written to the port: one JSON line.
-    pub fn to_line(&self) -> Vec<u8> {
-        let mut v = serde_json::to_vec(self).expect("a plan always serializes");
-        v.push(b'\n');
+    /// The bytes written to the port: a header line `plan-deflate <n>`, then n
+    /// bytes of deflated JSON (the emulated UART moves ~40 KB/s; the library's plan
+    /// is ~80 KB of JSON, ~10 KB deflated).
+    pub fn to_wire(&self) -> Vec<u8> {
+        use std::io::Write as _;
+        let json = serde_json::to_vec(self).expect("a plan always serializes");
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        z.write_all(&json).expect("writing to memory");
+        let body = z.finish().expect("writing to memory");
+        let mut v = format!("{WIRE_HEADER} {}\n", body.len()).into_bytes();
+        v.extend(body);
         v
+    }
+
+    /// Reads what `to_wire` wrote.
+    pub fn from_wire(input: &mut impl BufRead) -> Result<PlanDelivery, String> {
+        use std::io::Read as _;
+        let mut header = String::new();
+        input
+            .read_line(&mut header)
+            .map_err(|e| format!("reading the plan header: {e}"))?;
+        let len: usize = header
+            .trim()
+            .strip_prefix(WIRE_HEADER)
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| format!("bad plan header {header:?}"))?;
+        let mut body = vec![0u8; len];
+        input
+            .read_exact(&mut body)
+            .map_err(|e| format!("reading the plan: {e}"))?;
+        let mut json = Vec::new();
+        flate2::read::DeflateDecoder::new(&body[..])
+            .read_to_end(&mut json)
+            .map_err(|e| format!("inflating the plan: {e}"))?;
+        serde_json::from_slice(&json).map_err(|e| format!("bad plan: {e}"))
     }
 }
 
@@ -70,12 +102,7 @@ impl PlanDelivery {
 pub fn receive_plan(port: &mut std::fs::File) -> Result<GuestPlan, String> {
     writeln!(port, "{WAITING_LINE}").map_err(|e| format!("writing to the port: {e}"))?;
     let _ = port.flush();
-    let mut line = Vec::new();
-    std::io::BufReader::new(&*port)
-        .read_until(b'\n', &mut line)
-        .map_err(|e| format!("reading the plan from the port: {e}"))?;
-    let delivery: PlanDelivery =
-        serde_json::from_slice(&line).map_err(|e| format!("bad plan line: {e}"))?;
+    let delivery = PlanDelivery::from_wire(&mut std::io::BufReader::new(&*port))?;
     set_clock(delivery.realtime)?;
     reseed(&delivery.entropy)?;
     Ok(delivery.plan)
@@ -145,9 +172,9 @@ mod tests {
         let b = PlanDelivery::new(plan).unwrap();
         assert_eq!(a.entropy.len(), ENTROPY_BYTES);
         assert_ne!(a.entropy, b.entropy);
-        let line = a.to_line();
-        assert_eq!(line.last(), Some(&b'\n'));
-        let back: PlanDelivery = serde_json::from_slice(&line).unwrap();
+        let wire = a.to_wire();
+        let back = PlanDelivery::from_wire(&mut &wire[..]).unwrap();
         assert_eq!(back, a);
+        assert!(PlanDelivery::from_wire(&mut &wire[..wire.len() - 1]).is_err());
     }
 }

@@ -94,9 +94,10 @@ pub struct RunArgs {
     pub results: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
-    /// How many guests may run at once.
-    #[arg(long, default_value_t = 2)]
-    pub max_guests: usize,
+    /// How many guests may run at once (default: from the cores and memory, see
+    /// `sockmatrix doctor`).
+    #[arg(long)]
+    pub max_guests: Option<usize>,
     /// Boot every guest from scratch instead of restoring a saved one.
     #[arg(long)]
     pub cold: bool,
@@ -250,8 +251,25 @@ fn bench(kernels: Vec<String>, hang_boots: u32, accel: AccelArg) -> ExitCode {
         // Bench results are figures, not a result set: keep them out of results/latest.
         results_dir: std::env::temp_dir().join("sockmatrix-bench"),
         history_dir: None,
+        show_downloads: false,
         ..Default::default()
     };
+    let one: Vec<Case> = cases
+        .iter()
+        .filter(|c| c.id == "reuseport/migrate_on_close")
+        .cloned()
+        .collect();
+    eprintln!(
+        "bench: today's way against the new way ({} guests at a time), 1 case and {} cases on {}",
+        opts.max_guests,
+        cases.len(),
+        kernels.join(", ")
+    );
+    print!(
+        "{}",
+        crate::bench_compare::compare(&kernels, &one, &cases, &opts)
+    );
+    println!();
     eprintln!(
         "bench: {} cases on {}, then {hang_boots} floor boots",
         cases.len(),

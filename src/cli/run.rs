@@ -21,7 +21,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(exit::BAD_INPUT);
     }
-    if args.max_guests == 0 {
+    let max_guests = args
+        .max_guests
+        .unwrap_or_else(|| runner::default_guests(args.memory));
+    if max_guests == 0 {
         eprintln!("error: --max-guests must be at least 1");
         return ExitCode::from(exit::BAD_INPUT);
     }
@@ -41,7 +44,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
     let opts = RunOptions {
         accel: args.accel.into(),
         memory_mb: args.memory,
-        max_guests: args.max_guests,
+        max_guests,
         results_dir: args.results.clone(),
         history_dir: Some(crate::history::dir_for(&args.results)),
         cold: args.cold,

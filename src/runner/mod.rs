@@ -49,7 +49,7 @@ impl Default for RunOptions {
             cpus: 2,
             retries: 2,
             ready_timeout: Duration::from_secs(20),
-            max_guests: 2,
+            max_guests: default_guests(512),
             results_dir: PathBuf::from(results::DEFAULT_DIR),
             history_dir: Some(PathBuf::from(crate::history::DEFAULT_DIR)),
             show_downloads: true,
@@ -346,6 +346,22 @@ fn fallback_label(id: &str) -> String {
             .map_or_else(|| "kernel".into(), |n| n.to_string_lossy().into_owned());
         format!("local-{name}")
     })
+}
+
+/// Guests at once when not told: restored guests mostly wait, so more than one
+/// per core (2 per core + 1), bounded by the memory available (guest size + 25%).
+pub fn default_guests(memory_mb: u32) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available_mb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(u64::MAX, |kb| kb / 1024);
+    let by_memory = available_mb / (u64::from(memory_mb) * 5 / 4).max(1);
+    (cores * 2 + 1).min(by_memory as usize).max(1)
 }
 
 /// Runs `cases` on every kernel in `kernels`, booting at most `opts.max_guests` at

@@ -72,7 +72,7 @@ pub fn into_restore(
         }
     };
     let input = match PlanDelivery::new(plan.clone()) {
-        Ok(d) => d.to_line(),
+        Ok(d) => d.to_wire(),
         Err(e) => {
             say(format!(
                 "no host entropy for a restored guest ({e}); booting cold"

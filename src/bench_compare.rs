@@ -1,0 +1,105 @@
+//! `sockmatrix bench`'s first table: today's way (every guest booted cold under
+//! `--accel tcg`, two at a time) against the default way (cached accelerator
+//! verdict, restored guests, guests by machine size), for one case and for the
+//! whole library, in the same run; and where each kernel's time went.
+
+use std::time::{Duration, Instant};
+
+use crate::case::Case;
+use crate::results::KernelResult;
+use crate::runner::{self, RunOptions};
+
+pub struct Timed {
+    pub label: String,
+    pub wall: Duration,
+    pub results: Vec<KernelResult>,
+}
+
+pub struct Comparison {
+    pub rows: Vec<Timed>,
+}
+
+fn timed(label: &str, kernels: &[String], cases: &[Case], opts: &RunOptions) -> Timed {
+    let started = Instant::now();
+    let results = runner::run_kernels(kernels, cases, opts, &|_| {});
+    Timed {
+        label: label.into(),
+        wall: started.elapsed(),
+        results,
+    }
+}
+
+/// Runs both ways on `kernels`: `one` (a single case) and `all` (the library).
+pub fn compare(kernels: &[String], one: &[Case], all: &[Case], base: &RunOptions) -> Comparison {
+    let old = RunOptions {
+        accel: crate::qemu::Accel::Tcg,
+        cold: true,
+        max_guests: 2,
+        ..base.clone()
+    };
+    let new = RunOptions {
+        cold: false,
+        ..base.clone()
+    };
+    let rows = vec![
+        // Makes the snapshots if there are none (a first run on this machine).
+        timed("new way, 1 case, first run", kernels, one, &new),
+        timed("today's way, 1 case (cold, tcg)", kernels, one, &old),
+        timed("new way, 1 case", kernels, one, &new),
+        timed("today's way, library (cold, tcg)", kernels, all, &old),
+        timed("new way, library", kernels, all, &new),
+    ];
+    Comparison { rows }
+}
+
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        writeln!(f, "{:<36} {:>8}  cases  passed", "way", "wall s")?;
+        for r in &self.rows {
+            let cases: usize = r.results.iter().map(|k| k.cases.len()).sum();
+            let passed: usize = r
+                .results
+                .iter()
+                .flat_map(|k| &k.cases)
+                .filter(|c| c.verdict.is_ok())
+                .count();
+            writeln!(
+                f,
+                "{:<36} {:>8.1}  {cases:>5}  {passed:>6}",
+                r.label,
+                r.wall.as_secs_f64()
+            )?;
+        }
+        writeln!(
+            f,
+            "targets: 1 case on 5 kernels <= 3 s, library on 5 kernels <= 12 s (new way)\n"
+        )?;
+        for r in self
+            .rows
+            .iter()
+            .filter(|r| r.label.starts_with("new way, library"))
+        {
+            writeln!(
+                f,
+                "where the time went ({}), ms per kernel:\n{:<8} {:>6} {:>14} {:>7} {:>9}",
+                r.label, "kernel", "accel", "restore/boot", "cases", "teardown"
+            )?;
+            for k in &r.results {
+                let Some(b) = &k.boot else { continue };
+                let ready = b.boot_to_ready_ms.unwrap_or(0);
+                let cases: u64 = k.cases.iter().map(|c| c.elapsed_ms).sum();
+                let rest = b.total_ms.saturating_sub(ready + cases);
+                writeln!(
+                    f,
+                    "{:<8} {:>6} {:>14} {:>7} {:>9}",
+                    k.kernel, b.accel, ready, cases, rest
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "restore/boot: QEMU launch to the agent's first line (restore, or cold boot); cases: in the guest;\n\
+             teardown: the rest of the guest's life (plan transfer, power-off, QEMU exit)."
+        )
+    }
+}
