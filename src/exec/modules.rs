@@ -7,11 +7,43 @@ use crate::agent::ModulePlan;
 use crate::case::{Plan, Requirement};
 use crate::observe::{CaseRun, Outcome};
 
+/// Modules the agent loaded (or found built in) for the guest's plan. A run on the
+/// host (`--host`) has none: there a module must already be loaded (`present`).
+static PREPARED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether module `name` is usable: prepared by the agent, loaded (`/sys/module`),
+/// or listed as built in for the running kernel.
+pub fn present(name: &str, release: &str) -> bool {
+    if PREPARED.lock().is_ok_and(|p| p.iter().any(|m| m == name)) {
+        return true;
+    }
+    if std::path::Path::new("/sys/module").join(name).exists() {
+        return true;
+    }
+    std::fs::read_to_string(format!("/lib/modules/{release}/modules.builtin")).is_ok_and(|t| {
+        t.lines().any(|l| {
+            let file = l.rsplit('/').next().unwrap_or(l);
+            file.strip_suffix(".ko")
+                .map(|s| s.replace('-', "_"))
+                .as_deref()
+                == Some(name)
+        })
+    })
+}
+
 /// None when every module the case requires is loaded (or built in), else the
 /// case's run: skipped when a module is missing, an error when one fails to load.
 pub fn prepare(case: &Plan, modules: &BTreeMap<String, ModulePlan>) -> Option<CaseRun> {
     let outcome = case.requires.iter().find_map(|req| match req {
-        Requirement::Module(name) => check(name, modules.get(name)).err(),
+        Requirement::Module(name) => match check(name, modules.get(name)) {
+            Ok(()) => {
+                if let Ok(mut p) = PREPARED.lock() {
+                    p.push(name.clone());
+                }
+                None
+            }
+            Err(outcome) => Some(outcome),
+        },
         _ => None,
     })?;
     Some(CaseRun {

@@ -26,8 +26,9 @@ fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Re
         Requirement::Cpus(n) => {
             std::thread::available_parallelism().map_or(1, |p| p.get()) >= *n as usize
         }
-        // Loaded (or found missing) by the agent before the case starts: `modules`.
-        Requirement::Module(_) => true,
+        // In a guest the agent loaded it before the case (`modules::prepare`); on
+        // the host it must be loaded already.
+        Requirement::Module(name) => super::modules::present(name, release),
     };
     if ok {
         return Ok(());
@@ -42,7 +43,9 @@ fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Re
             None => format!("needs kernel {req}, this is {release} (version unknown)"),
         },
         Requirement::Cpus(n) => format!("needs {n} CPUs"),
-        Requirement::Module(name) => format!("needs the {name} module"),
+        Requirement::Module(name) => {
+            format!("module {name} is not loaded on this kernel ({release}); load it first (modprobe {name})")
+        }
     })
 }
 
