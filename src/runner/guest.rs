@@ -391,7 +391,7 @@ fn boot_and_collect(
     let mut agent_panic: Option<String> = None;
     let cold_spec = spec.clone();
     let mut restoring = if restore {
-        super::restore::into_restore(&mut spec, id, &plan, opts, scratch, progress)
+        super::restore::into_restore(&mut spec, id, &plan, opts, scratch, &module_files, progress)
     } else {
         None
     };

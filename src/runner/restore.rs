@@ -23,6 +23,7 @@ pub fn into_restore(
     plan: &GuestPlan,
     opts: &RunOptions,
     scratch: &Path,
+    module_files: &[(String, std::path::PathBuf)],
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Option<String> {
     let say = |reason: String| {
@@ -38,7 +39,8 @@ pub fn into_restore(
     }
     let agent = super::agent_binary().ok()?;
     let waiting = scratch.join("waiting-agent.cpio");
-    super::write_guest_image(&waiting, &agent, None, &[]).ok()?;
+    // The plan's modules are in the saved image too, so they are part of the key.
+    super::write_guest_image(&waiting, &agent, None, module_files).ok()?;
     let mut probe = spec.clone();
     probe.init_args = vec![SERIAL_PLAN_ARG.into()];
     let req = Request {
