@@ -23,10 +23,10 @@ pub struct BisectArgs {
     #[arg(long, default_value = "cases")]
     pub cases: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
     /// Restore a saved guest of this image if there is one (default: boot cold).
     #[arg(long)]
     pub restore: bool,
-    pub accel: AccelArg,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 512)]
     pub memory: u32,
