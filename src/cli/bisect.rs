@@ -60,19 +60,11 @@ pub fn bisect_run(args: &BisectArgs) -> ExitCode {
         Ok(dir) => dir,
         Err(e) => return skip(&format!("no scratch folder: {e}")),
     };
+    // A bisection step is not a run of the matrix: keep results/ as it is.
     let opts = RunOptions {
-        accel: args.accel.into(),
         memory_mb: args.memory,
-        max_guests: 1,
-        // A false skip costs the bisection more than a slow boot on a loaded machine.
-        ready_timeout: std::time::Duration::from_secs(60),
-        // A bisection step is not a run of the matrix: keep results/ as it is.
-        results_dir: scratch.path().to_path_buf(),
-        history_dir: None,
-        show_downloads: false,
-        // Each step boots a different image once: a snapshot would only cost time.
         cold: !args.restore,
-        ..RunOptions::default()
+        ..RunOptions::bisection(args.accel.into(), scratch.path().to_path_buf(), false)
     };
     let cases = [case];
     let work = [(image.to_string_lossy().into_owned(), &cases[..])];

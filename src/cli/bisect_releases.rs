@@ -97,15 +97,8 @@ pub fn bisect_releases(args: &BisectReleasesArgs) -> ExitCode {
         }
     };
     let opts = RunOptions {
-        accel: args.accel.into(),
         memory_mb: args.memory,
-        max_guests: 1,
-        // A false skip costs the bisection more than a slow boot on a loaded machine.
-        ready_timeout: std::time::Duration::from_secs(60),
-        results_dir: scratch.path().to_path_buf(),
-        history_dir: None,
-        show_downloads: !args.json,
-        ..RunOptions::default()
+        ..RunOptions::bisection(args.accel.into(), scratch.path().to_path_buf(), !args.json)
     };
     let mut runs: BTreeMap<usize, KernelResult> = BTreeMap::new();
     let search = bisect_releases::search(releases.len(), |i| {

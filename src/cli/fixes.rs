@@ -76,14 +76,17 @@ fn by_series(args: &FixesArgs, series: &str, cases: &[crate::case::Case]) -> Exi
         releases.len(),
         dir.display()
     );
-    let opts = crate::runner::RunOptions {
-        accel: args.accel.into(),
-        max_guests: 1,
-        ready_timeout: std::time::Duration::from_secs(60),
-        results_dir: std::env::temp_dir().join("sockmatrix-fixes"),
-        history_dir: None,
-        ..Default::default()
+    // Bisection boots write into a scratch folder (removed at the end), never into
+    // the result set being read.
+    let scratch = match crate::runner::scratch_dir("fixes") {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(exit::COULD_NOT_RUN);
+        }
     };
+    let opts =
+        crate::runner::RunOptions::bisection(args.accel.into(), scratch.path().to_path_buf(), true);
     let mut could_not = false;
     for case in cases {
         let Some(fix) = &case.detects else { continue };

@@ -58,6 +58,25 @@ impl Default for RunOptions {
     }
 }
 
+impl RunOptions {
+    /// A bisection step (bisect-run, bisect-releases, fixes --bisect): one kernel at
+    /// a time, each booted once, so it boots cold (saving a snapshot of an image
+    /// booted once would only cost time and cache space); it waits longer for a slow
+    /// boot, since a false skip costs a bisection more; and it keeps no history.
+    pub fn bisection(accel: Accel, results_dir: PathBuf, show_downloads: bool) -> Self {
+        RunOptions {
+            accel,
+            max_guests: 1,
+            ready_timeout: Duration::from_secs(60),
+            results_dir,
+            history_dir: None,
+            show_downloads,
+            cold: true,
+            ..RunOptions::default()
+        }
+    }
+}
+
 /// What the runner reports as it goes.
 #[derive(Debug, Clone)]
 pub enum Progress {
