@@ -34,5 +34,6 @@ pub mod resume;
 pub mod runner;
 pub mod select;
 pub mod shard;
+pub mod steps;
 pub mod value;
 pub mod yaml;

@@ -1,11 +1,11 @@
 //! Turns a parsed case file into a `Case`, checking names, references between steps
 //! and expectations, and collecting every error of the file at once.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::fields::{self, Diags, Fields};
 use super::model::*;
+use super::scope::{GroupKind, Scope};
 use super::version::VersionReq;
 use crate::errno;
 use crate::yaml::{Kind, Node};
@@ -305,81 +305,6 @@ fn version_req(node: &Node, diags: &mut Diags) -> Option<VersionReq> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum GroupKind {
-    Clients,
-    Datagrams,
-}
-
-/// What earlier steps declared, to check later ones against.
-#[derive(Default)]
-struct Scope {
-    sockets: BTreeMap<String, (Proto, Family)>,
-    listeners: BTreeSet<String>,
-    /// Sockets a `serve` step accepts on in the background, with its line.
-    served: BTreeMap<String, usize>,
-    groups: BTreeMap<String, GroupKind>,
-    /// Background client groups not yet waited for, with their line.
-    background: BTreeMap<String, usize>,
-    observations: BTreeSet<String>,
-    /// `drop` filters by name: true while attached (released ones stay known).
-    drops: BTreeMap<String, bool>,
-}
-
-impl Scope {
-    fn socket(&self, node: &Node, diags: &mut Diags) -> Option<String> {
-        let name = fields::name(node, "a socket name", diags)?;
-        if !self.sockets.contains_key(&name) {
-            diags.error(
-                node.pos,
-                format!("no socket named `{name}` was created before this step"),
-            );
-            return None;
-        }
-        Some(name)
-    }
-
-    fn group(&self, node: &Node, kind: GroupKind, diags: &mut Diags) -> Option<String> {
-        let name = fields::name(node, "a group name", diags)?;
-        if self.groups.get(&name) != Some(&kind) {
-            let what = match kind {
-                GroupKind::Clients => "client group (from a `clients` step)",
-                GroupKind::Datagrams => "datagram group (from a `datagrams` step)",
-            };
-            diags.error(
-                node.pos,
-                format!("no {what} named `{name}` before this step"),
-            );
-            return None;
-        }
-        Some(name)
-    }
-
-    fn port(&self, node: &Node, diags: &mut Diags) -> Option<PortSpec> {
-        // `-1` or `8080.5` is a number gone wrong, not a socket name.
-        if node.scalar().is_some_and(|s| s.parse::<f64>().is_ok()) {
-            return fields::uint(node, "port", 65535, diags).map(|p| PortSpec::Number(p as u16));
-        }
-        self.socket(node, diags).map(PortSpec::Of)
-    }
-
-    fn target(&self, node: &Node, diags: &mut Diags) -> Option<Target> {
-        if let Kind::Scalar { .. } = node.kind {
-            return self.socket(node, diags).map(Target::Sock);
-        }
-        let mut f = Fields::of(node, "`to`", diags)?;
-        let addr = f
-            .require("addr", diags)
-            .and_then(|n| fields::ip(n, "addr", diags));
-        let port = f.require("port", diags).and_then(|n| self.port(n, diags));
-        f.finish(diags);
-        Some(Target::Addr {
-            addr: addr?,
-            port: port?,
-        })
-    }
-}
-
 fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step> {
     let mut f = Fields::of(node, "a step", diags)?;
     // The first key is the action; later keys are its fields (some fields share a
@@ -407,12 +332,17 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
     };
     let subject = f.get(verb).expect("the verb key is present");
     let custom_id = f.get("id").and_then(|n| fields::name(n, "id", diags));
-    let action = decode_action(verb, subject, &mut f, scope, diags);
+    let action = match crate::steps::Registered::decode(verb, subject, &mut f, scope, diags) {
+        Some(step) => step.map(Action::Registered),
+        None => decode_action(verb, subject, &mut f, scope, diags),
+    };
     let pos = f.pos();
     f.finish(diags);
     let action = action?;
     let key = custom_id.unwrap_or_else(|| match subject.scalar() {
-        Some(s) if verb != "sleep" => format!("{verb}.{s}"),
+        Some(s) if verb != "sleep" && crate::steps::Registered::keyed_by_subject(verb) => {
+            format!("{verb}.{s}")
+        }
         _ => verb.to_string(),
     });
     let produced = observation_keys(&key, &action, scope);
@@ -444,78 +374,6 @@ fn decode_action(
             .unwrap_or(default)
     };
     Some(match verb {
-        "socket" => {
-            let name = fields::name(subject, "a socket name", diags)?;
-            if scope.sockets.contains_key(&name) {
-                diags.error(
-                    subject.pos,
-                    format!("socket `{name}` already exists; pick another name"),
-                );
-            }
-            let proto = decode_proto(f, diags);
-            let family = decode_family(f.get("family"), diags).unwrap_or(Family::Ipv4);
-            let bool_opt = |f: &mut Fields, key, diags: &mut Diags| {
-                f.get(key).and_then(|n| fields::boolean(n, key, diags))
-            };
-            let options = SockOptions {
-                reuseaddr: bool_opt(f, "reuseaddr", diags),
-                reuseport: bool_opt(f, "reuseport", diags),
-                v6only: bool_opt(f, "v6only", diags),
-                incoming_cpu: f
-                    .get("incoming_cpu")
-                    .and_then(|n| fields::uint(n, "incoming_cpu", 4096, diags))
-                    .map(|c| c as u32),
-                bindtodevice: f
-                    .get("bindtodevice")
-                    .and_then(|n| fields::string(n, "bindtodevice", diags)),
-                local_port_range: f
-                    .get("local_port_range")
-                    .and_then(|n| decode_port_range(n, diags)),
-            };
-            if options.v6only.is_some() && family != Family::Ipv6 {
-                diags.error(f.pos(), "v6only only applies to `family: ipv6` sockets");
-            }
-            let creds = f.get("as").and_then(|n| decode_creds(n, diags));
-            Action::Socket {
-                name,
-                proto,
-                family,
-                options,
-                creds,
-            }
-        }
-        "bind" => {
-            let sock = scope.socket(subject, diags);
-            let addr = f
-                .require("addr", diags)
-                .and_then(|n| fields::ip(n, "addr", diags));
-            let port = match f.get("port") {
-                Some(n) => scope.port(n, diags),
-                None => Some(PortSpec::Number(0)),
-            };
-            if let (Some(s), Some(a)) = (&sock, &addr) {
-                let family = scope.sockets[s].1;
-                if a.is_ipv6() != (family == Family::Ipv6) {
-                    diags.error(f.pos(), format!("socket `{s}` is {family:?} but addr {a} is not; use ::ffff:a.b.c.d for v4-mapped"));
-                }
-            }
-            Action::Bind {
-                sock: sock?,
-                addr: addr?,
-                port: port?,
-            }
-        }
-        "listen" => {
-            let sock = scope.socket(subject, diags);
-            let backlog = f
-                .get("backlog")
-                .and_then(|n| fields::uint(n, "backlog", 65535, diags))
-                .unwrap_or(128);
-            Action::Listen {
-                sock: sock?,
-                backlog: backlog as i32,
-            }
-        }
         "connect" => {
             let sock = scope.socket(subject, diags);
             let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
@@ -623,7 +481,7 @@ fn decode_action(
                 .require("count", diags)
                 .and_then(|n| fields::uint(n, "count", 100_000, diags));
             let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
-            let family = f.get("family").and_then(|n| decode_family(Some(n), diags));
+            let family = f.get("family").and_then(|n| fields::family(Some(n), diags));
             let interval_us = f
                 .get("interval")
                 .and_then(|n| fields::duration_us(n, "interval", diags))
@@ -633,7 +491,7 @@ fn decode_action(
                 .get("background")
                 .and_then(|n| fields::boolean(n, "background", diags))
                 .unwrap_or(false);
-            let cpu = decode_cpu(f, diags);
+            let cpu = fields::cpu(f, diags);
             Action::Clients {
                 group: group?,
                 count: count? as u32,
@@ -699,8 +557,8 @@ fn decode_action(
                 .and_then(|n| fields::uint(n, "count", 100_000, diags));
             let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
             let from = f.get("from").and_then(|n| scope.socket(n, diags));
-            let family = f.get("family").and_then(|n| decode_family(Some(n), diags));
-            let cpu = decode_cpu(f, diags);
+            let family = f.get("family").and_then(|n| fields::family(Some(n), diags));
+            let cpu = fields::cpu(f, diags);
             Action::Datagrams {
                 group: group?,
                 count: count? as u32,
@@ -795,7 +653,7 @@ fn decode_action(
         },
         "bind_pairs" => {
             fields::name(subject, "a matrix name", diags)?;
-            let proto = decode_proto(f, diags);
+            let proto = fields::proto(f, diags);
             let addrs = f
                 .require("addrs", diags)
                 .map(|n| decode_pair_addrs(n, diags))
@@ -836,40 +694,6 @@ fn decode_action(
         "send" => packet::send(subject, scope, diags)?,
         _ => unreachable!("verbs come from VERBS"),
     })
-}
-
-fn decode_proto(f: &mut Fields, diags: &mut Diags) -> Proto {
-    match f.get("proto").map(|n| (n, n.scalar())) {
-        None | Some((_, Some("tcp"))) => Proto::Tcp,
-        Some((_, Some("udp"))) => Proto::Udp,
-        Some((_, Some("sctp"))) => Proto::Sctp,
-        Some((n, _)) => {
-            diags.error(n.pos, "proto must be tcp, udp or sctp");
-            Proto::Tcp
-        }
-    }
-}
-
-fn decode_cpu(f: &mut Fields, diags: &mut Diags) -> Option<u32> {
-    f.get("cpu")
-        .and_then(|n| fields::uint(n, "cpu", 4095, diags))
-        .map(|c| c as u32)
-}
-
-fn decode_port_range(node: &Node, diags: &mut Diags) -> Option<(u16, u16)> {
-    let items = fields::list(node, "local_port_range", diags);
-    let ports: Vec<u16> = items
-        .iter()
-        .filter_map(|n| fields::uint(n, "a port", 65535, diags))
-        .map(|p| p as u16)
-        .collect();
-    match ports.as_slice() {
-        [lo, hi] => Some((*lo, *hi)),
-        _ => {
-            diags.error(node.pos, "local_port_range is [low, high]");
-            None
-        }
-    }
 }
 
 fn decode_cbpf(node: &Node, diags: &mut Diags) -> Option<CbpfProgram> {
@@ -928,34 +752,6 @@ fn decode_pair_addrs(node: &Node, diags: &mut Diags) -> Vec<PairAddr> {
         .collect()
 }
 
-fn decode_family(node: Option<&Node>, diags: &mut Diags) -> Option<Family> {
-    let node = node?;
-    match node.scalar() {
-        Some("ipv4") => Some(Family::Ipv4),
-        Some("ipv6") => Some(Family::Ipv6),
-        _ => {
-            diags.error(node.pos, "family must be ipv4 or ipv6");
-            None
-        }
-    }
-}
-
-fn decode_creds(node: &Node, diags: &mut Diags) -> Option<Creds> {
-    let mut f = Fields::of(node, "`as`", diags)?;
-    let uid = f
-        .require("uid", diags)
-        .and_then(|n| fields::uint(n, "uid", u32::MAX as u64 - 1, diags));
-    let gid = f
-        .get("gid")
-        .and_then(|n| fields::uint(n, "gid", u32::MAX as u64 - 1, diags));
-    f.finish(diags);
-    let uid = uid? as u32;
-    Some(Creds {
-        uid,
-        gid: gid.map(|g| g as u32).unwrap_or(uid),
-    })
-}
-
 /// Every observation key a step will produce, known before anything runs.
 fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
     if let Some(keys) = packet::observation_keys(key, action) {
@@ -968,28 +764,8 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
             .collect::<Vec<_>>()
     };
     match action {
-        Action::Socket { options, .. } => {
-            let mut keys = vec![key.to_string()];
-            let o = options;
-            for (set, name) in [
-                (o.reuseaddr.is_some(), "reuseaddr"),
-                (o.reuseport.is_some(), "reuseport"),
-                (o.v6only.is_some(), "v6only"),
-                (o.incoming_cpu.is_some(), "incoming_cpu"),
-                (o.bindtodevice.is_some(), "bindtodevice"),
-            ] {
-                if set {
-                    keys.push(format!("{key}.{name}"));
-                }
-            }
-            if o.local_port_range.is_some() {
-                keys.push(format!("{key}.local_port_range"));
-            }
-            keys
-        }
-        Action::Bind { .. }
-        | Action::Listen { .. }
-        | Action::Connect { .. }
+        Action::Registered(step) => step.observations(key, scope),
+        Action::Connect { .. }
         | Action::Close { .. }
         | Action::Shutdown { .. }
         | Action::Serve { .. }
@@ -1061,17 +837,7 @@ fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
 fn record_effects(action: &Action, line: usize, scope: &mut Scope) {
     packet::record_effects(action, scope);
     match action {
-        Action::Socket {
-            name,
-            proto,
-            family,
-            ..
-        } => {
-            scope.sockets.insert(name.clone(), (*proto, *family));
-        }
-        Action::Listen { sock, .. } => {
-            scope.listeners.insert(sock.clone());
-        }
+        Action::Registered(step) => step.declare(line, scope),
         Action::Serve { sock, .. } => {
             scope.served.insert(sock.clone(), line);
         }

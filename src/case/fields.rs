@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use super::model::{Family, Proto};
 use crate::yaml::{Kind, Node, Pos};
 
 /// One problem in a case file.
@@ -263,6 +264,39 @@ pub fn names(node: &Node, what: &str, diags: &mut Diags) -> Vec<String> {
         Kind::Seq(items) => items.iter().filter_map(|n| name(n, what, diags)).collect(),
         _ => name(node, what, diags).into_iter().collect(),
     }
+}
+
+/// `proto:` of a step: tcp (the default), udp or sctp.
+pub fn proto(f: &mut Fields, diags: &mut Diags) -> Proto {
+    match f.get("proto").map(|n| (n, n.scalar())) {
+        None | Some((_, Some("tcp"))) => Proto::Tcp,
+        Some((_, Some("udp"))) => Proto::Udp,
+        Some((_, Some("sctp"))) => Proto::Sctp,
+        Some((n, _)) => {
+            diags.error(n.pos, "proto must be tcp, udp or sctp");
+            Proto::Tcp
+        }
+    }
+}
+
+/// `family:` of a step, when it has one.
+pub fn family(node: Option<&Node>, diags: &mut Diags) -> Option<Family> {
+    let node = node?;
+    match node.scalar() {
+        Some("ipv4") => Some(Family::Ipv4),
+        Some("ipv6") => Some(Family::Ipv6),
+        _ => {
+            diags.error(node.pos, "family must be ipv4 or ipv6");
+            None
+        }
+    }
+}
+
+/// `cpu:` a step pins its thread to.
+pub fn cpu(f: &mut Fields, diags: &mut Diags) -> Option<u32> {
+    f.get("cpu")
+        .and_then(|n| uint(n, "cpu", 4095, diags))
+        .map(|c| c as u32)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! Finding, parsing and validating case files; nothing runs until every file is valid.
 
 mod decode;
-mod fields;
+pub(crate) mod fields;
 pub mod model;
+pub(crate) mod scope;
 pub mod sysctls;
 pub mod version;
 

@@ -235,22 +235,8 @@ pub struct PacketFilter {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Action {
-    Socket {
-        name: String,
-        proto: Proto,
-        family: Family,
-        options: SockOptions,
-        creds: Option<Creds>,
-    },
-    Bind {
-        sock: String,
-        addr: IpAddr,
-        port: PortSpec,
-    },
-    Listen {
-        sock: String,
-        backlog: i32,
-    },
+    /// A step of `crate::steps` (being moved there one by one).
+    Registered(crate::steps::Registered),
     Connect {
         sock: String,
         to: Target,
@@ -384,9 +370,7 @@ impl Action {
     /// The verb as written in YAML, used for default observation keys.
     pub fn verb(&self) -> &'static str {
         match self {
-            Action::Socket { .. } => "socket",
-            Action::Bind { .. } => "bind",
-            Action::Listen { .. } => "listen",
+            Action::Registered(step) => step.verb(),
             Action::Connect { .. } => "connect",
             Action::Accept { .. } => "accept",
             Action::Close { .. } => "close",

@@ -14,7 +14,7 @@ mod pairs;
 mod requests;
 mod requires;
 mod serve;
-mod sockets;
+pub(crate) mod sockets;
 mod sockopt;
 mod udp;
 
@@ -100,15 +100,15 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, recorder: &isolate::Record
 
 /// Why a step could not do what it says (not a kernel behaviour to observe).
 #[derive(Debug)]
-struct StepFailure {
+pub struct StepFailure {
     /// The line to blame when it is not the failing step's own (a background
     /// `clients` step whose failure shows at its `wait`).
-    line: Option<usize>,
-    message: String,
+    pub line: Option<usize>,
+    pub message: String,
 }
 
 impl StepFailure {
-    fn new(step: &str, why: impl std::fmt::Display) -> StepFailure {
+    pub fn new(step: &str, why: impl std::fmt::Display) -> StepFailure {
         StepFailure {
             line: None,
             message: format!("`{step}`: {why}"),
@@ -116,7 +116,35 @@ impl StepFailure {
     }
 }
 
-type StepResult = Result<Vec<(String, serde_json::Value)>, StepFailure>;
+/// A step's observations (full keys), or why it could not do what it says.
+pub type StepResult = Result<Vec<(String, serde_json::Value)>, StepFailure>;
+
+/// What a running step knows of itself, for its observations and messages.
+pub struct StepCtx<'a> {
+    /// The step's observation key (`bind.a`, or its `id`).
+    pub key: &'a str,
+    /// Its line in the case file.
+    pub line: usize,
+    /// The step as the case file writes it (`clients: c`), for messages.
+    pub name: &'a str,
+}
+
+impl StepCtx<'_> {
+    /// The step could not do what it says, because of `why`.
+    pub fn fail(&self, why: impl std::fmt::Display) -> StepFailure {
+        StepFailure::new(self.name, why)
+    }
+
+    /// The key with `suffix` appended (`.error` gives `accept.a.error`).
+    pub fn at(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.key)
+    }
+
+    /// One observation under the step's own key.
+    pub fn one(&self, value: impl Into<serde_json::Value>) -> StepResult {
+        Ok(vec![(self.key.to_string(), value.into())])
+    }
+}
 
 /// Polls `probe` every 2 ms until it says done or `timeout_ms` passes; returns its
 /// last value (the observation is what was reached, not whether it was in time).
@@ -169,7 +197,7 @@ fn family_of(addr: &std::net::SocketAddr) -> Family {
     }
 }
 
-struct Background {
+pub(crate) struct Background {
     key: String,
     line: usize,
     /// The step's own name, for messages.
@@ -177,16 +205,18 @@ struct Background {
     thread: JoinHandle<Result<Group, String>>,
 }
 
+/// What the steps of one case share while it runs: its sockets, acceptors, client
+/// groups and filters.
 #[derive(Default)]
-struct Executor {
-    table: Table,
-    servers: BTreeMap<String, Server>,
-    groups: BTreeMap<String, Group>,
+pub struct Executor {
+    pub(crate) table: Table,
+    pub(crate) servers: BTreeMap<String, Server>,
+    pub(crate) groups: BTreeMap<String, Group>,
     /// Background client groups: their `clients` step (key, line) and the thread.
-    background: BTreeMap<String, Background>,
-    sent: BTreeMap<String, u32>,
+    pub(crate) background: BTreeMap<String, Background>,
+    pub(crate) sent: BTreeMap<String, u32>,
     /// Attached `drop` filters; dropping one detaches it.
-    drops: BTreeMap<String, packet_drop::Dropper>,
+    pub(crate) drops: BTreeMap<String, packet_drop::Dropper>,
 }
 
 impl Executor {
@@ -200,20 +230,14 @@ impl Executor {
         let at = |suffix: &str| format!("{key}{suffix}");
         let one = |value: String| Ok(vec![(key.clone(), json!(value))]);
         match &step.action {
-            Action::Socket {
-                name,
-                proto,
-                family,
-                options,
-                creds,
-            } => Ok(self
-                .table
-                .create(name, *proto, *family, options, *creds)
-                .into_iter()
-                .map(|(suffix, v)| (at(&suffix), json!(v)))
-                .collect()),
-            Action::Bind { sock, addr, port } => one(outcome(self.table.bind(sock, *addr, port))),
-            Action::Listen { sock, backlog } => one(outcome(self.table.listen(sock, *backlog))),
+            Action::Registered(registered) => registered.run(
+                self,
+                &StepCtx {
+                    key,
+                    line: step.line,
+                    name: &name,
+                },
+            ),
             Action::Connect {
                 sock,
                 to,

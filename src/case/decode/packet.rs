@@ -1,8 +1,8 @@
 //! Decoding the packet-control and half-open steps: `drop`, `release`, `requests`, `send`.
 
-use super::{decode_family, decode_proto, GroupKind, Scope};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::*;
+use crate::case::scope::{GroupKind, Scope};
 use crate::yaml::Node;
 
 /// `drop: NAME` with `proto`, `tcp_flags`, `port`, `direction`, `family`, `count`.
@@ -19,7 +19,7 @@ pub(super) fn drop(
             format!("a drop filter named `{name}` already exists"),
         );
     }
-    let proto = decode_proto(f, diags);
+    let proto = fields::proto(f, diags);
     let tcp_flags = match f.get("tcp_flags").map(|n| (n, n.scalar())) {
         None | Some((_, Some("any"))) => TcpFlags::Any,
         Some((n, flags)) => {
@@ -54,7 +54,7 @@ pub(super) fn drop(
             PortSide::Destination
         }
     };
-    let family = f.get("family").and_then(|n| decode_family(Some(n), diags));
+    let family = f.get("family").and_then(|n| fields::family(Some(n), diags));
     let limit = f
         .get("count")
         .and_then(|n| fields::uint(n, "count", i32::MAX as u64, diags))

@@ -1,0 +1,152 @@
+//! The steps of the case language, one module each, listed once in `registry!` at
+//! the bottom: a step's fields and their checks, the observations it yields, how it
+//! runs, and its row of the step table in cases/README.md all live in its module.
+//!
+//! The registry is a declarative macro that generates the `Action` enum (one variant
+//! per step, holding the step's own struct) and its dispatch. An enum rather than
+//! `Box<dyn Step>` keeps the plan a plain value: serde derives its JSON for the guest
+//! agent without a type-tag registry, and `Clone`/`PartialEq`/`Debug` stay derived.
+
+use serde::{Deserialize, Serialize};
+
+use crate::case::fields::{Diags, Fields};
+use crate::case::scope::Scope;
+use crate::exec::{Executor, StepCtx, StepResult};
+use crate::yaml::Node;
+
+/// One row of the step table in cases/README.md (Markdown, `|` escaped as `\|`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Doc {
+    /// How the step starts in YAML, e.g. `socket: NAME`.
+    pub syntax: &'static str,
+    /// Its fields, with defaults in parentheses.
+    pub fields: &'static str,
+    /// The observations it yields (key = `<verb>.<subject>` or `id`) and what it does.
+    pub observes: &'static str,
+}
+
+/// Everything about one step. The module holding the type is the verb (`socket.rs`
+/// holds `Socket`); the registry line ties them together.
+pub trait Step: Sized {
+    /// Its row of the step table.
+    const DOC: Doc;
+    /// Whether the default observation key is `<verb>.<subject>`; a step whose
+    /// subject is not a name (`sleep: 10ms`) is keyed by its verb alone.
+    const KEYED_BY_SUBJECT: bool = true;
+
+    /// Reads the step's fields. `subject` is the value of the verb's own key; every
+    /// other key must be asked for through `f` (unknown ones are reported). Report
+    /// every problem to `diags` and return None when the step cannot be built.
+    fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self>;
+
+    /// Every observation key the step will produce under `key`, known before
+    /// anything runs (expectations are checked against them).
+    fn observations(&self, key: &str, scope: &Scope) -> Vec<String>;
+
+    /// What the step declares for later steps (a socket, a group, a filter).
+    fn declare(&self, _line: usize, _scope: &mut Scope) {}
+
+    /// Runs the step in the case's namespace: its observations, or why it could not
+    /// do what it says.
+    fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult;
+}
+
+/// The verbs, the `Action` enum and its dispatch, from one list of `verb => Type`.
+macro_rules! registry {
+    ($($verb:ident => $Type:ident),* $(,)?) => {
+        $(mod $verb;)*
+
+        /// What one step does, with its fields; serialized for the guest agent.
+        #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+        #[serde(rename_all = "snake_case", tag = "verb")]
+        pub enum Registered {
+            $($Type($verb::$Type),)*
+        }
+
+        impl Registered {
+            /// Every verb, in the registry's order.
+            pub const VERBS: &'static [&'static str] = &[$(stringify!($verb)),*];
+
+            /// The verb as written in YAML.
+            pub fn verb(&self) -> &'static str {
+                match self {
+                    $(Self::$Type(_) => stringify!($verb),)*
+                }
+            }
+
+            /// Every step's row of the step table, in the registry's order.
+            pub fn docs() -> Vec<(&'static str, Doc)> {
+                vec![$((stringify!($verb), <$verb::$Type as Step>::DOC)),*]
+            }
+
+            /// See `Step::KEYED_BY_SUBJECT`.
+            pub fn keyed_by_subject(verb: &str) -> bool {
+                match verb {
+                    $(stringify!($verb) => <$verb::$Type as Step>::KEYED_BY_SUBJECT,)*
+                    _ => true,
+                }
+            }
+
+            /// Decodes a step of a registered verb; None if the verb is not one.
+            pub(crate) fn decode(
+                verb: &str,
+                subject: &Node,
+                f: &mut Fields,
+                scope: &Scope,
+                diags: &mut Diags,
+            ) -> Option<Option<Self>> {
+                Some(match verb {
+                    $(stringify!($verb) =>
+                        <$verb::$Type as Step>::decode(subject, f, scope, diags).map(Self::$Type),)*
+                    _ => return None,
+                })
+            }
+
+            pub(crate) fn observations(&self, key: &str, scope: &Scope) -> Vec<String> {
+                match self {
+                    $(Self::$Type(s) => s.observations(key, scope),)*
+                }
+            }
+
+            pub(crate) fn declare(&self, line: usize, scope: &mut Scope) {
+                match self {
+                    $(Self::$Type(s) => s.declare(line, scope),)*
+                }
+            }
+
+            pub(crate) fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
+                match self {
+                    $(Self::$Type(s) => s.run(exec, step),)*
+                }
+            }
+        }
+    };
+}
+
+// The registry: one line per step, in the order of the step table.
+registry! {
+    socket => Socket,
+    bind => Bind,
+    listen => Listen,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON tag serde derives from a type's name must be the verb of its module.
+    #[test]
+    fn every_verb_is_its_types_serde_tag() {
+        for verb in Registered::VERBS {
+            let err = serde_json::from_value::<Registered>(serde_json::json!({ "verb": verb }))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!err.contains("unknown variant"), "{verb}: {err}");
+        }
+        let err = serde_json::from_value::<Registered>(serde_json::json!({"verb": "nope"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant"), "{err}");
+    }
+}

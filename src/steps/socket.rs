@@ -1,0 +1,154 @@
+//! `socket: NAME`: creates a socket and sets its options, as the case's user.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Doc, Step};
+use crate::case::fields::{self, Diags, Fields};
+use crate::case::model::{Creds, Family, Proto, SockOptions};
+use crate::case::scope::Scope;
+use crate::exec::{Executor, StepCtx, StepResult};
+use crate::yaml::Node;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Socket {
+    pub name: String,
+    pub proto: Proto,
+    pub family: Family,
+    pub options: SockOptions,
+    pub creds: Option<Creds>,
+}
+
+/// Each option set yields an observation of its own, e.g. `socket.a.reuseport`.
+const OPTIONS: [&str; 6] = [
+    "reuseaddr",
+    "reuseport",
+    "v6only",
+    "incoming_cpu",
+    "bindtodevice",
+    "local_port_range",
+];
+
+impl Step for Socket {
+    const DOC: Doc = Doc {
+        syntax: "socket: NAME",
+        fields: "`proto: tcp\\|udp\\|sctp` (tcp; sctp: one-to-many, needs `requires: [{module: sctp}]`), `family: ipv4\\|ipv6` (ipv4), `reuseaddr`, `reuseport`, `v6only` (true/false), `incoming_cpu: N`, `bindtodevice: IFNAME`, `local_port_range: [LOW, HIGH]` (IP_LOCAL_PORT_RANGE), `as: {uid: U, gid: G}`",
+        observes: "`socket.NAME` = `ok`/errno; one per option set, e.g. `socket.NAME.reuseport`",
+    };
+
+    fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
+        let name = fields::name(subject, "a socket name", diags)?;
+        if scope.sockets.contains_key(&name) {
+            diags.error(
+                subject.pos,
+                format!("socket `{name}` already exists; pick another name"),
+            );
+        }
+        let proto = fields::proto(f, diags);
+        let family = fields::family(f.get("family"), diags).unwrap_or(Family::Ipv4);
+        let bool_opt = |f: &mut Fields, key, diags: &mut Diags| {
+            f.get(key).and_then(|n| fields::boolean(n, key, diags))
+        };
+        let options = SockOptions {
+            reuseaddr: bool_opt(f, "reuseaddr", diags),
+            reuseport: bool_opt(f, "reuseport", diags),
+            v6only: bool_opt(f, "v6only", diags),
+            incoming_cpu: f
+                .get("incoming_cpu")
+                .and_then(|n| fields::uint(n, "incoming_cpu", 4096, diags))
+                .map(|c| c as u32),
+            bindtodevice: f
+                .get("bindtodevice")
+                .and_then(|n| fields::string(n, "bindtodevice", diags)),
+            local_port_range: f
+                .get("local_port_range")
+                .and_then(|n| port_range(n, diags)),
+        };
+        if options.v6only.is_some() && family != Family::Ipv6 {
+            diags.error(f.pos(), "v6only only applies to `family: ipv6` sockets");
+        }
+        let creds = f.get("as").and_then(|n| creds(n, diags));
+        Some(Socket {
+            name,
+            proto,
+            family,
+            options,
+            creds,
+        })
+    }
+
+    fn observations(&self, key: &str, _scope: &Scope) -> Vec<String> {
+        let o = &self.options;
+        let set = [
+            o.reuseaddr.is_some(),
+            o.reuseport.is_some(),
+            o.v6only.is_some(),
+            o.incoming_cpu.is_some(),
+            o.bindtodevice.is_some(),
+            o.local_port_range.is_some(),
+        ];
+        std::iter::once(key.to_string())
+            .chain(
+                OPTIONS
+                    .iter()
+                    .zip(set)
+                    .filter(|(_, set)| *set)
+                    .map(|(name, _)| format!("{key}.{name}")),
+            )
+            .collect()
+    }
+
+    fn declare(&self, _line: usize, scope: &mut Scope) {
+        scope
+            .sockets
+            .insert(self.name.clone(), (self.proto, self.family));
+    }
+
+    fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
+        Ok(exec
+            .table
+            .create(
+                &self.name,
+                self.proto,
+                self.family,
+                &self.options,
+                self.creds,
+            )
+            .into_iter()
+            .map(|(suffix, v)| (step.at(&suffix), v.into()))
+            .collect())
+    }
+}
+
+/// `local_port_range: [LOW, HIGH]`.
+fn port_range(node: &Node, diags: &mut Diags) -> Option<(u16, u16)> {
+    let items = fields::list(node, "local_port_range", diags);
+    let ports: Vec<u16> = items
+        .iter()
+        .filter_map(|n| fields::uint(n, "a port", 65535, diags))
+        .map(|p| p as u16)
+        .collect();
+    match ports.as_slice() {
+        [lo, hi] => Some((*lo, *hi)),
+        _ => {
+            diags.error(node.pos, "local_port_range is [low, high]");
+            None
+        }
+    }
+}
+
+/// `as: {uid: U, gid: G}` (gid defaults to uid).
+fn creds(node: &Node, diags: &mut Diags) -> Option<Creds> {
+    let mut f = Fields::of(node, "`as`", diags)?;
+    let uid = f
+        .require("uid", diags)
+        .and_then(|n| fields::uint(n, "uid", u32::MAX as u64 - 1, diags));
+    let gid = f
+        .get("gid")
+        .and_then(|n| fields::uint(n, "gid", u32::MAX as u64 - 1, diags));
+    f.finish(diags);
+    let uid = uid? as u32;
+    Some(Creds {
+        uid,
+        gid: gid.map(|g| g as u32).unwrap_or(uid),
+    })
+}
