@@ -42,11 +42,11 @@ const BPF_PROG_TYPE_SK_REUSEPORT: u32 = 21;
 /// expected_attach_type for SK_REUSEPORT; 0 is also what pre-5.8 kernels require.
 const BPF_SK_REUSEPORT_SELECT: u32 = 0;
 pub(super) const BPF_PSEUDO_MAP_FD: u8 = 1;
-const BPF_FUNC_SK_SELECT_REUSEPORT: i32 = 82;
+pub(super) const BPF_FUNC_SK_SELECT_REUSEPORT: i32 = 82;
 const BPF_ANY: u64 = 0;
 
-const SK_DROP: i32 = 0;
-const SK_PASS: i32 = 1;
+pub(super) const SK_DROP: i32 = 0;
+pub(super) const SK_PASS: i32 = 1;
 
 // From include/uapi/asm-generic/socket.h (x86 uses the generic values).
 const SO_ATTACH_REUSEPORT_EBPF: libc::c_int = 52;
@@ -76,9 +76,25 @@ pub struct ReuseportEbpf {
 impl ReuseportEbpf {
     /// Creates the map (max_entries = slots, key u32, value u64) and loads the program selecting `key`.
     pub fn load(slots: u32, key: u32, on_miss: OnMiss) -> io::Result<ReuseportEbpf> {
+        ReuseportEbpf::load_with(slots, BPF_SK_REUSEPORT_SELECT, |map| {
+            program(map, key, on_miss)
+        })
+    }
+
+    /// Creates the map and loads the program `code(map_fd)` with `expected_attach_type`.
+    pub(super) fn load_with(
+        slots: u32,
+        expected_attach_type: u32,
+        code: impl FnOnce(RawFd) -> Vec<Insn>,
+    ) -> io::Result<ReuseportEbpf> {
         let map = create_map(slots)?;
-        let code = program(map.as_raw_fd(), key, on_miss);
-        let prog = load_program(&code)?;
+        let code = code(map.as_raw_fd());
+        let prog = load(
+            BPF_PROG_TYPE_SK_REUSEPORT,
+            expected_attach_type,
+            "sm_reuseport",
+            &code,
+        )?;
         Ok(ReuseportEbpf { map, prog })
     }
 
@@ -191,6 +207,7 @@ fn create_map(slots: u32) -> io::Result<OwnedFd> {
     bpf(BPF_MAP_CREATE, &mut attr).map(owned)
 }
 
+#[cfg(test)]
 fn load_program(code: &[Insn]) -> io::Result<OwnedFd> {
     load(
         BPF_PROG_TYPE_SK_REUSEPORT,

@@ -28,31 +28,31 @@ use super::ebpf::{
 };
 use crate::case::{Family, PacketFilter, PortSide, Proto, TcpFlags};
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_TYPE_ARRAY: u32 = 2;
+pub(super) const BPF_MAP_CREATE: libc::c_long = 0;
+pub(super) const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+pub(super) const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_PROG_TYPE_XDP: u32 = 6;
-const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+pub(super) const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const XDP_DROP: i32 = 1;
 const XDP_PASS: i32 = 2;
 
 // Opcodes beyond those ebpf.rs needs (include/uapi/linux/bpf.h, bpf_common.h).
-const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
+pub(super) const LDX_W: u8 = 0x61; // BPF_LDX | BPF_MEM | BPF_W
 const LDX_H: u8 = 0x69; // BPF_LDX | BPF_MEM | BPF_H
 const LDX_B: u8 = 0x71; // BPF_LDX | BPF_MEM | BPF_B
-const LDX_DW: u8 = 0x79; // BPF_LDX | BPF_MEM | BPF_DW
-const XADD_DW: u8 = 0xdb; // BPF_STX | BPF_XADD | BPF_DW (atomic add)
+pub(super) const LDX_DW: u8 = 0x79; // BPF_LDX | BPF_MEM | BPF_DW
+pub(super) const XADD_DW: u8 = 0xdb; // BPF_STX | BPF_XADD | BPF_DW (atomic add)
 const AND64_IMM: u8 = 0x57; // BPF_ALU64 | BPF_AND | BPF_K
 const RSH64_IMM: u8 = 0x77; // BPF_ALU64 | BPF_RSH | BPF_K
 const LSH64_IMM: u8 = 0x67; // BPF_ALU64 | BPF_LSH | BPF_K
 const TO_BE: u8 = 0xdc; // BPF_ALU | BPF_END | BPF_TO_BE
-const JA: u8 = 0x05; // BPF_JMP | BPF_JA
-const JEQ_IMM: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+pub(super) const JA: u8 = 0x05; // BPF_JMP | BPF_JA
+pub(super) const JEQ_IMM: u8 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JGE_IMM: u8 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
 const JGT_REG: u8 = 0x2d; // BPF_JMP | BPF_JGT | BPF_X
 const JNE_REG: u8 = 0x5d; // BPF_JMP | BPF_JNE | BPF_X
 const R5: u8 = 5;
-const R7: u8 = 7;
+pub(super) const R7: u8 = 7;
 
 const ETH_HLEN: i32 = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -158,32 +158,32 @@ fn wire16(v: u16) -> i32 {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Label(usize);
+pub(super) struct Label(usize);
 
 /// Instructions with forward jumps to labels, resolved at the end.
 #[derive(Default)]
-struct Asm {
+pub(super) struct Asm {
     code: Vec<Insn>,
     labels: Vec<Option<usize>>,
     jumps: Vec<(usize, Label)>,
 }
 
 impl Asm {
-    fn label(&mut self) -> Label {
+    pub(super) fn label(&mut self) -> Label {
         self.labels.push(None);
         Label(self.labels.len() - 1)
     }
-    fn here(&mut self, label: Label) {
+    pub(super) fn here(&mut self, label: Label) {
         self.labels[label.0] = Some(self.code.len());
     }
-    fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
+    pub(super) fn op(&mut self, code: u8, dst: u8, src: u8, off: i16, imm: i32) {
         self.code.push(insn(code, dst, src, off, imm));
     }
-    fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
+    pub(super) fn jump(&mut self, code: u8, dst: u8, src: u8, imm: i32, to: Label) {
         self.jumps.push((self.code.len(), to));
         self.op(code, dst, src, 0, imm);
     }
-    fn finish(mut self) -> Vec<Insn> {
+    pub(super) fn finish(mut self) -> Vec<Insn> {
         for (at, label) in self.jumps {
             let target = self.labels[label.0].expect("every label is placed");
             self.code[at].off = (target as isize - at as isize - 1) as i16;
