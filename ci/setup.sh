@@ -23,6 +23,11 @@ if ! command -v cargo >/dev/null; then
 fi
 # The guest agent is linked statically against glibc.
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || apt_install libc6-dev
+# `kernels build`: make and the tools Kbuild runs before compiling (tests/kernels_build.rs
+# drives a fake tree through them; a real build also wants libelf-dev and ccache).
+for t in make flex bison bc perl; do
+    command -v "$t" >/dev/null || { apt_install make flex bison bc perl; break; }
+done
 # tests/report_html.rs renders the HTML report in headless Chromium (with a font).
 [ -x /usr/bin/chromium ] || apt_install chromium fonts-liberation
 

@@ -35,6 +35,9 @@ pub enum ModulePlan {
     Error { message: String },
 }
 
+/// With `floor`: end by halting, as a kernel without ACPI does on power-off (tests the
+/// host's halt detection).
+pub const HALT_ARG: &str = "halt";
 pub const PLAN_PATH: &str = "/plan.json";
 /// ttyS1: the second 8250 port. ttyS0 carries the kernel console.
 pub const RESULTS_DEVICE: &str = "/dev/ttyS1";
@@ -47,6 +50,9 @@ pub fn main(args: &[String]) -> ! {
         // No mounts: the initramfs carries the /dev/ttyS1 node itself.
         if let Ok(mut port) = std::fs::OpenOptions::new().write(true).open(RESULTS_DEVICE) {
             let _ = writeln!(port, "floor");
+        }
+        if args.iter().any(|a| a == HALT_ARG) {
+            finish_with(is_init, nix::sys::reboot::RebootMode::RB_HALT_SYSTEM);
         }
         finish(is_init);
     }
@@ -187,15 +193,36 @@ fn open_results(device: &str) -> std::io::Result<File> {
     Ok(file)
 }
 
-/// As PID 1: flush and power off (PID 1 must never exit, the kernel would panic).
-/// Anywhere else: just exit.
+/// As PID 1: drain the results port, sync and end the VM (PID 1 must never exit, the
+/// kernel would panic). Anywhere else: just exit.
+///
+/// The VM ends with a restart, not a power-off: a kernel without ACPI (tinyconfig,
+/// old kernels) turns a power-off into "reboot: System halted" and QEMU would run on,
+/// while a restart always ends it: the command line's `reboot=t` triple-faults, which
+/// `-no-reboot` turns into a QEMU exit on every machine type. `halt` (a test of the
+/// host's halt detection) halts instead.
 fn finish(is_init: bool) -> ! {
+    finish_with(is_init, nix::sys::reboot::RebootMode::RB_AUTOBOOT)
+}
+
+fn finish_with(is_init: bool, mode: nix::sys::reboot::RebootMode) -> ! {
     if is_init {
+        drain_results_port();
         nix::unistd::sync();
+        let _ = nix::sys::reboot::reboot(mode);
+        // Should the restart be refused, a power-off is the next best end.
         let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
         loop {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
     std::process::exit(0)
+}
+
+/// Waits until the UART has sent every byte written to the results port: a restart
+/// does not wait for the tty layer, and the host must see the last result line.
+fn drain_results_port() {
+    if let Ok(port) = std::fs::OpenOptions::new().write(true).open(RESULTS_DEVICE) {
+        let _ = nix::sys::termios::tcdrain(&port);
+    }
 }

@@ -30,6 +30,9 @@ pub struct BisectArgs {
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 512)]
     pub memory: u32,
+    /// QEMU machine: microvm or pc (default microvm, falling back to pc).
+    #[arg(long)]
+    pub machine: Option<crate::qemu::Machine>,
 }
 
 pub fn bisect_run(args: &BisectArgs) -> ExitCode {
@@ -64,6 +67,7 @@ pub fn bisect_run(args: &BisectArgs) -> ExitCode {
     let opts = RunOptions {
         memory_mb: args.memory,
         cold: !args.restore,
+        machine: args.machine,
         ..RunOptions::bisection(args.accel.into(), scratch.path().to_path_buf(), false)
     };
     let cases = [case];

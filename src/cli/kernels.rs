@@ -31,12 +31,57 @@ pub enum Action {
     },
     /// Download, verify and unpack kernels into the cache (default: the default set).
     Fetch { ids: Vec<String> },
+    /// Build a kernel from source (a tree, a tarball or URL, Debian's linux-source-X.Y,
+    /// or a catalogue `source_build` id), cached by its inputs; prints the vmlinuz path.
+    /// Exit 2: bad source or config (options the guest needs did not survive);
+    /// 3: the build failed (the log's tail is shown).
+    Build(BuildArgs),
     /// Re-read the Debian indexes and pin the newest matching packages in vm/kernels.lock.
     Lock {
         /// Required: rewriting the lock changes what every run boots.
         #[arg(long)]
         refresh: bool,
     },
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// A catalogue `source_build` kernel (3.9, 4.13): its tarball URL (or --source),
+    /// compiler and machine, defconfig plus its fragment, named by its id.
+    #[arg(conflicts_with = "debian")]
+    pub id: Option<String>,
+    /// A kernel tree (git checkout or unpacked tarball), a .tar.xz/.tar.gz, or a URL.
+    #[arg(long, value_name = "DIR|TARBALL|URL")]
+    pub source: Option<String>,
+    /// Debian's source package from the catalogue's mirror suites, e.g.
+    /// `linux-source-6.1` or `linux-source-6.1=6.1.192-2`.
+    #[arg(long, value_name = "PACKAGE[=VERSION]", conflicts_with = "source")]
+    pub debian: Option<String>,
+    /// `minimal` (tinyconfig), `defconfig` (x86_64_defconfig) or a .config file; the
+    /// guest fragment is merged over it.
+    #[arg(long, default_value = "minimal")]
+    pub config: String,
+    /// The guest fragment (default: the catalogue's config/sockmatrix-guest.config).
+    #[arg(long)]
+    pub fragment: Option<std::path::PathBuf>,
+    /// The id `run --kernel` knows it by (default built-<version>-<config>-<key>).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The compiler (old kernels need an old gcc, see vm/README.md).
+    #[arg(long)]
+    pub cc: Option<String>,
+    /// Do not compile through ccache even when it is installed.
+    #[arg(long)]
+    pub no_ccache: bool,
+    /// Parallel jobs (default: the cores).
+    #[arg(long, short)]
+    pub jobs: Option<usize>,
+    /// The QEMU machine this kernel needs, recorded with it (microvm or pc).
+    #[arg(long)]
+    pub machine: Option<crate::qemu::Machine>,
+    /// Only fetch and unpack the source; print the tree's folder, build nothing.
+    #[arg(long)]
+    pub only_source: bool,
 }
 
 pub fn kernels(action: Action) -> ExitCode {
@@ -54,6 +99,7 @@ pub fn kernels(action: Action) -> ExitCode {
             refresh,
         } => list_releases(&catalogue, &lock, &series, refresh),
         Action::Prune { max_size } => prune(&cache, max_size.as_deref()),
+        Action::Build(args) => super::kernels_build::build(&args, &catalogue, &cache),
         Action::List { releases: None, .. } => {
             println!("{}", super::doctor::accel_line());
             println!(
@@ -74,6 +120,7 @@ pub fn kernels(action: Action) -> ExitCode {
                     yes(k.cached)
                 );
             }
+            super::kernels_build::list_built(&cache);
             print_cache_size(&cache);
             ExitCode::SUCCESS
         }

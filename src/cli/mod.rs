@@ -8,6 +8,7 @@ mod doctor;
 mod fixes;
 mod history;
 mod kernels;
+mod kernels_build;
 mod merge;
 mod report;
 mod run;
@@ -101,6 +102,11 @@ pub struct RunArgs {
     /// Boot every guest from scratch instead of restoring a saved one.
     #[arg(long)]
     pub cold: bool,
+    /// QEMU machine for every guest: microvm or pc (default: what each kernel's
+    /// catalogue entry or build declares, else microvm, falling back to pc when
+    /// microvm cannot boot the kernel).
+    #[arg(long)]
+    pub machine: Option<crate::qemu::Machine>,
     /// Guest memory in MiB (128 to 16384).
     #[arg(long, default_value_t = 512)]
     pub memory: u32,

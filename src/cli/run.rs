@@ -48,6 +48,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         results_dir: args.results.clone(),
         history_dir: Some(crate::history::dir_for(&args.results)),
         cold: args.cold,
+        machine: args.machine,
         ..RunOptions::default()
     };
     let results = match args.shard {

@@ -68,6 +68,10 @@ pub struct KernelEntry {
     #[serde(default)]
     pub description: Option<String>,
     pub source: KernelSource,
+    /// The QEMU machine this kernel boots on when not microvm (`pc` for kernels that
+    /// predate microvm's boot path).
+    #[serde(default)]
+    pub machine: Option<crate::qemu::Machine>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

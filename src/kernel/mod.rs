@@ -166,9 +166,9 @@ pub fn provision(
         KernelSource::SourceBuild(spec) => {
             source_build::cached(cache, id, spec).with_context(|| {
                 format!(
-                    "{} is built from a kernel.org source tarball and has not been built yet; \
-                 run `sockmatrix kernels build {id}` (needs network access to {} and gcc {}; \
-                 kernel.org is not reachable from the sockmatrix dev/CI machines)",
+                    "{} is built from source and has not been built yet; run \
+                 `sockmatrix kernels build {id}` (downloads {}) or \
+                 `sockmatrix kernels build {id} --source TREE|TARBALL` with gcc {} (see vm/README.md)",
                     ctx(),
                     spec.url,
                     spec.gcc.as_deref().unwrap_or("(any)")
@@ -350,9 +350,11 @@ pub fn list(cat: &Catalogue, lock: &Lock, cache: &Path) -> Vec<KernelStatus> {
                     s.path = Some(p);
                 }
                 KernelSource::SourceBuild(_) => {
-                    let dir = source_build::built_dir(cache, &k.id);
-                    s.cached = store::is_present(&dir);
-                    s.path = Some(dir.join(store::VMLINUZ));
+                    let found = source_build::built::list(cache)
+                        .into_iter()
+                        .find(|b| b.id == k.id);
+                    s.cached = found.is_some();
+                    s.path = found.map(|b| b.vmlinuz());
                 }
             }
             s

@@ -315,6 +315,7 @@ fn probe_kvm(kernel: &Path) -> Result<Duration> {
     write_initramfs(&initrd, &base_entries())?;
     let plan = QemuPlan {
         accel: ResolvedAccel::Kvm,
+        machine: args::Machine::Microvm,
         cpus: 1,
         memory_mb: 256,
         kernel,

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 /// How often the console log is polled while waiting for result lines.
 const TICK: Duration = Duration::from_millis(100);
+/// How long QEMU may run on after the kernel printed that it halted or powered down.
+const HALT_GRACE: Duration = Duration::from_secs(2);
 /// How much of QEMU's stderr goes into `QemuFailed`.
 const STDERR_TAIL: usize = 2000;
 
@@ -137,6 +139,7 @@ fn run_once(
     let cmdline = guest_cmdline(spec, accel);
     let plan = QemuPlan {
         accel,
+        machine: spec.machine,
         cpus: spec.cpus,
         memory_mb: spec.memory_mb,
         kernel: &spec.kernel,
@@ -218,11 +221,25 @@ fn run_once(
     let mut ready_after = None;
     let mut last_line_at = launched;
     let total_deadline = launched + spec.total_timeout;
+    // Set when the console says the kernel halted: QEMU gets HALT_GRACE to exit by
+    // itself (a power-off that reaches it), then is ended; the run ended cleanly.
+    let mut halted_at: Option<Instant> = None;
+    let mut ended_after_halt = false;
     let killed_for = loop {
         for p in follower.poll(&mut scanner).unwrap_or_default() {
             on_event(BootEvent::Problem(p));
         }
         let now = Instant::now();
+        if scanner.ended().is_some() && halted_at.is_none() {
+            halted_at = Some(now);
+        }
+        if let Some(at) = halted_at.filter(|_| !ended_after_halt) {
+            if now >= at + HALT_GRACE {
+                // Result lines still in flight arrive before the reader's EOF.
+                let _ = reader.kill();
+                ended_after_halt = true;
+            }
+        }
         let (deadline, why) = match ready_after {
             None => (launched + spec.ready_timeout, GuestExit::ReadyTimeout),
             Some(_) => (last_line_at + spec.idle_timeout, GuestExit::IdleTimeout),
@@ -238,7 +255,13 @@ fn run_once(
         if crate::interrupt::requested().is_some() {
             break Some(GuestExit::Interrupted);
         }
-        match rx.recv_timeout(TICK.min(deadline - now)) {
+        let wait = match halted_at.filter(|_| !ended_after_halt) {
+            Some(at) => TICK
+                .min(deadline - now)
+                .min((at + HALT_GRACE).saturating_duration_since(now)),
+            None => TICK.min(deadline - now),
+        };
+        match rx.recv_timeout(wait) {
             Ok(FromGuest::Line(line)) => {
                 last_line_at = Instant::now();
                 if let (Some(StateFile::SaveTo(file)), Some(sock)) = (&spec.state, &qmp_socket) {
@@ -286,6 +309,7 @@ fn run_once(
         Some(why) => why,
         // A terminal's Ctrl-C reaches QEMU too: that death is the interrupt's.
         None if crate::interrupt::requested().is_some() => GuestExit::Interrupted,
+        None if ended_after_halt => classify_halt(&scanner),
         None => classify_exit(status, &scanner),
     };
     let last_console_line = scanner.last_line();
@@ -418,6 +442,16 @@ fn classify_exit(status: Option<QemuStatus>, scanner: &ConsoleScanner) -> GuestE
             signal: None,
             stderr_tail: "QEMU exit status unavailable".into(),
         },
+    }
+}
+
+/// A guest whose kernel halted ended like one that powered off, unless it panicked.
+fn classify_halt(scanner: &ConsoleScanner) -> GuestExit {
+    match scanner.panic_line() {
+        Some(line) => GuestExit::Panicked {
+            line: line.to_string(),
+        },
+        None => GuestExit::PoweredOff,
     }
 }
 

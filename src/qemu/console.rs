@@ -68,7 +68,14 @@ pub struct ConsoleScanner {
     case: Option<String>,
     /// The problem whose excerpt is still growing.
     open_excerpt: Option<usize>,
+    /// The kernel's "System halted" / "Power down" line, once it printed one.
+    ended: Option<String>,
 }
+
+/// Lines the kernel prints as its last when the guest halts or powers off
+/// (kernel/reboot.c; 3.x printed "System halted." without the "reboot: " prefix).
+/// Without ACPI a power-off becomes a halt and QEMU keeps running: the host ends it.
+const END_LINES: &[&str] = &["System halted", "Power down"];
 
 impl ConsoleScanner {
     /// Feeds bytes; returns the problems found in the complete lines among them.
@@ -111,6 +118,9 @@ impl ConsoleScanner {
             self.tail.pop_front();
         }
         self.tail.push_back(line.clone());
+        if self.ended.is_none() && END_LINES.iter().any(|p| line.contains(p)) {
+            self.ended = Some(line.clone());
+        }
         if let Some((id, edge)) = crate::observe::parse_case_marker(&line) {
             self.case = (edge == crate::observe::CaseEdge::Start).then(|| id.to_string());
             self.open_excerpt = None;
@@ -171,6 +181,11 @@ impl ConsoleScanner {
             .iter()
             .find(|p| p.kind == ProblemKind::Panic)
             .map(|p| p.line.as_str())
+    }
+
+    /// The halt / power-down line, if the kernel has stopped the guest.
+    pub fn ended(&self) -> Option<&str> {
+        self.ended.as_deref()
     }
 
     pub fn tail(&self) -> Vec<String> {
@@ -335,5 +350,26 @@ mod tests {
         assert_eq!(got[0].kind, Bug);
         assert_eq!(s.tail(), vec!["BUG: x"]);
         std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn halt_and_power_down_lines_end_the_guest() {
+        for (text, ended) in [
+            (
+                "[    2.1] reboot: System halted\r\n",
+                Some("[    2.1] reboot: System halted"),
+            ),
+            (
+                "[    2.1] reboot: Power down\n",
+                Some("[    2.1] reboot: Power down"),
+            ),
+            ("System halted.\n", Some("System halted.")),
+            ("[    2.1] reboot: Restarting system\n", None),
+            ("sockmatrix: case a/b end\n", None),
+        ] {
+            let mut s = ConsoleScanner::default();
+            s.feed(text.as_bytes());
+            assert_eq!(s.ended(), ended, "{text:?}");
+        }
     }
 }

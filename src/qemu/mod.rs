@@ -17,7 +17,7 @@ pub mod snapshot;
 pub mod tsc;
 
 pub use accel::{auto_verdict, finish_probe, Accel, AutoVerdict};
-pub use args::ResolvedAccel;
+pub use args::{Machine, ResolvedAccel};
 pub use boot::boot;
 pub use console::{ConsoleProblem, ProblemKind};
 pub use gate::{Gate, Permit};
@@ -34,6 +34,8 @@ pub struct BootSpec {
     pub memory_mb: u32,
     pub cpus: u32,
     pub accel: Accel,
+    /// QEMU machine type (microvm unless the kernel needs pc).
+    pub machine: Machine,
     /// Extra kernel parameters, appended after the built-in ones (later wins).
     pub cmdline_extra: Vec<String>,
     /// Passed to /init's argv (after `--` on the kernel command line).
@@ -75,6 +77,7 @@ impl BootSpec {
             memory_mb: 512,
             cpus: 2,
             accel: Accel::Auto,
+            machine: Machine::Microvm,
             cmdline_extra: Vec::new(),
             init_args: Vec::new(),
             console_log: console_log.into(),
@@ -90,7 +93,8 @@ impl BootSpec {
 /// How the guest ended. `QemuFailed` means "could not run" and is never a test verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestExit {
-    /// QEMU exited cleanly and the console shows no panic (init powered off).
+    /// The guest ended cleanly and the console shows no panic: QEMU exited after
+    /// init restarted or powered off, or the kernel printed that it halted.
     PoweredOff,
     /// The guest kernel panicked; `line` is the "Kernel panic - ..." console line.
     Panicked { line: String },

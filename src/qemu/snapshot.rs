@@ -36,6 +36,7 @@ pub struct Request<'a> {
     /// The initramfs without a plan (the agent waits for it on the port).
     pub initramfs: &'a Path,
     pub accel: ResolvedAccel,
+    pub machine: super::args::Machine,
     pub memory_mb: u32,
     pub cpus: u32,
     /// Kernel command line as `boot` builds it (accelerator parameters included).
@@ -78,7 +79,7 @@ pub fn key(req: &Request) -> Result<(String, Vec<String>)> {
         format!("qemu {}", super::accel::qemu_identity()?),
         format!(
             "machine {:?}",
-            super::args::machine_args(req.accel)
+            super::args::machine_args(req.machine, req.accel)
                 .into_iter()
                 .chain(super::args::cpu_args(req.accel, req.cpus))
                 .chain(super::args::memory_args(req.memory_mb))

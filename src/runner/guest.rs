@@ -22,6 +22,9 @@ pub struct KernelImage {
     pub package_version: Option<String>,
     /// Where the kernel's own modules come from, for cases that require one.
     pub modules: crate::kernel::ModuleSource,
+    /// The machine type its catalogue entry or build declares (None: microvm, with
+    /// a fallback to pc when microvm cannot boot it).
+    pub machine: Option<crate::qemu::Machine>,
 }
 
 /// Time for the kernel to boot and the agent to start, on top of the cases' budgets.
@@ -370,6 +373,9 @@ fn boot_and_collect(
     let all_cases: u64 = cases.iter().map(|c| c.plan.timeout_ms).sum();
     let mut spec = BootSpec::new(&image.vmlinuz, &initramfs, &console_log.writing);
     spec.accel = opts.accel;
+    spec.machine = opts.machine.or(image.machine).unwrap_or_default();
+    // Nobody chose the machine: microvm, and pc if microvm cannot boot the kernel.
+    let mut may_fall_back = opts.machine.is_none() && image.machine.is_none();
     spec.memory_mb = opts.memory_mb;
     spec.cpus = opts.cpus;
     spec.retries = opts.retries;
@@ -462,6 +468,17 @@ fn boot_and_collect(
                     ),
                 });
                 spec = cold_spec.clone();
+            }
+            _ if may_fall_back && !hello && outcome.exit == GuestExit::ReadyTimeout => {
+                // Old kernels predate microvm's boot path: the same guest on a PC.
+                may_fall_back = false;
+                progress(Progress::Retrying {
+                    kernel: id.into(),
+                    reason: "no sign of life under -M microvm; trying -M pc".into(),
+                });
+                spec = cold_spec.clone();
+                spec.machine = crate::qemu::Machine::Pc;
+                spec.retries = 0;
             }
             _ => break outcome,
         }

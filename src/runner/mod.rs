@@ -39,6 +39,9 @@ pub struct RunOptions {
     pub show_downloads: bool,
     /// Boot every guest from scratch; else restore a saved guest where one can be.
     pub cold: bool,
+    /// QEMU machine for every guest (`--machine`); None: what each kernel declares,
+    /// else microvm with a fallback to pc.
+    pub machine: Option<crate::qemu::Machine>,
 }
 
 impl Default for RunOptions {
@@ -54,6 +57,7 @@ impl Default for RunOptions {
             history_dir: Some(PathBuf::from(crate::history::DEFAULT_DIR)),
             show_downloads: true,
             cold: false,
+            machine: None,
         }
     }
 }
@@ -335,11 +339,26 @@ pub fn provision(
             vmlinuz: as_path.to_path_buf(),
             package_version: None,
             modules: kernel::ModuleSource::Unavailable("kernel given as a bzImage path".into()),
+            machine: None,
         });
     }
     if catalogue.get(id).is_none() && !release {
+        if let Some(built) = kernel::source_build::built::find_by_id(&kernel::cache_dir(), id) {
+            return Ok(KernelImage {
+                id: built.id.clone(),
+                vmlinuz: built.vmlinuz(),
+                package_version: Some(built.version.clone()),
+                modules: kernel::ModuleSource::Unavailable(format!(
+                    "kernel {} is built from source without modules",
+                    built.id
+                )),
+                machine: built.machine,
+            });
+        }
+    }
+    if catalogue.get(id).is_none() && !release {
         anyhow::bail!(
-            "unknown kernel `{id}`: not in the kernel catalogue ({}), not a release (`6.1.176`, `6.1/all`) and not a bzImage path",
+            "unknown kernel `{id}`: not in the kernel catalogue ({}), not a release (`6.1.176`, `6.1/all`), not a built kernel (`kernels list`) and not a bzImage path",
             catalogue.ids().join(", ")
         );
     }
@@ -351,6 +370,7 @@ pub fn provision(
         vmlinuz: p.vmlinuz,
         package_version: p.version,
         modules,
+        machine: catalogue.get(id).and_then(|e| e.machine),
     })
 }
 

@@ -47,6 +47,7 @@ pub fn into_restore(
         kernel: &spec.kernel,
         initramfs: &waiting,
         accel: ResolvedAccel::Tcg,
+        machine: spec.machine,
         memory_mb: spec.memory_mb,
         cpus: spec.cpus,
         cmdline: qemu::boot::guest_cmdline(&probe, ResolvedAccel::Tcg),

@@ -1,0 +1,66 @@
+#!/bin/sh
+# Opt-in proof that kernels built from source work end to end (`make -C ci source-proof`;
+# too slow for every CI run). On Debian's linux-source-6.1:
+#   1. fetch and unpack the package; make the tree a git history: the base, a revert of
+#      "tcp: call sk_data_ready() after listener migration" (which
+#      reuseport/migrate_wakes_epoll_waiter detects), an unrelated commit;
+#   2. build the base with --config minimal and run the whole library on it, and on
+#      Debian's binary 6.1 of the same version, then diff the two;
+#   3. `git bisect run` the README's recipe over the history: it must name the revert.
+# Needs gcc, make, flex, bison, bc, libelf-dev (ci/setup.sh does not install them).
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SM=$ROOT/target/release/sockmatrix
+CACHE=${SOCKMATRIX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sockmatrix}
+WORK=${PROOF_DIR:-$CACHE/source-proof}
+PACKAGE=${PACKAGE:-linux-source-6.1=6.1.192-2}
+CASE=reuseport/migrate_wakes_epoll_waiter
+OUT=$WORK/results
+say() { printf '== %s (%s, load %s)\n' "$*" "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
+
+cd "$ROOT" && cargo build --release
+mkdir -p "$WORK"
+TREE=$WORK/linux
+if [ ! -d "$TREE/.git" ]; then
+  say "fetching $PACKAGE"
+  SRC=$("$SM" kernels build --debian "$PACKAGE" --only-source)
+  rm -rf "$TREE"
+  cp -al "$SRC" "$TREE"          # hard links: git replaces files, never edits them in place
+  cd "$TREE"
+  git init -q
+  # Debian's top-level .gitignore ignores everything (its packaging repository).
+  git add -f -A
+  git -c user.name=proof -c user.email=proof@invalid commit -q -m "base: Debian $PACKAGE"
+  # The fix, reverted: inet_csk_listen_stop() no longer wakes the migration target.
+  grep -q 'READ_ONCE(nsk->sk_data_ready)(nsk);' net/ipv4/inet_connection_sock.c
+  sed -i '/READ_ONCE(nsk->sk_data_ready)(nsk);/d' net/ipv4/inet_connection_sock.c
+  git -c user.name=proof -c user.email=proof@invalid commit -q -a \
+    -m 'Revert "tcp: call sk_data_ready() after listener migration"'
+  echo '/* sockmatrix proof: an unrelated change */' >> lib/string.c
+  git -c user.name=proof -c user.email=proof@invalid commit -q -a -m "lib: an unrelated commit"
+fi
+cd "$TREE"
+git checkout -q master
+BASE=$(git rev-list --max-parents=0 HEAD)
+git checkout -q "$BASE"
+
+say "building the base (minimal)"
+start=$(date +%s)
+IMG=$("$SM" kernels build --source "$TREE" --config minimal --name proof-6.1-minimal)
+say "built in $(( $(date +%s) - start )) s: $IMG"
+
+say "the library on the built kernel and on Debian's 6.1"
+rm -rf "$OUT"
+"$SM" run --accel tcg --kernel proof-6.1-minimal --kernel 6.1 --results "$OUT" "$ROOT/cases" || true
+"$SM" diff "$OUT/6.1" "$OUT/proof-6.1-minimal" --cases "$ROOT/cases" || true
+
+say "git bisect run"
+git bisect reset -q 2>/dev/null || true
+git bisect start master "$BASE"
+git bisect run sh -c "
+  img=\$('$SM' kernels build --source . --config minimal) || exit 125
+  '$SM' bisect-run --accel tcg --cases '$ROOT/cases' --kernel-image \"\$img\" --case $CASE" \
+  | tee "$WORK/bisect.log"
+git bisect reset -q
+grep -q 'Revert "tcp: call sk_data_ready() after listener migration"' "$WORK/bisect.log"
+say "bisect named the revert"
