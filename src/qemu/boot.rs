@@ -49,11 +49,12 @@ fn qemu_command(args: &[OsString]) -> duct::Expression {
 
 /// The kernel command line `spec` boots with under `accel`.
 pub fn guest_cmdline(spec: &BootSpec, accel: ResolvedAccel) -> String {
-    let accel_params = match accel {
+    let mut params = match accel {
         ResolvedAccel::Tcg => args::tcg_params(super::tsc::host_tsc_khz()),
         ResolvedAccel::Kvm => Vec::new(),
     };
-    args::kernel_cmdline(&accel_params, &spec.cmdline_extra, &spec.init_args)
+    params.extend(args::machine_params(spec.machine, accel));
+    args::kernel_cmdline(&params, &spec.cmdline_extra, &spec.init_args)
 }
 
 /// Boots the guest described by `spec`, calling `on_event` with progress.
