@@ -26,6 +26,8 @@ pub struct Scope {
     pub observations: BTreeSet<String>,
     /// `drop` filters by name: true while attached (released ones stay known).
     pub drops: BTreeMap<String, bool>,
+    /// Sockets an `attach_migrate` program was attached to (for `migrations`).
+    pub migrators: BTreeSet<String>,
 }
 
 impl Scope {

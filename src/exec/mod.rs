@@ -5,7 +5,7 @@ mod bpf;
 mod clients;
 mod cpu;
 mod creds;
-mod ebpf;
+pub(crate) mod ebpf;
 pub mod ebpf_migrate;
 pub(crate) mod isolate;
 pub mod link;
@@ -219,6 +219,8 @@ pub struct Executor {
     pub(crate) sent: BTreeMap<String, u32>,
     /// Attached `drop` filters; dropping one detaches it.
     pub(crate) drops: BTreeMap<String, packet_drop::Dropper>,
+    /// `attach_migrate` programs by the socket they were attached to, for `migrations`.
+    pub(crate) migrators: BTreeMap<String, ebpf_migrate::MigratingEbpf>,
 }
 
 impl Executor {

@@ -128,6 +128,9 @@ registry! {
     socket => Socket,
     bind => Bind,
     listen => Listen,
+    attach_migrate => AttachMigrate,
+    migrations => Migrations,
+    link => Link,
 }
 
 #[cfg(test)]
