@@ -86,6 +86,7 @@ pub fn main(args: &[String]) -> ! {
         uname_version,
         cpus,
         agent_version: env!("CARGO_PKG_VERSION").into(),
+        fresh: Some(crate::resume::Freshness::observe()),
     });
     // For the test of the panic report: a panic of the agent's own, on purpose.
     if args.iter().any(|a| a == "selftest-panic") {

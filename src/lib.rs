@@ -21,6 +21,8 @@ pub mod interrupt;
 pub mod judge;
 #[cfg(feature = "runner")]
 pub mod kernel;
+#[cfg(feature = "runner")]
+pub mod leftovers;
 pub mod merge;
 pub mod observe;
 pub mod output;

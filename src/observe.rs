@@ -50,6 +50,10 @@ pub enum AgentEvent {
         uname_version: String,
         cpus: u32,
         agent_version: String,
+        /// What the guest's clock and RNG gave once the plan was in (after the
+        /// reseed of a restored guest): proof that each run has its own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fresh: Option<crate::resume::Freshness>,
     },
     CaseStart {
         id: String,

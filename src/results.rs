@@ -60,6 +60,10 @@ pub struct BootFacts {
     /// hand; older results do not have it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu_command: Option<String>,
+    /// The agent's clock and RNG at its start (see `resume::Freshness`); older
+    /// results do not have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fresh: Option<crate::resume::Freshness>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -224,6 +228,7 @@ mod tests {
                 console_log: log.to_path_buf(),
                 resumes: Vec::new(),
                 qemu_command: None,
+                fresh: None,
             }),
             cases: Vec::new(),
             finished_at: 1,

@@ -20,6 +20,53 @@ const WIRE_HEADER: &str = "plan-deflate";
 /// Bytes of host entropy sent with each plan.
 pub const ENTROPY_BYTES: usize = 32;
 
+/// What the agent sees right after its plan is in (a restored guest: after the
+/// clock was set and the RNG reseeded). Two restores of one snapshot must differ in
+/// `boot_id` and `random`, and `realtime_ms` must be the host's time, not the
+/// saved guest's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Freshness {
+    /// /proc/sys/kernel/random/boot_id: drawn from the kernel RNG on first read,
+    /// which is never before the snapshot.
+    pub boot_id: String,
+    /// 16 bytes of getrandom(), hex.
+    pub random: String,
+    /// CLOCK_REALTIME, ms since the epoch.
+    pub realtime_ms: u64,
+}
+
+impl Freshness {
+    /// Observed on CPU 0: the kernel keeps a CRNG state per CPU, and a restore
+    /// without the reseed must draw from the same one every time for the test to
+    /// tell (it then repeats the saved guest's next bytes).
+    pub fn observe() -> Freshness {
+        crate::exec::cpu::on_cpu(Some(0), Self::observe_here)
+            .unwrap_or_else(|_| Self::observe_here())
+    }
+
+    fn observe_here() -> Freshness {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let mut bytes = [0u8; 16];
+        // SAFETY: writes at most 16 bytes into our buffer.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        let random = if n == bytes.len() as isize {
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        } else {
+            String::new()
+        };
+        let realtime_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Freshness {
+            boot_id,
+            random,
+            realtime_ms,
+        }
+    }
+}
+
 /// One line from the host to a waiting agent.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PlanDelivery {
@@ -100,6 +147,11 @@ impl PlanDelivery {
 /// reseeds the RNG. Any failure is fatal: a run must never share its random state
 /// with another restore of the same snapshot.
 pub fn receive_plan(port: &mut std::fs::File) -> Result<GuestPlan, String> {
+    // The kernel reseeds its CRNG on its own once the seed is older than an interval
+    // (1 s and up early in boot); reseeding now, just before the snapshot, keeps a
+    // restored guest from doing that before it reads its plan, so the reseed below
+    // is what sets each restore apart (tests/snapshot.rs tells if it is missing).
+    let _ = reseed_now();
     writeln!(port, "{WAITING_LINE}").map_err(|e| format!("writing to the port: {e}"))?;
     let _ = port.flush();
     let delivery = PlanDelivery::from_wire(&mut std::io::BufReader::new(&*port))?;
@@ -123,12 +175,30 @@ fn set_clock((secs, nanos): (i64, u32)) -> Result<(), String> {
     Ok(())
 }
 
+const RNDRESEEDCRNG: libc::c_ulong = 0x5207; // _IO('R', 0x07)
+
+/// RNDRESEEDCRNG alone: the CRNG takes a new seed from the input pool.
+fn reseed_now() -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let random = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/urandom")
+        .map_err(|e| format!("open /dev/urandom: {e}"))?;
+    // SAFETY: no argument.
+    if unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG as _, 0) } != 0 {
+        return Err(format!(
+            "RNDRESEEDCRNG: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 /// RNDADDENTROPY (credited) then RNDRESEEDCRNG: the next random bytes the kernel
 /// hands out derive from the host's fresh entropy.
 fn reseed(entropy: &[u8]) -> Result<(), String> {
     use std::os::fd::AsRawFd;
     const RNDADDENTROPY: libc::c_ulong = 0x4008_5203; // _IOW('R', 0x03, int[2])
-    const RNDRESEEDCRNG: libc::c_ulong = 0x5207; // _IO('R', 0x07)
     if entropy.len() < ENTROPY_BYTES {
         return Err(format!("only {} bytes of entropy sent", entropy.len()));
     }

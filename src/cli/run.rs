@@ -181,6 +181,13 @@ pub(super) fn print_boot_progress(event: &Progress) -> bool {
         } => eprintln!("[{kernel}] booting (attempt {attempt}, {accel})"),
         Progress::Retrying { kernel, reason } => eprintln!("[{kernel}] {reason}; retrying"),
         Progress::AgentUp { kernel, release } => eprintln!("[{kernel}] agent up on {release}"),
+        Progress::SavingSnapshot { kernel, modules } if modules.is_empty() => {
+            eprintln!("[{kernel}] saving a snapshot to restore from")
+        }
+        Progress::SavingSnapshot { kernel, modules } => eprintln!(
+            "[{kernel}] saving a snapshot to restore from (with modules {})",
+            modules.join(", ")
+        ),
         Progress::ConsoleProblem { kernel, line } => eprintln!("[{kernel}] console: {line}"),
         _ => return false,
     }

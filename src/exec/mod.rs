@@ -3,7 +3,7 @@
 
 mod bpf;
 mod clients;
-mod cpu;
+pub mod cpu;
 mod creds;
 pub(crate) mod ebpf;
 pub mod ebpf_migrate;

@@ -307,7 +307,7 @@ fn kvm_api_version() -> Result<i32> {
 fn probe_kvm(kernel: &Path) -> Result<Duration> {
     kvm_api_version()?;
     let dir = tempfile::Builder::new()
-        .prefix("sockmatrix-kvm-probe-")
+        .prefix(&crate::leftovers::prefix("kvm-probe"))
         .tempdir()
         .context("creating the trial boot's scratch folder")?;
     let initrd = dir.path().join("probe.cpio");

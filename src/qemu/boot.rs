@@ -153,7 +153,7 @@ fn run_once(
     let monitor = match &spec.state {
         Some(state) => {
             let dir = tempfile::Builder::new()
-                .prefix("sockmatrix-qmp-")
+                .prefix(&crate::leftovers::prefix("qmp"))
                 .tempdir()
                 .context("creating a folder for the QMP socket")?;
             argv.extend(state_args(state, &dir.path().join("qmp.sock")));

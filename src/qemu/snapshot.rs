@@ -30,10 +30,35 @@ pub struct Snapshot {
     pub key: String,
 }
 
+/// A kernel module file a saved image carries, identified by its content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ModuleFile {
+    pub name: String,
+    pub sha256: String,
+    /// Where it was on the host when the snapshot was made (to carry it again).
+    pub path: PathBuf,
+}
+
+impl ModuleFile {
+    pub fn hash(name: &str, path: &Path) -> Result<ModuleFile> {
+        Ok(ModuleFile {
+            name: name.to_string(),
+            sha256: crate::kernel::sha256_file(path)
+                .with_context(|| format!("module {}", path.display()))?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn same(&self, other: &ModuleFile) -> bool {
+        self.name == other.name && self.sha256 == other.sha256
+    }
+}
+
 /// What the snapshot is of.
 pub struct Request<'a> {
     pub kernel: &'a Path,
-    /// The initramfs without a plan (the agent waits for it on the port).
+    /// The initramfs without a plan and without modules (the agent waits for its
+    /// plan on the port); the base key is made from it.
     pub initramfs: &'a Path,
     pub accel: ResolvedAccel,
     pub machine: super::args::Machine,
@@ -46,6 +71,12 @@ pub struct Request<'a> {
 #[derive(Debug, Serialize, Deserialize)]
 struct Meta {
     key: String,
+    /// The key without the module set (empty in snapshots made before modules).
+    #[serde(default)]
+    base: String,
+    /// The module files its image carries.
+    #[serde(default)]
+    modules: Vec<ModuleFile>,
     /// Everything the key was made of, readable (for `doctor` and debugging).
     parts: Vec<String>,
     state_size: u64,
@@ -57,7 +88,8 @@ pub fn dir() -> PathBuf {
     crate::kernel::cache_dir().join("snapshots")
 }
 
-/// The key: a digest of every part that makes a saved state usable.
+/// The base key: a digest of every part that makes a saved state usable, but the
+/// kernel modules its image carries (see `full_key`).
 pub fn key(req: &Request) -> Result<(String, Vec<String>)> {
     use std::os::unix::fs::MetadataExt;
     let kernel = std::fs::canonicalize(req.kernel).unwrap_or(req.kernel.to_path_buf());
@@ -93,6 +125,92 @@ pub fn key(req: &Request) -> Result<(String, Vec<String>)> {
     ];
     let digest = Sha256::digest(parts.join("\n").as_bytes());
     Ok((hex::encode(&digest[..12]), parts))
+}
+
+/// The key of a snapshot of `base` carrying `modules`: the base key itself when it
+/// carries none.
+pub fn full_key(base: &str, modules: &[ModuleFile]) -> String {
+    if modules.is_empty() {
+        return base.to_string();
+    }
+    let mut ids: Vec<String> = modules
+        .iter()
+        .map(|m| format!("{} {}", m.name, m.sha256))
+        .collect();
+    ids.sort();
+    let digest = Sha256::digest(ids.join("\n").as_bytes());
+    format!("{base}-{}", hex::encode(&digest[..6]))
+}
+
+/// The snapshots of `base` on disk (unchecked), most modules first.
+fn of_base(dir: &Path, base: &str) -> Vec<Meta> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<Meta> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(base) && name.ends_with(".json")
+        })
+        .filter_map(|e| serde_json::from_slice::<Meta>(&std::fs::read(e.path()).ok()?).ok())
+        .filter(|m| m.base == base)
+        .collect();
+    found.sort_by(|a, b| {
+        b.modules
+            .len()
+            .cmp(&a.modules.len())
+            .then(a.key.cmp(&b.key))
+    });
+    found
+}
+
+fn covers(have: &[ModuleFile], needed: &[ModuleFile]) -> bool {
+    needed.iter().all(|n| have.iter().any(|h| h.same(n)))
+}
+
+/// A checked snapshot of `base` whose image carries every module in `needed`.
+/// Ok(None): there is none. Err(why): the best one could not be trusted (deleted).
+pub fn lookup_covering(
+    dir: &Path,
+    base: &str,
+    needed: &[ModuleFile],
+) -> std::result::Result<Option<Snapshot>, String> {
+    match of_base(dir, base)
+        .into_iter()
+        .find(|m| covers(&m.modules, needed))
+    {
+        Some(meta) => lookup(dir, &meta.key),
+        None => Ok(None),
+    }
+}
+
+/// The modules a new snapshot of `base` should carry: `needed`, and every module
+/// an existing snapshot of `base` carries whose file is still there unchanged (so
+/// the new one replaces them all).
+pub fn modules_to_save(dir: &Path, base: &str, needed: &[ModuleFile]) -> Vec<ModuleFile> {
+    let mut all: Vec<ModuleFile> = needed.to_vec();
+    for meta in of_base(dir, base) {
+        for m in meta.modules {
+            if all.iter().any(|a| a.name == m.name) {
+                continue;
+            }
+            if crate::kernel::sha256_file(&m.path).is_ok_and(|sha| sha == m.sha256) {
+                all.push(m);
+            }
+        }
+    }
+    all.sort();
+    all
+}
+
+/// Removes the snapshots of `base` other than `keep` whose modules `keep` carries too.
+fn remove_covered(dir: &Path, base: &str, keep: &str, kept_modules: &[ModuleFile]) {
+    for meta in of_base(dir, base) {
+        if meta.key != keep && covers(kept_modules, &meta.modules) {
+            remove(dir, &meta.key);
+        }
+    }
 }
 
 fn paths(dir: &Path, key: &str) -> (PathBuf, PathBuf, PathBuf) {
@@ -176,18 +294,31 @@ pub fn remove(dir: &Path, key: &str) {
     }
 }
 
-/// Boots `req` cold into a waiting agent and saves it under `key`.
-pub fn create(
-    dir: &Path,
-    key: &str,
-    parts: Vec<String>,
-    req: &Request,
-    console_log: &Path,
-) -> Result<Snapshot> {
+/// What a new snapshot is saved under: its base key and parts, and the image to
+/// boot (the base image plus `modules`).
+pub struct Saving<'a> {
+    pub base: &'a str,
+    pub parts: Vec<String>,
+    pub modules: Vec<ModuleFile>,
+    pub image: &'a Path,
+}
+
+/// Boots `req` (with `saving.image`) cold into a waiting agent and saves it under
+/// its full key; snapshots of the same base that it supersedes are removed.
+pub fn create(dir: &Path, saving: Saving, req: &Request, console_log: &Path) -> Result<Snapshot> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = full_key(saving.base, &saving.modules);
+    let key = key.as_str();
+    let mut parts = saving.parts;
+    parts.extend(
+        saving
+            .modules
+            .iter()
+            .map(|m| format!("module {} sha256 {}", m.name, m.sha256)),
+    );
     let (state, cpio, meta_path) = paths(dir, key);
     let cpio_tmp = cpio.with_extension(format!("cpio.tmp-{}", std::process::id()));
-    std::fs::copy(req.initramfs, &cpio_tmp).context("keeping the snapshot's initramfs")?;
+    std::fs::copy(saving.image, &cpio_tmp).context("keeping the snapshot's initramfs")?;
     std::fs::rename(&cpio_tmp, &cpio)?;
     let mut spec = BootSpec::new(req.kernel, &cpio, console_log);
     spec.accel = match req.accel {
@@ -210,12 +341,15 @@ pub fn create(
     }
     let meta = Meta {
         key: key.to_string(),
+        base: saving.base.to_string(),
+        modules: saving.modules.clone(),
         parts,
         state_size: std::fs::metadata(&state)?.len(),
         fingerprint: fingerprint(&state)?,
         created_at: crate::results::now(),
     };
     crate::results::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)?;
+    remove_covered(dir, saving.base, key, &saving.modules);
     prune(dir, cap_bytes(), key);
     Ok(Snapshot {
         state,
@@ -271,8 +405,28 @@ pub fn prune(dir: &Path, cap: u64, keep: &str) {
     }
 }
 
-/// A temporary file nobody has written for an hour belongs to a save that died.
+/// Removes the temporary files (`<key>.tmp-<pid>`, `<key>.cpio.tmp-<pid>`) of saves
+/// that died (killed mid-save): their process is gone, or nothing wrote them for
+/// an hour.
+pub fn sweep_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().contains(".tmp-") && stale(&e.path()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A temporary file whose writer is gone (by the pid in its name), or that nobody
+/// has written for an hour, belongs to a save that died.
 fn stale(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let pid = name.rsplit_once(".tmp-").and_then(|(_, p)| p.parse().ok());
+    if pid.is_some_and(|pid| !crate::leftovers::alive(pid)) {
+        return true;
+    }
     std::fs::metadata(path)
         .and_then(|m| m.modified())
         .ok()
@@ -300,11 +454,17 @@ mod tests {
     use super::*;
 
     fn fake(dir: &Path, key: &str, body: &[u8]) {
+        fake_with(dir, key, "", &[], body)
+    }
+
+    fn fake_with(dir: &Path, key: &str, base: &str, modules: &[ModuleFile], body: &[u8]) {
         let (state, cpio, meta) = paths(dir, key);
         std::fs::write(&state, body).unwrap();
         std::fs::write(&cpio, b"cpio").unwrap();
         let m = Meta {
             key: key.into(),
+            base: base.into(),
+            modules: modules.to_vec(),
             parts: vec![],
             state_size: body.len() as u64,
             fingerprint: fingerprint(&state).unwrap(),
@@ -355,5 +515,79 @@ mod tests {
         assert!(paths(dir.path(), "a").2.exists(), "kept on request");
         assert!(!paths(dir.path(), "b").2.exists(), "oldest other one goes");
         assert!(paths(dir.path(), "c").2.exists());
+    }
+
+    fn module(dir: &Path, name: &str, body: &[u8]) -> ModuleFile {
+        let path = dir.join(format!("{name}.ko"));
+        std::fs::write(&path, body).unwrap();
+        ModuleFile::hash(name, &path).unwrap()
+    }
+
+    /// A plan restores from a snapshot of its base carrying all its modules (more is
+    /// fine, fewer or other contents is not), and a new snapshot carries the union.
+    #[test]
+    fn a_snapshot_serves_every_plan_whose_modules_it_carries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mods = tempfile::tempdir().unwrap();
+        let body = [STREAM_MAGIC.to_vec(), vec![1u8; 100]].concat();
+        let sctp = module(mods.path(), "sctp", b"sctp v1");
+        let crc = module(mods.path(), "libcrc32c", b"crc");
+        let veth = module(mods.path(), "veth", b"veth");
+
+        let with_sctp = vec![crc.clone(), sctp.clone()];
+        let key = full_key("base", &with_sctp);
+        assert_ne!(key, "base");
+        assert_eq!(full_key("base", &[]), "base");
+        fake_with(dir.path(), &key, "base", &with_sctp, &body);
+        let found = |needed: &[ModuleFile]| {
+            lookup_covering(dir.path(), "base", needed)
+                .unwrap()
+                .map(|s| s.key)
+        };
+        assert_eq!(found(&[]), Some(key.clone()), "no modules: any snapshot");
+        assert_eq!(found(std::slice::from_ref(&sctp)), Some(key.clone()));
+        assert_eq!(
+            found(std::slice::from_ref(&veth)),
+            None,
+            "veth is not in it"
+        );
+        assert!(lookup_covering(dir.path(), "other", &[]).unwrap().is_none());
+        let mut changed = sctp.clone();
+        changed.sha256 = "0".repeat(64);
+        assert_eq!(found(&[changed]), None, "another build of sctp.ko");
+
+        // Needing veth: the new snapshot carries sctp and its dependency too.
+        let union = modules_to_save(dir.path(), "base", std::slice::from_ref(&veth));
+        let names: Vec<&str> = union.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["libcrc32c", "sctp", "veth"]);
+        // A module file that changed on the host is not carried over.
+        std::fs::write(&sctp.path, b"sctp v2").unwrap();
+        let union = modules_to_save(dir.path(), "base", std::slice::from_ref(&veth));
+        assert!(!union.iter().any(|m| m.name == "sctp"), "{union:?}");
+
+        // Once saved, the bigger one is found first and the one it covers goes.
+        let all = vec![crc.clone(), sctp.clone(), veth.clone()];
+        let big = full_key("base", &all);
+        fake_with(dir.path(), &big, "base", &all, &body);
+        assert_eq!(found(std::slice::from_ref(&sctp)), Some(big.clone()));
+        remove_covered(dir.path(), "base", &big, &all);
+        assert!(!paths(dir.path(), &key).2.exists());
+        assert!(paths(dir.path(), &big).2.exists());
+    }
+
+    /// A save killed mid-way leaves `<key>.tmp-<pid>`: removed once that pid is gone.
+    #[test]
+    fn temporaries_of_dead_saves_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let ours = dir.path().join(format!("k.tmp-{}", std::process::id()));
+        let theirs = dir.path().join(format!("k.cpio.tmp-{dead}"));
+        std::fs::write(&ours, b"x").unwrap();
+        std::fs::write(&theirs, b"x").unwrap();
+        sweep_temporaries(dir.path());
+        assert!(ours.exists(), "a live save's file is kept");
+        assert!(!theirs.exists(), "a dead save's file is removed");
     }
 }

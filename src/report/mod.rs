@@ -325,6 +325,7 @@ mod tests {
             console_log: "/elsewhere/6.1/console-20261201T000000Z-1.log".into(),
             resumes: Vec::new(),
             qemu_command: None,
+            fresh: None,
         });
         let kdir = dir.path().join(&kernel.kernel);
         std::fs::create_dir_all(&kdir).unwrap();

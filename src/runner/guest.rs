@@ -56,10 +56,11 @@ impl KernelRun {
     }
 }
 
-/// A scratch folder in the temp dir, named so that a leftover is recognisable.
+/// A scratch folder in the temp dir, named with our pid so that a leftover of a
+/// killed run is recognised and removed by the next one (`leftovers`).
 pub fn scratch_dir(what: &str) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
-        .prefix(&format!("sockmatrix-{what}-"))
+        .prefix(&crate::leftovers::prefix(what))
         .tempdir()
         .with_context(|| format!("creating a scratch folder for the {what}"))
 }
@@ -259,6 +260,7 @@ fn boot_facts(outcome: &qemu::BootOutcome, attempts: u32, console_log: &Path) ->
         console_log: console_log.to_path_buf(),
         resumes: Vec::new(),
         qemu_command: Some(outcome.command.clone()),
+        fresh: None,
     }
 }
 
@@ -365,9 +367,6 @@ fn boot_and_collect(
         modules,
     };
     write_guest_image(&initramfs, &agent, Some(&plan), &module_files)?;
-    // The saved guest's initramfs has no modules, and the plan over the port carries
-    // none: a plan that loads modules boots cold (see `runner::modules`).
-    let restore = restore && module_files.is_empty();
 
     let longest_case = cases.iter().map(|c| c.plan.timeout_ms).max().unwrap_or(0);
     let all_cases: u64 = cases.iter().map(|c| c.plan.timeout_ms).sum();
@@ -395,6 +394,7 @@ fn boot_and_collect(
     let mut done = false;
     let mut fatal: Option<String> = None;
     let mut agent_panic: Option<String> = None;
+    let mut fresh = None;
     let cold_spec = spec.clone();
     let mut restoring = if restore {
         super::restore::into_restore(&mut spec, id, &plan, opts, scratch, &module_files, progress)
@@ -426,9 +426,11 @@ fn boot_and_collect(
                 Some(AgentEvent::Hello {
                     release,
                     uname_version: version,
+                    fresh: seen,
                     ..
                 }) => {
                     hello = true;
+                    fresh = seen;
                     progress(Progress::AgentUp {
                         kernel: id.into(),
                         release: release.clone(),
@@ -484,7 +486,9 @@ fn boot_and_collect(
         }
     };
     *attempts_before += outcome.attempts;
-    result.boot = Some(boot_facts(&outcome, *attempts_before, &console_log.kept));
+    let mut facts = boot_facts(&outcome, *attempts_before, &console_log.kept);
+    facts.fresh = fresh;
+    result.boot = Some(facts);
     for (case, excerpts) in splats_by_case(&outcome.problems) {
         let log = console_log.kept.display();
         splats

@@ -101,6 +101,11 @@ pub enum Progress {
         kernel: String,
         release: String,
     },
+    /// No snapshot to restore: booting one to save (carrying these modules).
+    SavingSnapshot {
+        kernel: String,
+        modules: Vec<String>,
+    },
     CaseDone {
         kernel: String,
         case: String,
@@ -424,6 +429,8 @@ pub fn run_each(
     opts: &RunOptions,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Vec<KernelResult> {
+    // Scratch folders of runs that were killed (SIGKILL leaves them) go first.
+    crate::leftovers::sweep_temp_once();
     let gate = Gate::new(opts.max_guests.max(1));
     let catalogue = load_catalogue();
     let mut out: Vec<KernelResult> = Vec::with_capacity(work.len());

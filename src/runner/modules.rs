@@ -1,10 +1,8 @@
 //! The kernel modules a kernel's cases require: found (with their dependencies) in
 //! the kernel's own package, for the initramfs and the plan.
 //!
-//! A plan that loads modules boots cold, never from a snapshot: the saved guest's
-//! initramfs has none, and sending `.ko` bytes over the plan port would make a
-//! module's integrity depend on the serial line. A cold boot costs seconds, and only
-//! runs with module cases pay it.
+//! A restored guest has them too: the snapshot's image carries every module the
+//! plans restored from it need (`qemu::snapshot`), never bytes sent over the port.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,13 +1,14 @@
 //! Restoring a saved guest instead of booting one: finds (or makes) the snapshot of
 //! a kernel's waiting agent and turns a cold boot's spec into a restore that hands
 //! the plan over the results port. Any trouble means a cold boot, with a message.
+//! A plan's kernel modules are in the restored image: the snapshot carries them.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::{Progress, RunOptions};
 use crate::agent::GuestPlan;
-use crate::qemu::snapshot::{self, Request};
+use crate::qemu::snapshot::{self, ModuleFile, Request, Saving};
 use crate::qemu::{self, BootSpec, ResolvedAccel, StateFile};
 use crate::resume::{PlanDelivery, SERIAL_PLAN_ARG};
 
@@ -38,9 +39,21 @@ pub fn into_restore(
         return None;
     }
     let agent = super::agent_binary().ok()?;
+    // The base key is made from the image without modules; the modules a snapshot
+    // carries are matched by content (see `snapshot`).
     let waiting = scratch.join("waiting-agent.cpio");
-    // The plan's modules are in the saved image too, so they are part of the key.
-    super::write_guest_image(&waiting, &agent, None, module_files).ok()?;
+    super::write_guest_image(&waiting, &agent, None, &[]).ok()?;
+    let needed = match module_files
+        .iter()
+        .map(|(name, path)| ModuleFile::hash(name, path))
+        .collect::<anyhow::Result<Vec<_>>>()
+    {
+        Ok(needed) => needed,
+        Err(e) => {
+            say(format!("{e:#}; booting cold"));
+            return None;
+        }
+    };
     let mut probe = spec.clone();
     probe.init_args = vec![SERIAL_PLAN_ARG.into()];
     let req = Request {
@@ -52,9 +65,10 @@ pub fn into_restore(
         cpus: spec.cpus,
         cmdline: qemu::boot::guest_cmdline(&probe, ResolvedAccel::Tcg),
     };
-    let (key, parts) = snapshot::key(&req).ok()?;
+    let (base, parts) = snapshot::key(&req).ok()?;
     let dir = snapshot::dir();
-    let found = match snapshot::lookup(&dir, &key) {
+    snapshot::sweep_temporaries(&dir);
+    let found = match snapshot::lookup_covering(&dir, &base, &needed) {
         Ok(found) => found,
         Err(why) => {
             say(format!("{why}; saving a new one"));
@@ -64,8 +78,27 @@ pub fn into_restore(
     let snap = match found {
         Some(s) => s,
         None => {
+            // Carries what earlier snapshots of this kernel carried too, so runs
+            // with other module needs keep restoring from one snapshot.
+            let modules = snapshot::modules_to_save(&dir, &base, &needed);
+            let image = scratch.join("waiting-agent-modules.cpio");
+            let files: Vec<(String, std::path::PathBuf)> = modules
+                .iter()
+                .map(|m| (m.name.clone(), m.path.clone()))
+                .collect();
+            super::write_guest_image(&image, &agent, None, &files).ok()?;
+            let saving = Saving {
+                base: &base,
+                parts,
+                modules,
+                image: &image,
+            };
+            progress(Progress::SavingSnapshot {
+                kernel: kernel_id.into(),
+                modules: saving.modules.iter().map(|m| m.name.clone()).collect(),
+            });
             let log = scratch.join("snapshot-console.log");
-            match snapshot::create(&dir, &key, parts, &req, &log) {
+            match snapshot::create(&dir, saving, &req, &log) {
                 Ok(s) => s,
                 Err(e) => {
                     say(format!("could not save a snapshot ({e:#}); booting cold"));
@@ -83,6 +116,7 @@ pub fn into_restore(
             return None;
         }
     };
+    let key = snap.key;
     spec.initramfs = snap.initramfs;
     spec.init_args = probe.init_args;
     spec.retries = 0;
