@@ -1,7 +1,10 @@
 //! `sockmatrix bench`'s first table: today's way (every guest booted cold under
 //! `--accel tcg`, two at a time) against the default way (cached accelerator
 //! verdict, restored guests, guests by machine size), for one case and for the
-//! whole library, in the same run; and where each kernel's time went.
+//! whole library, in the same run; and where each kernel's time went. Each row
+//! also says how much CPU its guests used and the host's load average: on a
+//! machine whose cores the guests saturate, CPU seconds / cores is the floor of
+//! the wall time, whatever the code does besides.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +15,38 @@ use crate::runner::{self, RunOptions};
 pub struct Timed {
     pub label: String,
     pub wall: Duration,
+    /// CPU time of this process and every guest (QEMU) it ran, user + system.
+    pub cpu: Duration,
+    /// The 1-minute load average when the row started (other work on the host).
+    pub load: f64,
     pub results: Vec<KernelResult>,
+}
+
+/// User + system time of this process and its reaped children (QEMU, and what
+/// QEMU ran and reaped).
+fn cpu_used() -> Duration {
+    let of = |who| {
+        // SAFETY: getrusage fills the struct we own.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut u) };
+        let t = |tv: libc::timeval| {
+            Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+        };
+        t(u.ru_utime) + t(u.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
+}
+
+/// The host's 1-minute load average.
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 pub struct Comparison {
@@ -20,11 +54,15 @@ pub struct Comparison {
 }
 
 fn timed(label: &str, kernels: &[String], cases: &[Case], opts: &RunOptions) -> Timed {
+    let load = load_average();
+    let cpu_before = cpu_used();
     let started = Instant::now();
     let results = runner::run_kernels(kernels, cases, opts, &|_| {});
     Timed {
         label: label.into(),
         wall: started.elapsed(),
+        cpu: cpu_used().saturating_sub(cpu_before),
+        load,
         results,
     }
 }
@@ -54,7 +92,15 @@ pub fn compare(kernels: &[String], one: &[Case], all: &[Case], base: &RunOptions
 
 impl std::fmt::Display for Comparison {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        writeln!(f, "{:<36} {:>8}  cases  passed", "way", "wall s")?;
+        writeln!(
+            f,
+            "{:<36} {:>8} {:>7} {:>10} {:>6}  cases  passed",
+            "way",
+            "wall s",
+            "cpu s",
+            format!("cpu/{} s", cores()),
+            "load"
+        )?;
         for r in &self.rows {
             let cases: usize = r.results.iter().map(|k| k.cases.len()).sum();
             let passed: usize = r
@@ -65,14 +111,20 @@ impl std::fmt::Display for Comparison {
                 .count();
             writeln!(
                 f,
-                "{:<36} {:>8.1}  {cases:>5}  {passed:>6}",
+                "{:<36} {:>8.1} {:>7.1} {:>10.1} {:>6.1}  {cases:>5}  {passed:>6}",
                 r.label,
-                r.wall.as_secs_f64()
+                r.wall.as_secs_f64(),
+                r.cpu.as_secs_f64(),
+                r.cpu.as_secs_f64() / cores() as f64,
+                r.load
             )?;
         }
         writeln!(
             f,
-            "targets: 1 case on 5 kernels <= 3 s, library on 5 kernels <= 12 s (new way)\n"
+            "targets: 1 case on 5 kernels <= 3 s, library on 5 kernels <= 12 s (new way)\n\
+             cpu s: CPU time of sockmatrix and its guests; cpu/{n} s: the wall time's floor on \
+             {n} idle cores; load: 1-min load average at the row's start\n",
+            n = cores()
         )?;
         for r in self
             .rows
