@@ -266,14 +266,15 @@ pub fn names(node: &Node, what: &str, diags: &mut Diags) -> Vec<String> {
     }
 }
 
-/// `proto:` of a step: tcp (the default), udp or sctp.
+/// `proto:` of a step: tcp (the default), udp, sctp or mptcp.
 pub fn proto(f: &mut Fields, diags: &mut Diags) -> Proto {
     match f.get("proto").map(|n| (n, n.scalar())) {
         None | Some((_, Some("tcp"))) => Proto::Tcp,
         Some((_, Some("udp"))) => Proto::Udp,
         Some((_, Some("sctp"))) => Proto::Sctp,
+        Some((_, Some("mptcp"))) => Proto::Mptcp,
         Some((n, _)) => {
-            diags.error(n.pos, "proto must be tcp, udp or sctp");
+            diags.error(n.pos, "proto must be tcp, udp, sctp or mptcp");
             Proto::Tcp
         }
     }

@@ -91,6 +91,9 @@ pub enum Proto {
     Udp,
     /// One-to-many SCTP (SOCK_SEQPACKET, IPPROTO_SCTP); needs the sctp module.
     Sctp,
+    /// Multipath TCP (SOCK_STREAM, IPPROTO_MPTCP = 262; built into Debian's kernels
+    /// from 6.1, not into the 5.10 cloud kernel).
+    Mptcp,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

@@ -16,6 +16,7 @@ mod pairs;
 mod requests;
 mod requires;
 mod serve;
+pub(crate) mod sk_lookup;
 pub(crate) mod sockets;
 mod sockopt;
 mod udp;
@@ -221,6 +222,8 @@ pub struct Executor {
     pub(crate) drops: BTreeMap<String, packet_drop::Dropper>,
     /// `attach_migrate` programs by the socket they were attached to, for `migrations`.
     pub(crate) migrators: BTreeMap<String, ebpf_migrate::MigratingEbpf>,
+    /// Attached `sk_lookup` programs with their links; the case's end detaches them.
+    pub(crate) lookups: Vec<(sk_lookup::SkLookup, sk_lookup::Link)>,
 }
 
 impl Executor {

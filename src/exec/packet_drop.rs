@@ -212,13 +212,14 @@ fn program(map_fd: RawFd, filter: &PacketFilter, port: Option<u16>) -> Vec<Insn>
     a.jump(JA, 0, 0, 0, pass);
 
     let (l4_proto, l4_len) = match filter.proto {
-        Proto::Tcp => (IPPROTO_TCP, 20),
+        // MPTCP travels as TCP segments (with an MPTCP option).
+        Proto::Tcp | Proto::Mptcp => (IPPROTO_TCP, 20),
         Proto::Udp => (IPPROTO_UDP, 8),
         // The SCTP common header: ports, verification tag, checksum.
         Proto::Sctp => (IPPROTO_SCTP, 12),
     };
     let flags = match filter.proto {
-        Proto::Tcp => flag_test(filter.tcp_flags),
+        Proto::Tcp | Proto::Mptcp => flag_test(filter.tcp_flags),
         Proto::Udp | Proto::Sctp => None,
     };
     // IPv4 without options (IHL 5): what loopback TCP and UDP send. A family the

@@ -58,7 +58,7 @@ fn pair(
     let setup = || -> std::io::Result<(socket2::Socket, u16)> {
         let s = open(proto, first, option)?;
         s.bind(&SockAddr::from(SocketAddr::new(first.addr, 0)))?;
-        if listen && proto == Proto::Tcp {
+        if listen && matches!(proto, Proto::Tcp | Proto::Mptcp) {
             s.listen(16)?;
         }
         let port = s.local_addr()?.as_socket().map_or(0, |a| a.port());

@@ -14,6 +14,9 @@ use super::creds;
 use crate::case::{AcceptMode, Creds, Family, PortSpec, Proto, SockOptions, Target};
 use crate::errno;
 
+/// IPPROTO_MPTCP (include/uapi/linux/in.h; the libc crate does not name it).
+const IPPROTO_MPTCP: libc::c_int = 262;
+
 /// A connection some listener accepted: the client's address as the server saw it.
 pub struct Accepted {
     pub peer: SocketAddr,
@@ -63,6 +66,7 @@ pub fn new_socket(proto: Proto, family: Family) -> io::Result<Socket> {
         Proto::Tcp => (Type::STREAM, Protocol::TCP),
         Proto::Udp => (Type::DGRAM, Protocol::UDP),
         Proto::Sctp => (Type::SEQPACKET, Protocol::from(libc::IPPROTO_SCTP)),
+        Proto::Mptcp => (Type::STREAM, Protocol::from(IPPROTO_MPTCP)),
     };
     Socket::new(domain, ty, Some(p))
 }
@@ -206,7 +210,9 @@ impl Table {
         let addr = SockAddr::from(self.resolve(to)?);
         let proto = self.entry(name).proto;
         self.with(name, |s| match proto {
-            Proto::Tcp => s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms)),
+            Proto::Tcp | Proto::Mptcp => {
+                s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms))
+            }
             Proto::Udp | Proto::Sctp => s.connect(&addr),
         })?;
         self.remember_local(name);

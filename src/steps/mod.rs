@@ -131,6 +131,7 @@ registry! {
     attach_migrate => AttachMigrate,
     migrations => Migrations,
     link => Link,
+    sk_lookup => SkLookup,
 }
 
 #[cfg(test)]

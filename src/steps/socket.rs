@@ -31,7 +31,7 @@ const OPTIONS: [&str; 6] = [
 impl Step for Socket {
     const DOC: Doc = Doc {
         syntax: "socket: NAME",
-        fields: "`proto: tcp\\|udp\\|sctp` (tcp; sctp: one-to-many, needs `requires: [{module: sctp}]`), `family: ipv4\\|ipv6` (ipv4), `reuseaddr`, `reuseport`, `v6only` (true/false), `incoming_cpu: N`, `bindtodevice: IFNAME`, `local_port_range: [LOW, HIGH]` (IP_LOCAL_PORT_RANGE), `as: {uid: U, gid: G}`",
+        fields: "`proto: tcp\\|udp\\|sctp\\|mptcp` (tcp; sctp: one-to-many, needs `requires: [{module: sctp}]`; mptcp: IPPROTO_MPTCP, needs a kernel built with it: `requires: [{sysctl: net.mptcp.enabled}]`), `family: ipv4\\|ipv6` (ipv4), `reuseaddr`, `reuseport`, `v6only` (true/false), `incoming_cpu: N`, `bindtodevice: IFNAME`, `local_port_range: [LOW, HIGH]` (IP_LOCAL_PORT_RANGE), `as: {uid: U, gid: G}`",
         observes: "`socket.NAME` = `ok`/errno; one per option set, e.g. `socket.NAME.reuseport`",
     };
 
