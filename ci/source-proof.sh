@@ -27,7 +27,7 @@ if [ ! -d "$TREE/.git" ]; then
   rm -rf "$TREE"
   cp -al "$SRC" "$TREE"          # hard links: git replaces files, never edits them in place
   cd "$TREE"
-  git init -q
+  git init -q -b proof
   # Debian's top-level .gitignore ignores everything (its packaging repository).
   git add -f -A
   git -c user.name=proof -c user.email=proof@invalid commit -q -m "base: Debian $PACKAGE"
@@ -40,7 +40,7 @@ if [ ! -d "$TREE/.git" ]; then
   git -c user.name=proof -c user.email=proof@invalid commit -q -a -m "lib: an unrelated commit"
 fi
 cd "$TREE"
-git checkout -q master
+git checkout -q proof
 BASE=$(git rev-list --max-parents=0 HEAD)
 git checkout -q "$BASE"
 
@@ -55,12 +55,12 @@ rm -rf "$OUT"
 "$SM" diff "$OUT/6.1" "$OUT/proof-6.1-minimal" --cases "$ROOT/cases" || true
 
 say "git bisect run"
-git bisect reset -q 2>/dev/null || true
-git bisect start master "$BASE"
+git bisect reset >/dev/null 2>&1 || true
+git bisect start proof "$BASE"
 git bisect run sh -c "
   img=\$('$SM' kernels build --source . --config minimal) || exit 125
   '$SM' bisect-run --accel tcg --cases '$ROOT/cases' --kernel-image \"\$img\" --case $CASE" \
   | tee "$WORK/bisect.log"
-git bisect reset -q
+git bisect reset >/dev/null
 grep -q 'Revert "tcp: call sk_data_ready() after listener migration"' "$WORK/bisect.log"
 say "bisect named the revert"

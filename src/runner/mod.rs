@@ -282,7 +282,7 @@ impl KernelChoice {
 }
 
 /// Checks a kernel id (after `resolve_kernels`): `host`, a catalogue id, a release
-/// pinned in the lock, or an existing file that is a bzImage. Errors are bad input
+/// pinned in the lock, a kernel built from source, or an existing file that is a bzImage. Errors are bad input
 /// (exit 2), said before anything boots.
 pub fn choose_kernel(arg: &str, catalogue: Option<&(Catalogue, Lock)>) -> Result<KernelChoice> {
     if arg == HOST {
@@ -294,6 +294,10 @@ pub fn choose_kernel(arg: &str, catalogue: Option<&(Catalogue, Lock)>) -> Result
         }
     }
     let catalogue = catalogue.map(|(c, _)| c);
+    // A kernel built by `kernels build`, by its id.
+    if kernel::source_build::built::find_by_id(&kernel::cache_dir(), arg).is_some() {
+        return Ok(KernelChoice::Catalogue(arg.into()));
+    }
     let path = Path::new(arg);
     if path.is_file() {
         let label = image_label(path).with_context(|| format!("--kernel {arg}"))?;
@@ -310,7 +314,7 @@ pub fn choose_kernel(arg: &str, catalogue: Option<&(Catalogue, Lock)>) -> Result
         anyhow::bail!("--kernel {arg}: not a file (a kernel is a catalogue id or a bzImage file)");
     }
     anyhow::bail!(
-        "--kernel {arg}: no such kernel: not in the kernel catalogue ({known}), not a release, and no file of that name"
+        "--kernel {arg}: no such kernel: not in the kernel catalogue ({known}), not a release, not a built kernel (`kernels list`), and no file of that name"
     )
 }
 

@@ -31,13 +31,16 @@ pub struct Tree {
 /// Materialises `spec` (downloading and unpacking when needed).
 pub fn tree(spec: &SourceSpec, cat: &Catalogue, cache: &Path, progress: bool) -> Result<Tree> {
     match spec {
-        SourceSpec::Dir(d) => Ok(Tree {
-            dir: d
+        SourceSpec::Dir(d) => {
+            let dir = d
                 .canonicalize()
-                .with_context(|| format!("{}", d.display()))?,
-            identity: None,
-            described: d.display().to_string(),
-        }),
+                .with_context(|| format!("{}", d.display()))?;
+            Ok(Tree {
+                described: dir.display().to_string(),
+                dir,
+                identity: None,
+            })
+        }
         SourceSpec::Tarball(t) => {
             let sha = download::sha256_file(t)?;
             let dir = unpack_once(t, &sha, cache, progress)?;
