@@ -5,45 +5,14 @@ use std::path::Path;
 
 use super::fields::{self, Diags, Fields};
 use super::model::*;
-use super::scope::{GroupKind, Scope};
+use super::scope::Scope;
 use super::version::VersionReq;
 use crate::errno;
 use crate::yaml::{Kind, Node};
 
-mod packet;
-
 const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 /// A case that needs longer than this is a benchmark, not a behaviour check.
 const MAX_TIMEOUT_MS: u64 = 600_000;
-const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 1_000;
-const VERBS: &[&str] = &[
-    "socket",
-    "bind",
-    "listen",
-    "connect",
-    "accept",
-    "close",
-    "shutdown",
-    "serve",
-    "clients",
-    "wait",
-    "account",
-    "queue",
-    "wait_queued",
-    "wait_accepted",
-    "datagrams",
-    "tally",
-    "sleep",
-    "attach_bpf",
-    "attach_ebpf",
-    "detach_bpf",
-    "local_port",
-    "bind_pairs",
-    "drop",
-    "release",
-    "requests",
-    "send",
-];
 
 pub fn decode_case(id: &str, file: &Path, root: &Node, diags: &mut Diags) -> Option<Case> {
     let mut top = Fields::of(root, "a case file", diags)?;
@@ -309,26 +278,16 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
     let mut f = Fields::of(node, "a step", diags)?;
     // The first key is the action; later keys are its fields (some fields share a
     // verb's name, like `listen:` in bind_pairs or `wait:` in accept).
-    // Verbs not yet moved to src/steps, then the registry's.
-    let all_verbs = || {
-        VERBS
-            .iter()
-            .chain(
-                crate::steps::Registered::VERBS
-                    .iter()
-                    .filter(|v| !VERBS.contains(v)),
-            )
-            .copied()
-    };
+    let verbs = Action::VERBS;
     let verb = match f.first_key() {
-        Some(key) if all_verbs().any(|v| v == key) => all_verbs().find(|v| *v == key).unwrap(),
+        Some(key) if verbs.contains(&key) => verbs.iter().copied().find(|v| *v == key).unwrap(),
         Some(key) => {
             diags.error(
                 f.pos(),
                 format!(
                     "a step starts with its action; {} is not one of: {}",
                     fields::quoted(key),
-                    all_verbs().collect::<Vec<_>>().join(", ")
+                    verbs.join(", ")
                 ),
             );
             return None;
@@ -336,30 +295,23 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
         None => {
             diags.error(
                 f.pos(),
-                format!(
-                    "a step needs an action, one of: {}",
-                    all_verbs().collect::<Vec<_>>().join(", ")
-                ),
+                format!("a step needs an action, one of: {}", verbs.join(", ")),
             );
             return None;
         }
     };
     let subject = f.get(verb).expect("the verb key is present");
     let custom_id = f.get("id").and_then(|n| fields::name(n, "id", diags));
-    let action = match crate::steps::Registered::decode(verb, subject, &mut f, scope, diags) {
-        Some(step) => step.map(Action::Registered),
-        None => decode_action(verb, subject, &mut f, scope, diags),
-    };
+    let action =
+        Action::decode(verb, subject, &mut f, scope, diags).expect("the verb is registered");
     let pos = f.pos();
     f.finish(diags);
     let action = action?;
     let key = custom_id.unwrap_or_else(|| match subject.scalar() {
-        Some(s) if verb != "sleep" && crate::steps::Registered::keyed_by_subject(verb) => {
-            format!("{verb}.{s}")
-        }
+        Some(s) if Action::keyed_by_subject(verb) => format!("{verb}.{s}"),
         _ => verb.to_string(),
     });
-    let produced = observation_keys(&key, &action, scope);
+    let produced = action.observations(&key, scope);
     if let Some(dup) = produced.iter().find(|k| scope.observations.contains(*k)) {
         diags.error(
             pos,
@@ -367,521 +319,12 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
         );
     }
     scope.observations.extend(produced);
-    record_effects(&action, node.pos.line, scope);
+    action.declare(node.pos.line, scope);
     Some(Step {
         line: node.pos.line,
         key,
         action,
     })
-}
-
-fn decode_action(
-    verb: &str,
-    subject: &Node,
-    f: &mut Fields,
-    scope: &Scope,
-    diags: &mut Diags,
-) -> Option<Action> {
-    let ms = |f: &mut Fields, key: &'static str, default: u64, diags: &mut Diags| {
-        f.get(key)
-            .and_then(|n| fields::duration_ms(n, key, diags))
-            .unwrap_or(default)
-    };
-    Some(match verb {
-        "connect" => {
-            let sock = scope.socket(subject, diags);
-            let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
-            let timeout_ms = ms(f, "timeout", DEFAULT_CONNECT_TIMEOUT_MS, diags);
-            Action::Connect {
-                sock: sock?,
-                to: to?,
-                timeout_ms,
-            }
-        }
-        "accept" => {
-            let sock = scope.socket(subject, diags);
-            let max = match f.get("count") {
-                None => None,
-                Some(n) if n.scalar() == Some("all") => None,
-                Some(n) => fields::uint(n, "count (a number or `all`)", u32::MAX as u64, diags)
-                    .map(|c| c as u32),
-            };
-            let wait_ms = ms(f, "wait", 0, diags);
-            let mode = match f.get("mode").map(|n| (n, n.scalar())) {
-                None | Some((_, Some("nonblocking"))) => AcceptMode::Nonblocking,
-                Some((_, Some("blocking"))) => AcceptMode::Blocking,
-                Some((_, Some("epoll"))) => AcceptMode::Epoll,
-                Some((n, _)) => {
-                    diags.error(n.pos, "mode must be nonblocking, blocking or epoll");
-                    AcceptMode::Nonblocking
-                }
-            };
-            if let (AcceptMode::Blocking, Some(served_at)) =
-                (mode, sock.as_ref().and_then(|s| scope.served.get(s)))
-            {
-                diags.error(
-                    f.pos(),
-                    format!(
-                        "`mode: blocking` on `{}`, which the `serve` step of line {served_at} \
-                         accepts on in the background: a blocking accept clears O_NONBLOCK \
-                         under that acceptor. Use mode nonblocking or epoll, or close it first",
-                        sock.as_deref().unwrap_or_default()
-                    ),
-                );
-            }
-            let name = f.get("name").and_then(|n| {
-                let name = fields::name(n, "name", diags)?;
-                if max != Some(1) {
-                    diags.error(
-                        n.pos,
-                        "`name` keeps one accepted connection: it needs `count: 1`",
-                    );
-                }
-                if scope.sockets.contains_key(&name) {
-                    diags.error(
-                        n.pos,
-                        format!("socket `{name}` already exists; pick another name"),
-                    );
-                }
-                Some(name)
-            });
-            Action::Accept {
-                sock: sock?,
-                max,
-                wait_ms,
-                mode,
-                name,
-            }
-        }
-        "close" => Action::Close {
-            sock: scope.socket(subject, diags)?,
-        },
-        "shutdown" => {
-            let sock = scope.socket(subject, diags);
-            let how = match f.get("how").map(|n| (n, n.scalar())) {
-                None | Some((_, Some("both"))) => Shutdown::Both,
-                Some((_, Some("read"))) => Shutdown::Read,
-                Some((_, Some("write"))) => Shutdown::Write,
-                Some((n, _)) => {
-                    diags.error(n.pos, "how must be read, write or both");
-                    Shutdown::Both
-                }
-            };
-            Action::Shutdown { sock: sock?, how }
-        }
-        "serve" => {
-            let sock = scope.socket(subject, diags);
-            let epoll_wait_ms = match f.get("mode").map(|n| (n, n.scalar())) {
-                None | Some((_, Some("poll"))) => None,
-                Some((_, Some("epoll"))) => Some(ms(f, "wait", 5_000, diags)),
-                Some((n, _)) => {
-                    diags.error(n.pos, "serve mode is poll (short polls) or epoll (sleeps in epoll_wait for `wait`)");
-                    None
-                }
-            };
-            Action::Serve {
-                sock: sock?,
-                epoll_wait_ms,
-            }
-        }
-        "clients" => {
-            let group = fields::name(subject, "a group name", diags);
-            if let Some(g) = &group {
-                if scope.groups.contains_key(g) {
-                    diags.error(subject.pos, format!("group `{g}` already exists"));
-                }
-            }
-            let count = f
-                .require("count", diags)
-                .and_then(|n| fields::uint(n, "count", 100_000, diags));
-            let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
-            let family = f.get("family").and_then(|n| fields::family(Some(n), diags));
-            let interval_us = f
-                .get("interval")
-                .and_then(|n| fields::duration_us(n, "interval", diags))
-                .unwrap_or(0);
-            let timeout_ms = ms(f, "timeout", DEFAULT_CONNECT_TIMEOUT_MS, diags);
-            let background = f
-                .get("background")
-                .and_then(|n| fields::boolean(n, "background", diags))
-                .unwrap_or(false);
-            let cpu = fields::cpu(f, diags);
-            Action::Clients {
-                group: group?,
-                count: count? as u32,
-                to: to?,
-                family,
-                interval_us,
-                timeout_ms,
-                background,
-                cpu,
-            }
-        }
-        "wait" => {
-            let group = scope.group(subject, GroupKind::Clients, diags)?;
-            if !scope.background.contains_key(&group) {
-                diags.error(
-                    subject.pos,
-                    format!("client group `{group}` is not running in the background"),
-                );
-            }
-            Action::Wait { group }
-        }
-        "account" => {
-            let group = scope.group(subject, GroupKind::Clients, diags)?;
-            if scope.background.contains_key(&group) {
-                diags.error(
-                    subject.pos,
-                    format!("`wait: {group}` must come before accounting for it"),
-                );
-            }
-            Action::Account { group }
-        }
-        "queue" => Action::Queue {
-            sock: scope.socket(subject, diags)?,
-        },
-        "wait_queued" => {
-            let sock = scope.socket(subject, diags);
-            let count = f
-                .require("count", diags)
-                .and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
-            let timeout_ms = ms(f, "timeout", 2_000, diags);
-            Action::WaitQueued {
-                sock: sock?,
-                count: count? as u32,
-                timeout_ms,
-            }
-        }
-        "wait_accepted" => {
-            let sock = scope.socket(subject, diags);
-            let count = f
-                .require("count", diags)
-                .and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
-            let timeout_ms = ms(f, "timeout", 5_000, diags);
-            Action::WaitAccepted {
-                sock: sock?,
-                count: count? as u32,
-                timeout_ms,
-            }
-        }
-        "datagrams" => {
-            let group = fields::name(subject, "a group name", diags);
-            let count = f
-                .require("count", diags)
-                .and_then(|n| fields::uint(n, "count", 100_000, diags));
-            let to = f.require("to", diags).and_then(|n| scope.target(n, diags));
-            let from = f.get("from").and_then(|n| scope.socket(n, diags));
-            let family = f.get("family").and_then(|n| fields::family(Some(n), diags));
-            let cpu = fields::cpu(f, diags);
-            Action::Datagrams {
-                group: group?,
-                count: count? as u32,
-                to: to?,
-                from,
-                family,
-                cpu,
-            }
-        }
-        "tally" => {
-            let group = scope.group(subject, GroupKind::Datagrams, diags);
-            let among: Vec<String> = match f.require("among", diags) {
-                Some(n) => fields::names(n, "a socket name", diags)
-                    .into_iter()
-                    .filter(|s| {
-                        let known = scope.sockets.get(s).map(|(p, _)| *p == Proto::Udp);
-                        if known != Some(true) {
-                            diags.error(
-                                n.pos,
-                                format!("`{s}` is not a UDP socket created before this step"),
-                            );
-                        }
-                        known == Some(true)
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            let wait_ms = ms(f, "wait", 50, diags);
-            Action::Tally {
-                group: group?,
-                among,
-                wait_ms,
-            }
-        }
-        "sleep" => Action::Sleep {
-            ms: fields::duration_ms(subject, "sleep", diags)?,
-        },
-        "attach_bpf" => {
-            let sock = scope.socket(subject, diags);
-            let program = f
-                .require("program", diags)
-                .and_then(|n| decode_cbpf(n, diags));
-            Action::AttachBpf {
-                sock: sock?,
-                program: program?,
-            }
-        }
-        "detach_bpf" => Action::DetachBpf {
-            sock: scope.socket(subject, diags)?,
-        },
-        "attach_ebpf" => {
-            let sock = scope.socket(subject, diags);
-            let sockarray: Vec<String> = match f.require("sockarray", diags) {
-                Some(n) => fields::names(n, "a socket name", diags)
-                    .into_iter()
-                    .filter(|s| {
-                        let known = scope.sockets.contains_key(s);
-                        if !known {
-                            diags.error(
-                                n.pos,
-                                format!("no socket named `{s}` was created before this step"),
-                            );
-                        }
-                        known
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            let select = f
-                .require("select", diags)
-                .and_then(|n| fields::uint(n, "select", u32::MAX as u64, diags));
-            let drop_on_miss = match f.get("on_miss").map(|n| (n, n.scalar())) {
-                None | Some((_, Some("pass"))) => false,
-                Some((_, Some("drop"))) => true,
-                Some((n, _)) => {
-                    diags.error(n.pos, "on_miss is pass (fall back to hashing) or drop");
-                    false
-                }
-            };
-            if sockarray.is_empty() {
-                diags.error(f.pos(), "sockarray needs at least one socket");
-            }
-            Action::AttachEbpf {
-                sock: sock?,
-                sockarray,
-                select: select? as u32,
-                drop_on_miss,
-            }
-        }
-        "local_port" => Action::LocalPort {
-            sock: scope.socket(subject, diags)?,
-        },
-        "bind_pairs" => {
-            fields::name(subject, "a matrix name", diags)?;
-            let proto = fields::proto(f, diags);
-            let addrs = f
-                .require("addrs", diags)
-                .map(|n| decode_pair_addrs(n, diags))
-                .unwrap_or_default();
-            let options = match f.get("options") {
-                None => vec![
-                    PairOption::None,
-                    PairOption::Reuseaddr,
-                    PairOption::Reuseport,
-                ],
-                Some(n) => fields::list(n, "options", diags)
-                    .iter()
-                    .filter_map(|o| match o.scalar() {
-                        Some("plain") => Some(PairOption::None),
-                        Some("reuseaddr") => Some(PairOption::Reuseaddr),
-                        Some("reuseport") => Some(PairOption::Reuseport),
-                        _ => {
-                            diags.error(o.pos, "options are plain, reuseaddr or reuseport");
-                            None
-                        }
-                    })
-                    .collect(),
-            };
-            let listen = f
-                .get("listen")
-                .and_then(|n| fields::boolean(n, "listen", diags))
-                .unwrap_or(true);
-            Action::BindPairs {
-                proto,
-                addrs,
-                options,
-                listen,
-            }
-        }
-        "drop" => packet::drop(subject, f, scope, diags)?,
-        "release" => packet::release(subject, scope, diags)?,
-        "requests" => packet::requests(subject, scope, diags)?,
-        "send" => packet::send(subject, scope, diags)?,
-        _ => unreachable!("verbs come from VERBS"),
-    })
-}
-
-fn decode_cbpf(node: &Node, diags: &mut Diags) -> Option<CbpfProgram> {
-    if node.scalar() == Some("cpu") {
-        return Some(CbpfProgram::Cpu);
-    }
-    let mut f = Fields::of(node, "program (cpu, {modulo: N} or {constant: N})", diags)?;
-    let program = if let Some(n) = f.get("modulo") {
-        fields::uint(n, "modulo", u32::MAX as u64, diags)
-            .filter(|m| *m > 0)
-            .map(|m| CbpfProgram::Modulo(m as u32))
-    } else if let Some(n) = f.get("constant") {
-        fields::uint(n, "constant", u32::MAX as u64, diags).map(|c| CbpfProgram::Constant(c as u32))
-    } else {
-        diags.error(f.pos(), "program is cpu, {modulo: N} or {constant: N}");
-        None
-    };
-    f.finish(diags);
-    program
-}
-
-fn decode_pair_addrs(node: &Node, diags: &mut Diags) -> Vec<PairAddr> {
-    let Kind::Map(entries) = &node.kind else {
-        diags.error(
-            node.pos,
-            "addrs is a mapping of label: address (or label: {addr, v6only})",
-        );
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|(k, v)| {
-            let label = fields::name(k, "an address label", diags)?;
-            if let Kind::Scalar { .. } = v.kind {
-                let addr = fields::ip(v, "addr", diags)?;
-                return Some(PairAddr {
-                    label,
-                    addr,
-                    v6only: None,
-                });
-            }
-            let mut f = Fields::of(v, "an address", diags)?;
-            let addr = f
-                .require("addr", diags)
-                .and_then(|n| fields::ip(n, "addr", diags));
-            let v6only = f
-                .get("v6only")
-                .and_then(|n| fields::boolean(n, "v6only", diags));
-            f.finish(diags);
-            Some(PairAddr {
-                label,
-                addr: addr?,
-                v6only,
-            })
-        })
-        .collect()
-}
-
-/// Every observation key a step will produce, known before anything runs.
-fn observation_keys(key: &str, action: &Action, scope: &Scope) -> Vec<String> {
-    if let Some(keys) = packet::observation_keys(key, action) {
-        return keys;
-    }
-    let sub = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| format!("{key}.{n}"))
-            .collect::<Vec<_>>()
-    };
-    match action {
-        Action::Registered(step) => step.observations(key, scope),
-        Action::Connect { .. }
-        | Action::Close { .. }
-        | Action::Shutdown { .. }
-        | Action::Serve { .. }
-        | Action::Queue { .. }
-        | Action::WaitQueued { .. }
-        | Action::WaitAccepted { .. } => vec![key.to_string()],
-        Action::Accept { .. } => vec![key.to_string(), format!("{key}.error")],
-        Action::Clients { .. } => {
-            sub(&["connected", "refused", "timed_out", "failed", "first_error"])
-        }
-        Action::Account { .. } => {
-            let mut keys = sub(&[
-                "reset",
-                "orphaned",
-                "closed",
-                "refused",
-                "timed_out",
-                "failed",
-                "pending",
-                "total",
-                "fairness",
-            ]);
-            keys.extend(
-                scope
-                    .listeners
-                    .iter()
-                    .map(|l| format!("{key}.accepted.{l}")),
-            );
-            keys
-        }
-        Action::Datagrams { .. } => sub(&["sent", "errors"]),
-        Action::Tally { among, .. } => {
-            let mut keys = sub(&["lost", "fairness"]);
-            keys.extend(among.iter().map(|s| format!("{key}.{s}")));
-            keys
-        }
-        Action::AttachBpf { .. } | Action::DetachBpf { .. } | Action::LocalPort { .. } => {
-            vec![key.to_string()]
-        }
-        Action::AttachEbpf { .. } => vec![
-            key.to_string(),
-            format!("{key}.load"),
-            format!("{key}.fill"),
-        ],
-        Action::BindPairs { addrs, options, .. } => {
-            let mut keys = Vec::new();
-            for first in addrs {
-                for second in addrs {
-                    for option in options {
-                        keys.push(format!(
-                            "{key}.{}.{}.{}",
-                            first.label,
-                            second.label,
-                            option.label()
-                        ));
-                    }
-                }
-            }
-            keys
-        }
-        Action::Wait { .. } | Action::Sleep { .. } => Vec::new(),
-        Action::Drop { .. }
-        | Action::Release { .. }
-        | Action::Requests { .. }
-        | Action::Send { .. } => unreachable!("packet::observation_keys covers them"),
-    }
-}
-
-fn record_effects(action: &Action, line: usize, scope: &mut Scope) {
-    packet::record_effects(action, scope);
-    match action {
-        Action::Registered(step) => step.declare(line, scope),
-        Action::Serve { sock, .. } => {
-            scope.served.insert(sock.clone(), line);
-        }
-        Action::Close { sock } => {
-            scope.served.remove(sock);
-        }
-        Action::Accept {
-            sock,
-            name: Some(name),
-            ..
-        } => {
-            let family = scope.sockets[sock].1;
-            scope.sockets.insert(name.clone(), (Proto::Tcp, family));
-        }
-        Action::Clients {
-            group, background, ..
-        } => {
-            scope.groups.insert(group.clone(), GroupKind::Clients);
-            if *background {
-                scope.background.insert(group.clone(), line);
-            }
-        }
-        Action::Wait { group } => {
-            scope.background.remove(group);
-        }
-        Action::Datagrams { group, .. } => {
-            scope.groups.insert(group.clone(), GroupKind::Datagrams);
-        }
-        _ => {}
-    }
 }
 
 fn decode_expectations(node: &Node, scope: &Scope, diags: &mut Diags) -> Vec<Expectation> {

@@ -293,6 +293,13 @@ pub fn family(node: Option<&Node>, diags: &mut Diags) -> Option<Family> {
     }
 }
 
+/// An optional duration field in milliseconds, or its default.
+pub fn ms_or(f: &mut Fields, key: &'static str, default: u64, diags: &mut Diags) -> u64 {
+    f.get(key)
+        .and_then(|n| duration_ms(n, key, diags))
+        .unwrap_or(default)
+}
+
 /// `cpu:` a step pins its thread to.
 pub fn cpu(f: &mut Fields, diags: &mut Diags) -> Option<u32> {
     f.get("cpu")

@@ -151,34 +151,32 @@ fn classify(e: &io::Error) -> ConnectState {
     }
 }
 
+/// The `clients.<g>.*` observation names, in the order they are recorded.
+pub const CONNECT_KEYS: [&str; 5] = ["connected", "refused", "timed_out", "failed", "first_error"];
+
 /// The `clients.<g>.*` observations: how the connects ended.
 pub fn connect_observations(group: &Group) -> Vec<(&'static str, serde_json::Value)> {
     let count =
         |f: &dyn Fn(&ConnectState) -> bool| group.clients.iter().filter(|c| f(&c.state)).count();
-    vec![
-        (
-            "connected",
+    // Which errno "failed" means, so that a change of reason shows in a diff.
+    let first_error = group
+        .clients
+        .iter()
+        .find_map(|c| match &c.state {
+            ConnectState::Failed(e) => Some(e.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "none".to_string());
+    CONNECT_KEYS
+        .into_iter()
+        .zip([
             json!(count(&|s| *s == ConnectState::Connected)),
-        ),
-        ("refused", json!(count(&|s| *s == ConnectState::Refused))),
-        ("timed_out", json!(count(&|s| *s == ConnectState::TimedOut))),
-        (
-            "failed",
+            json!(count(&|s| *s == ConnectState::Refused)),
+            json!(count(&|s| *s == ConnectState::TimedOut)),
             json!(count(&|s| matches!(s, ConnectState::Failed(_)))),
-        ),
-        // Which errno "failed" means, so that a change of reason shows in a diff.
-        (
-            "first_error",
-            json!(group
-                .clients
-                .iter()
-                .find_map(|c| match &c.state {
-                    ConnectState::Failed(e) => Some(e.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "none".to_string())),
-        ),
-    ]
+            json!(first_error),
+        ])
+        .collect()
 }
 
 /// Every connected client writes one byte, as a client's first request would; a
@@ -196,6 +194,20 @@ pub fn send_one_byte(group: &Group) -> usize {
         })
         .count()
 }
+
+/// The `account.<g>.*` observation names besides `accepted.<listener>`, in the order
+/// they are recorded.
+pub const ACCOUNT_KEYS: [&str; 9] = [
+    "reset",
+    "orphaned",
+    "closed",
+    "refused",
+    "timed_out",
+    "failed",
+    "pending",
+    "total",
+    "fairness",
+];
 
 /// Where each client of a group ended up. Every client lands in exactly one bucket.
 /// Accounting again sees what changed since, and nothing its own probes caused.
@@ -259,18 +271,22 @@ pub fn account(group: &mut Group, table: &Table) -> Vec<(String, serde_json::Val
     }
     orphaned += found.iter().filter(|o| **o).count();
     let pending = found.len() - found.iter().filter(|o| **o).count();
-    let mut obs: Vec<(String, serde_json::Value)> = vec![
-        ("reset".into(), json!(reset)),
-        ("orphaned".into(), json!(orphaned)),
-        ("closed".into(), json!(closed)),
-        ("refused".into(), json!(refused)),
-        ("timed_out".into(), json!(timed_out)),
-        ("failed".into(), json!(failed)),
-        ("pending".into(), json!(pending)),
-        ("total".into(), json!(group.clients.len())),
-    ];
     let counts: Vec<u64> = per_listener.values().copied().collect();
-    obs.push(("fairness".into(), fairness(&counts)));
+    let mut obs: Vec<(String, serde_json::Value)> = ACCOUNT_KEYS
+        .into_iter()
+        .map(String::from)
+        .zip([
+            json!(reset),
+            json!(orphaned),
+            json!(closed),
+            json!(refused),
+            json!(timed_out),
+            json!(failed),
+            json!(pending),
+            json!(group.clients.len()),
+            fairness(&counts),
+        ])
+        .collect();
     obs.extend(
         per_listener
             .into_iter()

@@ -1,8 +1,8 @@
 //! The executor: runs one case's plan in a fresh network namespace and records what
 //! the kernel did. The same code serves `run --host` and the guest agent.
 
-mod bpf;
-mod clients;
+pub(crate) mod bpf;
+pub(crate) mod clients;
 pub mod cpu;
 mod creds;
 pub(crate) mod ebpf;
@@ -11,15 +11,15 @@ pub(crate) mod isolate;
 pub mod link;
 pub mod modules;
 mod netns;
-mod packet_drop;
-mod pairs;
-mod requests;
+pub(crate) mod packet_drop;
+pub(crate) mod pairs;
+pub(crate) mod requests;
 mod requires;
-mod serve;
+pub(crate) mod serve;
 pub(crate) mod sk_lookup;
 pub(crate) mod sockets;
 mod sockopt;
-mod udp;
+pub(crate) mod udp;
 
 use std::collections::BTreeMap;
 
@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::case::{Action, Family, Plan, Step};
+use crate::case::{Family, Plan, Step};
 use crate::observe::{CaseRun, Outcome};
 use clients::Group;
 use serve::Server;
-use sockets::{outcome, Table};
+use sockets::Table;
 
 pub use clients::fairness;
 
@@ -151,7 +151,7 @@ impl StepCtx<'_> {
 
 /// Polls `probe` every 2 ms until it says done or `timeout_ms` passes; returns its
 /// last value (the observation is what was reached, not whether it was in time).
-fn wait_for<T, E>(
+pub(crate) fn wait_for<T, E>(
     timeout_ms: u64,
     mut probe: impl FnMut() -> Result<(bool, T), E>,
 ) -> Result<T, E> {
@@ -182,7 +182,7 @@ fn step_name(step: &Step) -> String {
 }
 
 /// Why traffic could not be sent from the CPU a step names.
-fn pin_failure(cpu: Option<u32>, e: &std::io::Error) -> String {
+pub(crate) fn pin_failure(cpu: Option<u32>, e: &std::io::Error) -> String {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     format!(
         "cannot pin the thread to CPU {} ({}; this machine has {cpus} CPUs)",
@@ -192,7 +192,7 @@ fn pin_failure(cpu: Option<u32>, e: &std::io::Error) -> String {
 }
 
 /// A target's family, for a client or sender whose case did not say.
-fn family_of(addr: &std::net::SocketAddr) -> Family {
+pub(crate) fn family_of(addr: &std::net::SocketAddr) -> Family {
     if addr.is_ipv4() {
         Family::Ipv4
     } else {
@@ -201,11 +201,11 @@ fn family_of(addr: &std::net::SocketAddr) -> Family {
 }
 
 pub(crate) struct Background {
-    key: String,
-    line: usize,
+    pub(crate) key: String,
+    pub(crate) line: usize,
     /// The step's own name, for messages.
-    step: String,
-    thread: JoinHandle<Result<Group, String>>,
+    pub(crate) step: String,
+    pub(crate) thread: JoinHandle<Result<Group, String>>,
 }
 
 /// What the steps of one case share while it runs: its sockets, acceptors, client
@@ -230,340 +230,18 @@ impl Executor {
     /// Runs one step; returns its observations under the step's key, or why the
     /// step could not do what it says.
     fn step(&mut self, step: &Step) -> StepResult {
-        let key = &step.key;
         let name = step_name(step);
-        let fail = |why: String| StepFailure::new(&name, why);
-        let errno = |e: &std::io::Error| crate::errno::of_io(e);
-        let at = |suffix: &str| format!("{key}{suffix}");
-        let one = |value: String| Ok(vec![(key.clone(), json!(value))]);
-        match &step.action {
-            Action::Registered(registered) => registered.run(
-                self,
-                &StepCtx {
-                    key,
-                    line: step.line,
-                    name: &name,
-                },
-            ),
-            Action::Connect {
-                sock,
-                to,
-                timeout_ms,
-            } => one(outcome(self.table.connect(sock, to, *timeout_ms))),
-            Action::Accept {
-                sock,
-                max,
-                wait_ms,
-                mode,
-                name,
-            } => {
-                let (n, result) = self
-                    .table
-                    .accept(sock, *max, *wait_ms, *mode)
-                    .map_err(|e| fail(format!("cannot wait for connections: {}", errno(&e))))?;
-                let obs = vec![
-                    (key.clone(), json!(n)),
-                    (at(".error"), json!(outcome(result))),
-                ];
-                if let Some(name) = name {
-                    // Later steps use `name`: without a connection they mean nothing.
-                    self.table.adopt_last_accepted(sock, name).map_err(|e| {
-                        fail(format!(
-                            "accepted {n} connection(s), none to keep as `{name}` ({})",
-                            errno(&e)
-                        ))
-                    })?;
-                }
-                Ok(obs)
-            }
-            Action::Close { sock } => {
-                if let Some(server) = self.servers.remove(sock) {
-                    server.stop();
-                }
-                one(outcome(self.table.close(sock)))
-            }
-            Action::Shutdown { sock, how } => {
-                let how = match how {
-                    crate::case::Shutdown::Read => std::net::Shutdown::Read,
-                    crate::case::Shutdown::Write => std::net::Shutdown::Write,
-                    crate::case::Shutdown::Both => std::net::Shutdown::Both,
-                };
-                one(outcome(self.table.with(sock, |s| s.shutdown(how))))
-            }
-            Action::Serve {
-                sock,
-                epoll_wait_ms,
-            } => {
-                // An acceptor that never started would leave every client "pending".
-                let listener = self
-                    .table
-                    .with(sock, |s| s.try_clone())
-                    .map_err(|e| fail(format!("cannot start an acceptor: {}", errno(&e))))?;
-                let accepted = self.table.entry(sock).accepted.clone();
-                let server = Server::start(listener, accepted, *epoll_wait_ms).map_err(|e| {
-                    fail(format!("cannot set up the epoll acceptor: {}", errno(&e)))
-                })?;
-                self.servers.insert(sock.clone(), server);
-                one("ok".into())
-            }
-            Action::Clients {
-                group,
-                count,
-                to,
-                family,
-                interval_us,
-                timeout_ms,
-                background,
-                cpu,
-            } => {
-                let to = self
-                    .table
-                    .resolve(to)
-                    .map_err(|e| fail(format!("no address to connect to: {}", errno(&e))))?;
-                let family = family.unwrap_or(family_of(&to));
-                let (count, interval, timeout) = (
-                    *count,
-                    Duration::from_micros(*interval_us),
-                    Duration::from_millis(*timeout_ms),
-                );
-                let cpu = *cpu;
-                let connect = move || {
-                    cpu::on_cpu(cpu, || {
-                        clients::connect_group(to, family, count, interval, timeout)
-                    })
-                    .map_err(|e| pin_failure(cpu, &e))
-                };
-                if *background {
-                    let thread = std::thread::spawn(connect);
-                    self.background.insert(
-                        group.clone(),
-                        Background {
-                            key: key.clone(),
-                            line: step.line,
-                            step: name.clone(),
-                            thread,
-                        },
-                    );
-                    Ok(Vec::new())
-                } else {
-                    let finished = connect().map_err(fail)?;
-                    Ok(self.finish_group(key, group, finished))
-                }
-            }
-            Action::Wait { group } => {
-                let background = self
-                    .background
-                    .remove(group)
-                    .ok_or_else(|| fail(format!("no background client group `{group}`")))?;
-                let finished = match background.thread.join() {
-                    Ok(Ok(finished)) => finished,
-                    Ok(Err(why)) => {
-                        return Err(StepFailure {
-                            line: Some(background.line),
-                            message: format!("`{}`: {why}", background.step),
-                        })
-                    }
-                    Err(_) => return Err(fail("the client thread panicked".into())),
-                };
-                Ok(self.finish_group(&background.key, group, finished))
-            }
-            Action::Account { group } => {
-                let finished = self
-                    .groups
-                    .get_mut(group)
-                    .ok_or_else(|| fail(format!("no client group `{group}` has run")))?;
-                Ok(clients::account(finished, &self.table)
-                    .into_iter()
-                    .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
-                    .collect())
-            }
-            Action::Queue { sock } => match self.table.settled_queue_len(sock) {
-                Ok(n) => Ok(vec![(key.clone(), json!(n))]),
-                Err(e) => one(errno(&e)),
-            },
-            Action::WaitQueued {
-                sock,
-                count,
-                timeout_ms,
-            } => {
-                match wait_for(*timeout_ms, || {
-                    self.table.queue_len(sock).map(|n| (n >= *count, n))
-                }) {
-                    Ok(n) => Ok(vec![(key.clone(), json!(n))]),
-                    Err(e) => one(errno(&e)),
-                }
-            }
-            Action::Datagrams {
-                group,
-                count,
-                to,
-                from,
-                family,
-                cpu,
-            } => {
-                let to = self
-                    .table
-                    .resolve(to)
-                    .map_err(|e| fail(format!("no address to send to: {}", errno(&e))))?;
-                let family = family.unwrap_or(family_of(&to));
-                let send = || udp::send(&self.table, group, to, *count, from.as_deref(), family);
-                let (sent, errors) =
-                    cpu::on_cpu(*cpu, send).map_err(|e| fail(pin_failure(*cpu, &e)))?;
-                self.sent.insert(group.clone(), sent.sent);
-                Ok(vec![
-                    (at(".sent"), json!(sent.sent)),
-                    (at(".errors"), json!(errors)),
-                ])
-            }
-            Action::Tally {
-                group,
-                among,
-                wait_ms,
-            } => {
-                let sent = *self
-                    .sent
-                    .get(group)
-                    .ok_or_else(|| fail(format!("no datagram group `{group}` was sent")))?;
-                let tally = udp::tally(
-                    &self.table,
-                    group,
-                    sent,
-                    among,
-                    Duration::from_millis(*wait_ms),
-                )
-                .map_err(|(socket, e)| {
-                    fail(format!("cannot read from `{socket}`: {}", errno(&e)))
-                })?;
-                Ok(tally
-                    .into_iter()
-                    .map(|(suffix, v)| (format!("{key}.{suffix}"), v))
-                    .collect())
-            }
-            Action::WaitAccepted {
-                sock,
-                count,
-                timeout_ms,
-            } => {
-                let n = wait_for(*timeout_ms, || {
-                    let n = self.table.accepted_count(sock);
-                    Ok::<_, std::io::Error>((n >= *count as usize, n))
-                });
-                Ok(vec![(key.clone(), json!(n.unwrap_or_default()))])
-            }
-            Action::AttachBpf { sock, program } => {
-                one(outcome(self.table.with(sock, |s| bpf::attach(s, *program))))
-            }
-            Action::AttachEbpf {
-                sock,
-                sockarray,
-                select,
-                drop_on_miss,
-            } => Ok(self.attach_ebpf(key, sock, sockarray, *select, *drop_on_miss)),
-            Action::DetachBpf { sock } => one(outcome(self.table.with(sock, bpf::detach))),
-            Action::LocalPort { sock } => match self.table.local_addr(sock) {
-                Ok(addr) => Ok(vec![(key.clone(), json!(addr.port()))]),
-                Err(e) => one(errno(&e)),
-            },
-            Action::BindPairs {
-                proto,
-                addrs,
-                options,
-                listen,
-            } => Ok(pairs::run(key, *proto, addrs, options, *listen)),
-            Action::Sleep { ms } => {
-                std::thread::sleep(Duration::from_millis(*ms));
-                Ok(Vec::new())
-            }
-            Action::Drop { name, filter } => {
-                let port = match filter.port.as_ref().map(|p| self.table.port(p)).transpose() {
-                    Ok(port) => port,
-                    Err(e) => return Err(fail(format!("no port to filter on ({})", errno(&e)))),
-                };
-                // A filter that cannot attach leaves nothing for the case to observe:
-                // the step fails with the reason (the verifier's log, an errno).
-                let dropper = packet_drop::Dropper::attach(filter, port)
-                    .map_err(|e| fail(format!("cannot attach the XDP filter to lo: {e}")))?;
-                self.drops.insert(name.clone(), dropper);
-                one("ok".into())
-            }
-            Action::Release { name } => {
-                let mut dropper = self
-                    .drops
-                    .remove(name)
-                    .ok_or_else(|| fail(format!("no drop filter `{name}` is attached")))?;
-                // Read before detaching: the count is what the filter held back.
-                let dropped = dropper
-                    .dropped()
-                    .map_err(|e| fail(format!("cannot read the drop counter ({})", errno(&e))))?;
-                Ok(vec![
-                    (key.clone(), json!(outcome(dropper.release()))),
-                    (at(".dropped"), json!(dropped)),
-                ])
-            }
-            Action::Requests { sock } => {
-                let port = self
-                    .table
-                    .local_addr(sock)
-                    .map_err(|e| fail(format!("`{sock}` has no local port ({})", errno(&e))))?
-                    .port();
-                let n = requests::syn_recv_count(port).map_err(|e| {
-                    fail(format!(
-                        "cannot read /proc/thread-self/net/tcp ({})",
-                        errno(&e)
-                    ))
-                })?;
-                Ok(vec![(key.clone(), json!(n))])
-            }
-            Action::Send { group } => {
-                let finished = self
-                    .groups
-                    .get(group)
-                    .ok_or_else(|| fail(format!("no client group `{group}` has run")))?;
-                Ok(vec![(key.clone(), json!(clients::send_one_byte(finished)))])
-            }
-        }
+        let ctx = StepCtx {
+            key: &step.key,
+            line: step.line,
+            name: &name,
+        };
+        step.action.run(self, &ctx)
     }
 
-    /// Observations: `.load` (map and program), `.fill` (first failing slot's errno
-    /// or ok), and the attach itself under the key.
-    fn attach_ebpf(
-        &self,
-        key: &str,
-        sock: &str,
-        sockarray: &[String],
-        select: u32,
-        drop_on_miss: bool,
-    ) -> Vec<(String, serde_json::Value)> {
-        let errno = |e: &std::io::Error| {
-            ebpf::errno_of(e).map_or_else(|| crate::errno::of_io(e), crate::errno::name)
-        };
-        let on_miss = if drop_on_miss {
-            ebpf::OnMiss::Drop
-        } else {
-            ebpf::OnMiss::Pass
-        };
-        let program = match ebpf::ReuseportEbpf::load(sockarray.len() as u32, select, on_miss) {
-            Ok(p) => p,
-            Err(e) => return vec![(format!("{key}.load"), json!(errno(&e)))],
-        };
-        let fill = sockarray
-            .iter()
-            .enumerate()
-            .map(|(i, name)| self.table.with(name, |s| program.set_slot(i as u32, s)))
-            .find_map(Result::err)
-            .map_or_else(|| "ok".to_string(), |e| errno(&e));
-        let attach = self
-            .table
-            .with(sock, |s| program.attach(s))
-            .map_or_else(|e| errno(&e), |()| "ok".to_string());
-        vec![
-            (format!("{key}.load"), json!("ok")),
-            (format!("{key}.fill"), json!(fill)),
-            (key.to_string(), json!(attach)),
-        ]
-    }
-
-    fn finish_group(
+    /// Records a finished client group for `account`/`send`; its `clients.*`
+    /// observations under `key`.
+    pub(crate) fn finish_group(
         &mut self,
         key: &str,
         group: &str,

@@ -58,12 +58,12 @@ macro_rules! registry {
 
         /// What one step does, with its fields; serialized for the guest agent.
         #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-        #[serde(rename_all = "snake_case", tag = "verb")]
-        pub enum Registered {
+        #[serde(rename_all = "snake_case", tag = "action")]
+        pub enum Action {
             $($Type($verb::$Type),)*
         }
 
-        impl Registered {
+        impl Action {
             /// Every verb, in the registry's order.
             pub const VERBS: &'static [&'static str] = &[$(stringify!($verb)),*];
 
@@ -128,6 +128,29 @@ registry! {
     socket => Socket,
     bind => Bind,
     listen => Listen,
+    connect => Connect,
+    accept => Accept,
+    close => Close,
+    shutdown => Shutdown,
+    serve => Serve,
+    clients => Clients,
+    wait => Wait,
+    account => Account,
+    queue => Queue,
+    wait_queued => WaitQueued,
+    wait_accepted => WaitAccepted,
+    datagrams => Datagrams,
+    tally => Tally,
+    sleep => Sleep,
+    attach_bpf => AttachBpf,
+    attach_ebpf => AttachEbpf,
+    detach_bpf => DetachBpf,
+    local_port => LocalPort,
+    bind_pairs => BindPairs,
+    drop => Drop,
+    release => Release,
+    requests => Requests,
+    send => Send,
     attach_migrate => AttachMigrate,
     migrations => Migrations,
     link => Link,
@@ -141,14 +164,14 @@ mod tests {
     /// The JSON tag serde derives from a type's name must be the verb of its module.
     #[test]
     fn every_verb_is_its_types_serde_tag() {
-        for verb in Registered::VERBS {
-            let err = serde_json::from_value::<Registered>(serde_json::json!({ "verb": verb }))
+        for verb in Action::VERBS {
+            let err = serde_json::from_value::<Action>(serde_json::json!({ "action": verb }))
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(!err.contains("unknown variant"), "{verb}: {err}");
         }
-        let err = serde_json::from_value::<Registered>(serde_json::json!({"verb": "nope"}))
+        let err = serde_json::from_value::<Action>(serde_json::json!({"action": "nope"}))
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown variant"), "{err}");

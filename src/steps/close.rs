@@ -1,0 +1,44 @@
+//! `close: NAME`: closes a socket (a served listener's acceptor stops first).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Doc, Step};
+use crate::case::fields::{Diags, Fields};
+use crate::case::scope::Scope;
+use crate::exec::{sockets::outcome, Executor, StepCtx, StepResult};
+use crate::yaml::Node;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Close {
+    pub sock: String,
+}
+
+impl Step for Close {
+    const DOC: Doc = Doc {
+        syntax: "close: NAME",
+        fields: "",
+        observes: "`close.NAME` (a served listener's acceptor stops first)",
+    };
+
+    fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
+        Some(Close {
+            sock: scope.socket(subject, diags)?,
+        })
+    }
+
+    fn observations(&self, key: &str, _scope: &Scope) -> Vec<String> {
+        vec![key.to_string()]
+    }
+
+    /// A closed listener is served no more: a blocking accept on its name is fine.
+    fn declare(&self, _line: usize, scope: &mut Scope) {
+        scope.served.remove(&self.sock);
+    }
+
+    fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
+        if let Some(server) = exec.servers.remove(&self.sock) {
+            server.stop();
+        }
+        step.one(outcome(exec.table.close(&self.sock)))
+    }
+}
