@@ -157,9 +157,50 @@ registry! {
     sk_lookup => SkLookup,
 }
 
+/// The step table of cases/README.md, generated from the registry.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| step | fields | observations (key = `<action>.<subject>` or `id`) |\n|---|---|---|\n",
+    );
+    for (_, doc) in Action::docs() {
+        let fields = if doc.fields.is_empty() {
+            " ".to_string()
+        } else {
+            format!(" {} ", doc.fields)
+        };
+        out.push_str(&format!(
+            "| `{}` |{fields}| {} |\n",
+            doc.syntax, doc.observes
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// cases/README.md's step table is the registry's: a step added, removed or
+    /// documented differently without the README (or the other way round) fails here.
+    #[test]
+    fn readme_step_table_is_the_registrys() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cases/README.md"),
+        )
+        .unwrap();
+        let start = readme
+            .find("| step | fields |")
+            .expect("cases/README.md has a step table");
+        let end = readme[start..]
+            .find("\n\n")
+            .map_or(readme.len(), |e| start + e + 1);
+        let generated = markdown_table();
+        assert!(
+            readme[start..end] == generated,
+            "cases/README.md's step table differs from the registry (src/steps); \
+             replace it with:\n{generated}"
+        );
+    }
 
     /// The JSON tag serde derives from a type's name must be the verb of its module.
     #[test]
