@@ -470,3 +470,72 @@ fn expected_value(node: &Node, diags: &mut Diags) -> Option<serde_json::Value> {
     }
     Some(value)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The generic frame of a step (verb, id, key, produced twice) and the checks
+    //! that span steps, on small case texts.
+    use crate::case::{load_str, Action, Case};
+
+    fn load(steps: &str) -> Result<Case, Vec<String>> {
+        let text = format!("summary: t\nsteps:\n{steps}");
+        load_str("t", std::path::Path::new("cases/t.yaml"), &text).map_err(|e| {
+            e.errors
+                .iter()
+                .map(|d| format!("{}:{}: {}", d.pos.line, d.pos.col, d.message))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn an_unknown_verb_lists_every_registered_one_at_its_line() {
+        let errors = load("  - sockett: a\n").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("3:5: a step starts with its action; `sockett`"));
+        for verb in Action::VERBS {
+            assert!(errors[0].contains(verb), "{verb} missing: {}", errors[0]);
+        }
+    }
+
+    #[test]
+    fn keys_are_verb_dot_subject_or_the_id_and_sleep_is_its_verb() {
+        let case = load("  - socket: a\n  - socket: b\n    id: second\n  - sleep: 1ms\n").unwrap();
+        let keys: Vec<&str> = case.plan.steps.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(keys, ["socket.a", "second", "sleep"]);
+        assert_eq!(case.plan.steps[1].line, 4);
+    }
+
+    #[test]
+    fn every_error_of_every_step_is_reported_not_only_the_first() {
+        let errors = load("  - bind: nope\n    addr: 127.0.0.1\n  - listen: a\n    backlogg: 1\n")
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "3:11: no socket named `nope` was created before this step",
+                "5:13: no socket named `a` was created before this step",
+                "6:5: unknown field `backlogg`; expected one of: backlog, id, listen",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_observation_produced_twice_asks_for_an_id() {
+        let errors = load("  - socket: a\n    id: x\n  - socket: b\n    id: x\n").unwrap_err();
+        assert_eq!(
+            errors,
+            ["5:5: observation `x` is produced twice; give this step an `id`"]
+        );
+    }
+
+    #[test]
+    fn a_background_group_never_waited_for_is_an_error_at_its_line() {
+        let errors =
+            load("  - socket: a\n  - clients: c\n    count: 1\n    to: a\n    background: true\n")
+                .unwrap_err();
+        assert_eq!(
+            errors,
+            ["4:1: background client group `c` is never waited for (add `- wait: c`)"]
+        );
+    }
+}
