@@ -13,6 +13,8 @@ pub mod cli;
 pub mod diff;
 pub mod errno;
 pub mod exec;
+#[cfg(feature = "runner")]
+pub mod explore;
 pub mod fixes;
 pub mod history;
 pub mod host;

@@ -41,6 +41,11 @@ impl fmt::Display for FileErrors {
     }
 }
 
+/// Every step verb of the case language (the step registry's).
+pub fn verbs() -> Vec<&'static str> {
+    crate::steps::Action::VERBS.to_vec()
+}
+
 /// Parses and validates one file.
 pub fn load_file(path: &Path) -> Result<Case, FileErrors> {
     let fail = |errors| FileErrors {

@@ -5,6 +5,7 @@ mod bisect;
 mod bisect_releases;
 mod diff;
 mod doctor;
+mod explore;
 mod fixes;
 mod history;
 mod kernels;
@@ -137,6 +138,9 @@ enum Command {
         #[arg(long, value_enum, default_value = "auto")]
         accel: AccelArg,
     },
+    /// Generated socket programs on every kernel: differences confirmed, shrunk and
+    /// written as case files under --out, with a short report.
+    Explore(explore::ExploreArgs),
     /// Render a result set as Markdown, self-contained HTML and/or JUnit XML.
     Report(report::ReportArgs),
     /// What changed between two result sets; with --baseline, exit 1 on a regression.
@@ -177,6 +181,7 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { paths } => check(&paths),
         Command::Run(args) => run::run(&args),
+        Command::Explore(args) => explore::explore(&args),
         Command::Kernels { action } => kernels::kernels(action),
         Command::Doctor(args) => doctor::doctor(&args),
         Command::Diff(args) => diff::diff(&args),
