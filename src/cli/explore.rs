@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{exit, AccelArg};
-use crate::case::Case;
-use crate::explore::{self, Backend, End, KernelBatch, Options, State};
-use crate::runner::{self, Progress, RunOptions};
+use crate::explore::{self, End, Guests, Options, State};
+use crate::runner::{self, RunOptions};
 
 #[derive(clap::Args)]
 pub struct ExploreArgs {
@@ -67,56 +66,6 @@ pub fn parse_budget(text: &str) -> Result<Duration, String> {
         return Err(format!("`{text}`: the budget must be more than 0"));
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// Batches run on real guests through the runner's plan machinery.
-struct Guests {
-    kernels: Vec<String>,
-    labels: Vec<String>,
-    opts: RunOptions,
-    verbose: bool,
-}
-
-impl Backend for Guests {
-    fn run(&mut self, cases: &[Case]) -> Vec<KernelBatch> {
-        let work: Vec<(String, &[Case])> =
-            self.kernels.iter().map(|k| (k.clone(), cases)).collect();
-        let verbose = self.verbose;
-        let progress = move |event: Progress| {
-            if verbose {
-                if let Progress::Booting {
-                    kernel,
-                    attempt,
-                    accel,
-                } = &event
-                {
-                    eprintln!("[{kernel}] booting (attempt {attempt}, {accel})");
-                }
-            }
-            if let Progress::Retrying { kernel, reason } = &event {
-                eprintln!("[{kernel}] {reason}");
-            }
-        };
-        let results = runner::run_each(&work, &self.opts, &progress);
-        results
-            .into_iter()
-            .zip(&self.labels)
-            .map(|(r, label)| KernelBatch {
-                kernel: label.clone(),
-                version: runner::version_of(&r),
-                could_not_run: r.could_not_run.clone(),
-                runs: r
-                    .cases
-                    .into_iter()
-                    .map(|c| (c.case, (c.outcome, c.observations)))
-                    .collect(),
-            })
-            .collect()
-    }
-
-    fn interrupted(&self) -> bool {
-        crate::interrupt::requested().is_some()
-    }
 }
 
 pub fn explore(args: &ExploreArgs) -> ExitCode {
@@ -198,7 +147,7 @@ pub fn explore(args: &ExploreArgs) -> ExitCode {
     let mut guests = Guests {
         kernels: kernels.clone(),
         labels: labels.clone(),
-        opts: RunOptions {
+        run: RunOptions {
             accel: args.accel.into(),
             max_guests: args
                 .max_guests

@@ -281,6 +281,24 @@ fn bench(kernels: Vec<String>, hang_boots: u32, accel: AccelArg) -> ExitCode {
         crate::bench_compare::compare(&kernels, &one, &cases, &opts)
     );
     println!();
+    // Exploration speed: generated programs per second on the same kernels.
+    const EXPLORE_PROGRAMS: u64 = 48;
+    eprintln!(
+        "bench: explore, seed 1, {EXPLORE_PROGRAMS} programs on {}",
+        kernels.join(", ")
+    );
+    match crate::explore::bench(&kernels, &opts, EXPLORE_PROGRAMS) {
+        Ok(t) => println!(
+            "explore: {} programs ({} runs with confirmations and shrinking) on {} kernels in {:.1} s: {:.2} programs/s, {:.2} runs/s\n",
+            t.programs,
+            t.runs,
+            kernels.len(),
+            t.elapsed_ms as f64 / 1000.0,
+            t.per_second(t.programs),
+            t.per_second(t.runs)
+        ),
+        Err(e) => println!("explore: could not run: {e:#}\n"),
+    }
     eprintln!(
         "bench: {} cases on {}, then {hang_boots} floor boots",
         cases.len(),

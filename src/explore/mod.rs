@@ -7,6 +7,7 @@
 pub mod compare;
 pub mod finding;
 pub mod grammar;
+mod guests;
 pub mod program;
 pub mod shrink;
 
@@ -21,6 +22,7 @@ use crate::case::{Case, KernelVersion};
 use crate::observe::{Observations, Outcome};
 use compare::{comparable, differences, Difference};
 use finding::{Finding, Tally};
+pub use guests::Guests;
 use program::Program;
 
 /// How one exploration runs.
@@ -51,6 +53,34 @@ pub trait Backend {
     fn run(&mut self, cases: &[Case]) -> Vec<KernelBatch>;
     /// A termination signal asked the run to stop.
     fn interrupted(&self) -> bool;
+}
+
+/// `sockmatrix bench`'s figure: a fixed-seed exploration of `programs` programs on
+/// `kernels` (into a scratch folder), and the tally it ends with.
+pub fn bench(kernels: &[String], run: &crate::runner::RunOptions, programs: u64) -> Result<Tally> {
+    let scratch = crate::runner::scratch_dir("explore-bench")?;
+    let mut guests = Guests {
+        kernels: kernels.to_vec(),
+        labels: kernels.to_vec(),
+        run: crate::runner::RunOptions {
+            results_dir: scratch.path().join("results"),
+            history_dir: None,
+            ..run.clone()
+        },
+        verbose: false,
+    };
+    let opts = Options {
+        seed: 1,
+        budget: Duration::from_secs(3600),
+        out: scratch.path().join("out"),
+        batch: programs as usize,
+        max_programs: Some(programs),
+    };
+    let mut state = State::new(opts.seed, kernels);
+    match explore(&opts, &mut state, &mut guests, &|_| {})? {
+        End::CouldNotRun(why) => anyhow::bail!("kernels could not run: {why}"),
+        End::Done | End::Interrupted => Ok(state.tally),
+    }
 }
 
 /// Work carried from one batch to the next.

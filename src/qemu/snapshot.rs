@@ -329,6 +329,10 @@ pub fn create(dir: &Path, saving: Saving, req: &Request, console_log: &Path) -> 
     spec.cpus = req.cpus;
     spec.init_args = vec![crate::resume::SERIAL_PLAN_ARG.into()];
     spec.total_timeout = Duration::from_secs(180);
+    // Saved once per image and restored by every later run: under load (seven
+    // builds and guests on two cores) a cold boot can take longer than a run's 20 s,
+    // and a snapshot that is never saved costs every later run a failed boot first.
+    spec.ready_timeout = Duration::from_secs(60);
     spec.state = Some(StateFile::SaveTo(state.clone()));
     let outcome = super::boot(&spec, &mut |_| {})?;
     if let Some(e) = outcome.state_error {
