@@ -111,6 +111,16 @@ pub const NOT_EXPLORED: &[(&str, &str)] = &[
     ("release", "only meaningful after drop"),
     ("requests", "SYN_RECV counts: timing"),
     ("send", "only meaningful with clients"),
+    (
+        "attach_migrate",
+        "an eBPF migration program: needs a group under load",
+    ),
+    ("migrations", "counters of attach_migrate"),
+    (
+        "link",
+        "network devices: a topology, not a socket collision",
+    ),
+    ("sk_lookup", "a steering program: needs a socket map set up"),
 ];
 
 const ADDRS_V4: &[&str] = &["0.0.0.0", "127.0.0.1", "127.0.0.2"];

@@ -394,6 +394,14 @@ fn diffs_of(program: &Program, runs: &[(String, Observations)]) -> Vec<Differenc
     differences(program, &view)
 }
 
+/// Whether the first difference of `program`'s runs is `target` (a difference
+/// after another one would only follow from it).
+fn first_is(program: &Program, runs: &[(String, Observations)], target: &Difference) -> bool {
+    diffs_of(program, runs)
+        .first()
+        .is_some_and(|d| d.same_as(target))
+}
+
 /// Takes a batch's results into the state: new differences to confirm, confirmed
 /// ones to shrink, the smallest candidate that keeps its difference, findings.
 fn apply(state: &mut State, items: &[(Role, Program)], ids: &[String], results: &[KernelBatch]) {
@@ -412,34 +420,33 @@ fn apply(state: &mut State, items: &[(Role, Program)], ids: &[String], results: 
                     state.tally.inconclusive += 1;
                     continue;
                 };
-                for d in diffs_of(program, &runs) {
+                // The first difference only: later ones follow from it (a connect
+                // that differs because a socket option failed on one kernel is not a
+                // difference of its own).
+                if let Some(d) = diffs_of(program, &runs).into_iter().next() {
                     let sig = d.signature();
                     if let Some(f) = state.findings.iter_mut().find(|f| f.signature == sig) {
                         f.seen += 1;
-                        continue;
+                    } else if !state.known(&sig)
+                        && !new_work.iter().any(|w| w.target().signature() == sig)
+                    {
+                        new_work.push(Work::Confirm {
+                            index,
+                            program: program.clone(),
+                            target: d,
+                        });
                     }
-                    if state.known(&sig) || new_work.iter().any(|w| w.target().signature() == sig) {
-                        continue;
-                    }
-                    // The first new difference only: later ones mostly follow from it.
-                    new_work.push(Work::Confirm {
-                        index,
-                        program: program.clone(),
-                        target: d,
-                    });
-                    break;
                 }
             }
             Role::Confirm(w) => {
                 let target = state.work[w].target();
-                let repeated =
-                    runs.filter(|r| diffs_of(program, r).iter().any(|d| d.same_as(target)));
+                let repeated = runs.filter(|r| first_is(program, r, target));
                 confirmed.insert(w, repeated);
             }
             Role::Candidate(w) => {
                 let target = state.work[w].target();
                 let Some(runs) = runs else { continue };
-                if diffs_of(program, &runs).iter().any(|d| d.same_as(target))
+                if first_is(program, &runs, target)
                     && smallest
                         .get(&w)
                         .is_none_or(|(p, _)| program.size() < p.size())
