@@ -53,6 +53,7 @@ impl Volatile {
 
     pub fn is_volatile(&self, case: &str, key: &str) -> bool {
         key.ends_with(".fairness")
+            || crate::timing::is_timing(key)
             || self.keys.get(case).is_some_and(|keys| {
                 keys.contains(key)
                     || keys
@@ -229,6 +230,7 @@ impl SetDiff {
         let mut out = String::new();
         for k in &self.kernels {
             let mut hidden = 0;
+            let mut timings = false;
             let show = |kernel: &str, release: &Option<String>| match release {
                 Some(r) => format!("{kernel} ({r})"),
                 None => format!("{kernel} (release unknown)"),
@@ -241,8 +243,12 @@ impl SetDiff {
             );
             let mut any = false;
             for c in &k.cases {
-                let shown: Vec<&ObsChange> =
-                    c.changes.iter().filter(|ch| all || !ch.volatile).collect();
+                // Timings are volatile, but how they compare is the point: always shown.
+                let shown: Vec<&ObsChange> = c
+                    .changes
+                    .iter()
+                    .filter(|ch| all || !ch.volatile || crate::timing::is_timing(&ch.key))
+                    .collect();
                 hidden += c.changes.len() - shown.len();
                 if c.verdict.is_none() && c.fix.is_none() && shown.is_empty() {
                     continue;
@@ -256,8 +262,22 @@ impl SetDiff {
                     let _ = writeln!(out, "  fix \"{}\" ({}): {fa} -> {fb}", f.commit, f.version);
                 }
                 for ch in shown {
-                    let mark = if ch.volatile { "   (volatile)" } else { "" };
-                    let _ = writeln!(out, "  {}{mark}", show_change(ch));
+                    let timing = match (&ch.a, &ch.b) {
+                        (Some(a), Some(b)) if crate::timing::is_timing(&ch.key) => {
+                            crate::timing::change(a, b, &k.b)
+                        }
+                        _ => None,
+                    };
+                    match timing {
+                        Some(ratio) => {
+                            timings = true;
+                            let _ = writeln!(out, "  {} µs: {ratio}", show_change(ch));
+                        }
+                        None => {
+                            let mark = if ch.volatile { "   (volatile)" } else { "" };
+                            let _ = writeln!(out, "  {}{mark}", show_change(ch));
+                        }
+                    }
                 }
             }
             if !k.added.is_empty() {
@@ -270,6 +290,9 @@ impl SetDiff {
             }
             if !any {
                 let _ = writeln!(out, "no differences");
+            }
+            if timings {
+                let _ = writeln!(out, "({})", crate::timing::TCG_NOTE);
             }
             if hidden > 0 {
                 let _ = writeln!(
@@ -489,6 +512,52 @@ mod tests {
         assert_eq!(
             worse.regressions(),
             vec!["6.1: x: verdict skip -> ERROR", "6.1: x: k: (absent) -> 1"]
+        );
+    }
+
+    /// The gate ignores how long a repeated step took, never how many of its binds
+    /// succeeded; the readable diff shows the timing as a ratio.
+    #[test]
+    fn timing_drift_is_not_a_regression_but_a_bind_count_is() {
+        let vol = Volatile::default();
+        let base = vec![result(
+            "5.10",
+            &[(
+                "s/x",
+                pass(),
+                json!({"bind.l.ok": 12000, "time.listen.l": 2_392_149}),
+            )],
+        )];
+        let slower = vec![result(
+            "5.10",
+            &[(
+                "s/x",
+                pass(),
+                json!({"bind.l.ok": 12000, "time.listen.l": 9_000_000}),
+            )],
+        )];
+        let d = diff_sets(&base, &slower, &vol);
+        assert!(d.regressions().is_empty(), "{:?}", d.regressions());
+        let text = d.render(false, &BTreeMap::new());
+        assert!(
+            text.contains("time.listen.l: 2392149 -> 9000000 µs: 5.10 is 3.8× slower"),
+            "{text}"
+        );
+        assert!(text.contains("under TCG"), "{text}");
+        let fewer = vec![result(
+            "5.10",
+            &[(
+                "s/x",
+                pass(),
+                json!({"bind.l.ok": 11990, "bind.l.EADDRINUSE": 10, "time.listen.l": 2_392_149}),
+            )],
+        )];
+        assert_eq!(
+            diff_sets(&base, &fewer, &vol).regressions(),
+            vec![
+                "5.10: s/x: bind.l.EADDRINUSE: (absent) -> 10",
+                "5.10: s/x: bind.l.ok: 12000 -> 11990"
+            ]
         );
     }
 

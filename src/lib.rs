@@ -39,5 +39,6 @@ pub mod runner;
 pub mod select;
 pub mod shard;
 pub mod steps;
+pub mod timing;
 pub mod value;
 pub mod yaml;
