@@ -10,6 +10,8 @@ use super::version::VersionReq;
 use crate::errno;
 use crate::yaml::{Kind, Node};
 
+mod repeat;
+
 const DEFAULT_TIMEOUT_MS: u64 = 20_000;
 /// A case that needs longer than this is a benchmark, not a behaviour check.
 const MAX_TIMEOUT_MS: u64 = 600_000;
@@ -302,16 +304,36 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
     };
     let subject = f.get(verb).expect("the verb key is present");
     let custom_id = f.get("id").and_then(|n| fields::name(n, "id", diags));
-    let action =
-        Action::decode(verb, subject, &mut f, scope, diags).expect("the verb is registered");
+    // Generic to every step: how long it took, as `time.<key>`.
+    let time = f
+        .get("time")
+        .and_then(|n| fields::boolean(n, "time", diags))
+        .unwrap_or(false);
+    // Repetition is generic too: a `repeat` block, or a step over `l[*]`/`l[a..b]`.
+    let ranged = repeat::over_range(node, verb, subject, scope, diags);
+    let is_range = ranged.is_some();
+    let action = if let Some(action) = ranged {
+        // The step's other fields went into the block's template.
+        f.take_all();
+        action
+    } else if verb == "repeat" {
+        repeat::block(subject, &mut f, scope, diags)
+    } else {
+        Action::decode(verb, subject, &mut f, scope, diags).expect("the verb is registered")
+    };
     let pos = f.pos();
     f.finish(diags);
     let action = action?;
     let key = custom_id.unwrap_or_else(|| match subject.scalar() {
+        // `listen: l[*]`: the block's key names the sockets without an index.
+        Some(s) if is_range => format!("{verb}.{}", s.split('[').next().unwrap_or(s)),
         Some(s) if Action::keyed_by_subject(verb) => format!("{verb}.{s}"),
         _ => verb.to_string(),
     });
-    let produced = action.observations(&key, scope);
+    let mut produced = action.observations(&key, scope);
+    if time {
+        produced.push(format!("time.{key}"));
+    }
     if let Some(dup) = produced.iter().find(|k| scope.observations.contains(*k)) {
         diags.error(
             pos,
@@ -323,6 +345,7 @@ fn decode_step(node: &Node, scope: &mut Scope, diags: &mut Diags) -> Option<Step
     Some(Step {
         line: node.pos.line,
         key,
+        time,
         action,
     })
 }
@@ -370,7 +393,7 @@ fn decode_volatile(node: &Node, scope: &Scope, diags: &mut Diags) -> Vec<String>
 }
 
 fn check_observation(obs: &str, node: &Node, scope: &Scope, diags: &mut Diags) -> bool {
-    if scope.observations.contains(obs) {
+    if scope.observations.contains(obs) || repeat::is_errno_count(obs, scope) {
         return true;
     }
     let stem = obs.split('.').next().unwrap_or_default();
@@ -429,11 +452,18 @@ fn decode_matcher(f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Ma
         let other = fields::string(n, "same_as", diags)?;
         return check_observation(&other, n, scope, diags).then_some(Matcher::SameAs(other));
     }
+    // A duration (`max: 2s`) bounds a timing, which is in microseconds.
     let number = |n: &Node, diags: &mut Diags| match n.scalar().and_then(|s| s.parse::<f64>().ok())
     {
         Some(v) => Some(v),
+        None if n.scalar().is_some_and(|s| s.ends_with('s')) => {
+            fields::duration_us(n, "a time bound", diags).map(|us| us as f64)
+        }
         None => {
-            diags.error(n.pos, "min and max must be numbers");
+            diags.error(
+                n.pos,
+                "min and max must be numbers (or durations, for `time.*`)",
+            );
             None
         }
     };

@@ -80,6 +80,11 @@ impl<'a> Fields<'a> {
         node
     }
 
+    /// Marks every key as used (a caller that handed the whole mapping on).
+    pub fn take_all(&mut self) {
+        self.used.iter_mut().for_each(|u| *u = true);
+    }
+
     pub fn finish(self, diags: &mut Diags) {
         for ((key, _), used) in self.entries.iter().zip(&self.used) {
             if !used {
@@ -141,11 +146,29 @@ pub fn name(node: &Node, what: &str, diags: &mut Diags) -> Option<String> {
         );
         return None;
     }
-    let ok = !text.is_empty()
-        && text
+    // An index suffix (`l[3]`, `l[i]`, `l[0..80]`, `l[*]`) names repeated sockets;
+    // which ones a step may use is the decoder's business.
+    let base = match text.find('[') {
+        Some(open) => {
+            let index_ok = text == format!("{}[i]", &text[..open])
+                || super::repeat::parse_index(&text).is_some_and(|r| r.is_ok());
+            if !index_ok {
+                let why = match super::repeat::parse_index(&text) {
+                    Some(Err(why)) => why,
+                    _ => format!("{} has a bad index", quoted(&text)),
+                };
+                diags.error(node.pos, format!("{what}: {why}"));
+                return None;
+            }
+            &text[..open]
+        }
+        None => text.as_str(),
+    };
+    let ok = !base.is_empty()
+        && base
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        && !text.chars().next().unwrap().is_ascii_digit();
+        && !base.chars().next().unwrap().is_ascii_digit();
     if !ok {
         diags.error(
             node.pos,

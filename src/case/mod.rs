@@ -3,6 +3,7 @@
 mod decode;
 pub(crate) mod fields;
 pub mod model;
+pub mod repeat;
 pub(crate) mod scope;
 pub mod sysctls;
 pub mod version;

@@ -81,6 +81,9 @@ pub struct Step {
     pub line: usize,
     /// Prefix of the observations this step produces (`bind.b`, or the step's `id`).
     pub key: String,
+    /// Also record how long the step took, as `time.<key>` in microseconds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub time: bool,
     pub action: Action,
 }
 

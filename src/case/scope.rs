@@ -28,11 +28,34 @@ pub struct Scope {
     pub drops: BTreeMap<String, bool>,
     /// Sockets an `attach_migrate` program was attached to (for `migrations`).
     pub migrators: BTreeSet<String>,
+    /// Sockets a `repeat` block created, by base name (`l` for `l[0]`...).
+    pub indexed: BTreeMap<String, Indexed>,
+    /// The `repeat` block whose steps are being decoded.
+    pub template: Option<Template>,
+}
+
+/// Indices of one group of repeated sockets (`l[first]` .. `l[first + count - 1]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Indexed {
+    pub first: u32,
+    pub count: u32,
+    pub proto: Proto,
+    pub family: Family,
+}
+
+/// The block being decoded: its indices, so `l[i]` can be checked against them.
+#[derive(Debug, Clone, Copy)]
+pub struct Template {
+    pub first: u32,
+    pub count: u32,
 }
 
 impl Scope {
     pub fn socket(&self, node: &Node, diags: &mut Diags) -> Option<String> {
         let name = fields::name(node, "a socket name", diags)?;
+        if let Some(open) = name.find('[') {
+            return self.indexed_socket(node, &name, &name[..open], diags);
+        }
         if !self.sockets.contains_key(&name) {
             diags.error(
                 node.pos,
@@ -41,6 +64,59 @@ impl Scope {
             return None;
         }
         Some(name)
+    }
+
+    /// `l[i]` in a block (created by it, or by an earlier block covering its
+    /// indices) or `l[3]` after one; ranges (`l[*]`) are blocks of their own.
+    fn indexed_socket(
+        &self,
+        node: &Node,
+        name: &str,
+        base: &str,
+        diags: &mut Diags,
+    ) -> Option<String> {
+        use super::repeat::{parse_index, IndexRef};
+        let group = self.indexed.get(base);
+        let covers = |first: u32, end: u64| {
+            group
+                .is_some_and(|g| g.first <= first && end <= u64::from(g.first) + u64::from(g.count))
+        };
+        let fine = match (parse_index(name), self.template) {
+            (None, _) => false,
+            (Some(Ok((_, IndexRef::One(n)))), None) => covers(n, u64::from(n) + 1),
+            (Some(Err(_)), Some(t)) if name.ends_with("[i]") => {
+                self.sockets.contains_key(name)
+                    || covers(t.first, u64::from(t.first) + u64::from(t.count))
+            }
+            (Some(Err(why)), _) => {
+                diags.error(node.pos, why);
+                return None;
+            }
+            (Some(Ok(_)), _) => {
+                diags.error(
+                    node.pos,
+                    format!(
+                        "`{name}`: this step takes one socket (`{base}[i]` inside a `repeat` block)"
+                    ),
+                );
+                return None;
+            }
+        };
+        if !fine {
+            let exist = group.map_or_else(
+                || format!("no `repeat` block before this step created sockets `{base}[i]`"),
+                |g| {
+                    format!(
+                        "sockets `{base}[i]` exist for indices {}..{}",
+                        g.first,
+                        g.first + g.count
+                    )
+                },
+            );
+            diags.error(node.pos, format!("no socket `{name}`: {exist}"));
+            return None;
+        }
+        Some(name.to_string())
     }
 
     pub fn group(&self, node: &Node, kind: GroupKind, diags: &mut Diags) -> Option<String> {

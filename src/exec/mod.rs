@@ -1,6 +1,7 @@
 //! The executor: runs one case's plan in a fresh network namespace and records what
 //! the kernel did. The same code serves `run --host` and the guest agent.
 
+mod aggregate;
 pub(crate) mod bpf;
 pub(crate) mod clients;
 pub mod cpu;
@@ -13,8 +14,10 @@ pub mod modules;
 mod netns;
 pub(crate) mod packet_drop;
 pub(crate) mod pairs;
+mod repeat;
 pub(crate) mod requests;
 mod requires;
+mod rlimit;
 pub(crate) mod serve;
 pub(crate) mod sk_lookup;
 pub(crate) mod sockets;
@@ -70,6 +73,13 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, recorder: &isolate::Record
     if let Some(reason) = requires::unmet(&plan.requires, release, &uname_version) {
         return Outcome::Skipped { reason };
     }
+    // Thousands of sockets need thousands of descriptors (the selftest sets 24,100).
+    if let Err(e) = rlimit::raise_nofile() {
+        return Outcome::Error {
+            message: format!("cannot raise RLIMIT_NOFILE: {e}"),
+            line: None,
+        };
+    }
     let record = |key: String, value: serde_json::Value| recorder.record(key, value);
     for sysctl in &plan.sysctls {
         record(
@@ -80,7 +90,7 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, recorder: &isolate::Record
     let mut exec = Executor::default();
     for step in &plan.steps {
         recorder.step(step.line);
-        match exec.step(step) {
+        match exec.run_step(step) {
             Ok(observations) => {
                 for (key, value) in observations {
                     record(key, value);
@@ -227,6 +237,18 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// Runs one step and, where it says `time: true`, adds how long it took as
+    /// `time.<key>` in microseconds (Instant: CLOCK_MONOTONIC).
+    pub(crate) fn run_step(&mut self, step: &Step) -> StepResult {
+        let started = Instant::now();
+        let mut observed = self.step(step)?;
+        if step.time {
+            let us = started.elapsed().as_micros() as u64;
+            observed.push((format!("time.{}", step.key), json!(us)));
+        }
+        Ok(observed)
+    }
+
     /// Runs one step; returns its observations under the step's key, or why the
     /// step could not do what it says.
     fn step(&mut self, step: &Step) -> StepResult {

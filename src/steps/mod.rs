@@ -155,6 +155,7 @@ registry! {
     migrations => Migrations,
     link => Link,
     sk_lookup => SkLookup,
+    repeat => Repeat,
 }
 
 /// The step table of cases/README.md, generated from the registry.
