@@ -28,6 +28,9 @@ pub struct Client {
     /// None when socket() itself failed.
     pub socket: Option<Socket>,
     pub local: Option<SocketAddr>,
+    /// The address it reached (its peer), so two clients of groups aimed at different
+    /// ports that share an ephemeral local port are still told apart.
+    pub remote: Option<SocketAddr>,
     pub state: ConnectState,
     /// Where an earlier `account` found it for good. Looking consumes what it saw
     /// (a reset is reported once, then reads as end-of-file; a probe byte draws a
@@ -107,12 +110,16 @@ pub fn connect_group(
         }
     }
     for client in &mut clients {
-        client.local = client
-            .socket
-            .as_ref()
+        let socket = client.socket.as_ref();
+        client.local = socket
             .and_then(|s| s.local_addr().ok())
             .and_then(|a| a.as_socket())
             .map(canonical);
+        client.remote = socket
+            .and_then(|s| s.peer_addr().ok())
+            .and_then(|a| a.as_socket())
+            .map(canonical)
+            .or(Some(canonical(to)));
     }
     Group { clients }
 }
@@ -125,6 +132,7 @@ fn start_connect(target: &SockAddr, family: Family) -> Client {
             return Client {
                 socket: None,
                 local: None,
+                remote: None,
                 state: ConnectState::Failed(errno::of_io(&e)),
                 settled: None,
             }
@@ -138,6 +146,7 @@ fn start_connect(target: &SockAddr, family: Family) -> Client {
     Client {
         socket: Some(socket),
         local: None,
+        remote: None,
         state,
         settled: None,
     }
@@ -212,13 +221,15 @@ pub const ACCOUNT_KEYS: [&str; 9] = [
 /// Where each client of a group ended up. Every client lands in exactly one bucket.
 /// Accounting again sees what changed since, and nothing its own probes caused.
 pub fn account(group: &mut Group, table: &Table) -> Vec<(String, serde_json::Value)> {
-    let mut owner: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+    // Keyed by the connection's two ends: clients aimed at different ports may share
+    // an ephemeral local port.
+    let mut owner: BTreeMap<(SocketAddr, SocketAddr), &str> = BTreeMap::new();
     let mut per_listener: BTreeMap<&str, u64> = BTreeMap::new();
     for (name, entry) in &table.entries {
         if entry.listened {
             per_listener.insert(name, 0);
             for acc in entry.accepted.lock().unwrap().iter() {
-                owner.insert(acc.peer, name);
+                owner.insert((acc.peer, acc.local), name);
             }
         }
     }
@@ -233,7 +244,8 @@ pub fn account(group: &mut Group, table: &Table) -> Vec<(String, serde_json::Val
             ConnectState::TimedOut => timed_out += 1,
             ConnectState::Failed(_) => failed += 1,
             ConnectState::Connected => {
-                if let Some(name) = client.local.and_then(|a| owner.get(&a)) {
+                let ends = client.local.zip(client.remote);
+                if let Some(name) = ends.and_then(|ends| owner.get(&ends)) {
                     *per_listener.get_mut(name).expect("owners are listeners") += 1;
                     continue;
                 }

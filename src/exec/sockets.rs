@@ -20,6 +20,8 @@ const IPPROTO_MPTCP: libc::c_int = 262;
 /// A connection some listener accepted: the client's address as the server saw it.
 pub struct Accepted {
     pub peer: SocketAddr,
+    /// The listener-side address of the connection (what the client reached).
+    pub local: SocketAddr,
     /// Held open so the client sees an established peer; None once handed to a name.
     pub conn: Option<Socket>,
 }
@@ -340,8 +342,15 @@ pub fn accept_queued(
                     .as_socket()
                     .map(canonical)
                     .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+                let local = conn
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .map(canonical)
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
                 into.lock().unwrap().push(Accepted {
                     peer,
+                    local,
                     conn: Some(conn),
                 });
                 n += 1;
