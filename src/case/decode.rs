@@ -544,7 +544,7 @@ mod tests {
             [
                 "3:11: no socket named `nope` was created before this step",
                 "5:13: no socket named `a` was created before this step",
-                "6:5: unknown field `backlogg`; expected one of: backlog, id, listen",
+                "6:5: unknown field `backlogg`; expected one of: backlog, id, listen, time",
             ]
         );
     }

@@ -91,6 +91,10 @@ pub const NOT_EXPLORED: &[(&str, &str)] = &[
     ("tally", "counts per socket: hash placement"),
     ("sleep", "only time passes"),
     (
+        "repeat",
+        "repetition measures scale and cost, not which errno a kernel returns",
+    ),
+    (
         "attach_bpf",
         "steering programs: what they pick is hash placement or the CPU",
     ),
