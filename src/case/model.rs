@@ -122,6 +122,23 @@ pub struct SockOptions {
     pub bindtodevice: Option<String>,
     /// IP_LOCAL_PORT_RANGE (6.3, 6.1.32): (low, high), 0 meaning unbounded.
     pub local_port_range: Option<(u16, u16)>,
+    /// IP_BIND_ADDRESS_NO_PORT (4.2): bind() takes the address only, the port is
+    /// chosen at connect() time knowing the remote.
+    #[serde(default)]
+    pub bind_address_no_port: Option<bool>,
+    /// TCP_FASTOPEN on a listener: the queue length of Fast Open requests.
+    #[serde(default)]
+    pub fastopen: Option<u32>,
+    /// IP_MULTICAST_IF: the address of the interface multicast is sent from.
+    #[serde(default)]
+    pub multicast_if: Option<std::net::Ipv4Addr>,
+    /// IP_MULTICAST_ALL (on by default): receive every group joined on the host,
+    /// not only this socket's own.
+    #[serde(default)]
+    pub multicast_all: Option<bool>,
+    /// IP_ADD_MEMBERSHIP of this group on `lo` (interface address 127.0.0.1).
+    #[serde(default)]
+    pub multicast_join: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -153,6 +170,40 @@ pub struct PairAddr {
     pub label: String,
     pub addr: IpAddr,
     pub v6only: Option<bool>,
+}
+
+/// What the first socket of each `bind_pairs` pair is doing when the second binds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PairState {
+    /// Bound, nothing more.
+    Bound,
+    Listening,
+    /// Connected from its bound address to a listener elsewhere in the namespace.
+    Connected,
+    /// Connected, closed first (the active close), its TIME_WAIT socket holding the
+    /// address when the second binds.
+    TimeWait,
+}
+
+impl PairState {
+    pub const ALL: [(&'static str, PairState); 4] = [
+        ("bound", PairState::Bound),
+        ("listening", PairState::Listening),
+        ("connected", PairState::Connected),
+        ("time_wait", PairState::TimeWait),
+    ];
+}
+
+/// How a client of a `clients` group opens its connection with TCP Fast Open.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Fastopen {
+    /// sendto(MSG_FASTOPEN) of one byte: connect and the first data in one call.
+    Sendto,
+    /// TCP_FASTOPEN_CONNECT (4.11): connect() returns at once, the first write()
+    /// (one byte) sends the SYN with the data.
+    Connect,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

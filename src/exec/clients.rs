@@ -13,7 +13,7 @@ use serde_json::json;
 use socket2::{SockAddr, Socket};
 
 use super::sockets::{canonical, new_socket, Table};
-use crate::case::{Family, Proto};
+use crate::case::{Family, Fastopen, Proto};
 use crate::errno;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +57,7 @@ pub fn connect_group(
     count: u32,
     interval: Duration,
     timeout: Duration,
+    fastopen: Option<Fastopen>,
 ) -> Group {
     let target = SockAddr::from(to);
     let mut clients = Vec::with_capacity(count as usize);
@@ -64,7 +65,7 @@ pub fn connect_group(
         if i > 0 && !interval.is_zero() {
             std::thread::sleep(interval);
         }
-        clients.push(start_connect(&target, family));
+        clients.push(start_connect(&target, family, fastopen));
     }
     let deadline = Instant::now() + timeout;
     // In flight: TimedOut until proven otherwise.
@@ -124,7 +125,7 @@ pub fn connect_group(
     Group { clients }
 }
 
-fn start_connect(target: &SockAddr, family: Family) -> Client {
+fn start_connect(target: &SockAddr, family: Family, fastopen: Option<Fastopen>) -> Client {
     let socket = new_socket(Proto::Tcp, family).and_then(|s| s.set_nonblocking(true).map(|()| s));
     let socket = match socket {
         Ok(s) => s,
@@ -138,7 +139,11 @@ fn start_connect(target: &SockAddr, family: Family) -> Client {
             }
         }
     };
-    let state = match socket.connect(target) {
+    let started = match fastopen {
+        None => socket.connect(target),
+        Some(how) => open_fast(&socket, target, how),
+    };
+    let state = match started {
         Ok(()) => ConnectState::Connected,
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => ConnectState::TimedOut,
         Err(e) => classify(&e),
@@ -149,6 +154,29 @@ fn start_connect(target: &SockAddr, family: Family) -> Client {
         remote: None,
         state,
         settled: None,
+    }
+}
+
+/// Starts a TCP Fast Open connection carrying one byte in its SYN. Ok never means
+/// "connected" here: the handshake is still under way (EINPROGRESS), and the
+/// poll for writability that every client gets decides.
+fn open_fast(socket: &Socket, target: &SockAddr, how: Fastopen) -> io::Result<()> {
+    let flags = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+    let sent = match how {
+        Fastopen::Sendto => socket.send_to_with_flags(b"!", target, flags | libc::MSG_FASTOPEN),
+        Fastopen::Connect => {
+            let on: libc::c_int = 1;
+            super::sockopt::set(socket, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_CONNECT, &on)?;
+            match socket.connect(target) {
+                // Deferred: the first write sends the SYN, with the byte.
+                Ok(()) => socket.send_with_flags(b"!", flags),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match sent {
+        Ok(_) => Err(io::Error::from_raw_os_error(libc::EINPROGRESS)),
+        Err(e) => Err(e),
     }
 }
 

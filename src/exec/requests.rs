@@ -1,4 +1,5 @@
-//! Connection requests held in SYN_RECV, counted from `/proc/thread-self/net/tcp{,6}`.
+//! Connection requests held in SYN_RECV (and sockets in other states, such as
+//! TIME_WAIT), counted from `/proc/thread-self/net/tcp{,6}`.
 //!
 //! Since 4.4 ("tcp/dccp: install syn_recv requests into ehash table") a request lives
 //! in the established hash, and the tables list it with state 03 (SYN_RECV). The
@@ -7,13 +8,21 @@
 use std::io;
 
 const TCP_SYN_RECV: u8 = 0x03;
+/// The state column of a TIME_WAIT socket (include/net/tcp_states.h).
+pub const TCP_TIME_WAIT: u8 = 0x06;
 
 /// Requests in SYN_RECV whose local port is `port`, over IPv4 and IPv6.
 pub fn syn_recv_count(port: u16) -> io::Result<usize> {
+    count_in_state(port, TCP_SYN_RECV)
+}
+
+/// Sockets in `state` (the table's hex state) whose local port is `port`, over
+/// IPv4 and IPv6.
+pub fn count_in_state(port: u16, state: u8) -> io::Result<usize> {
     let mut count = 0;
     for table in ["tcp", "tcp6"] {
         match std::fs::read_to_string(format!("/proc/thread-self/net/{table}")) {
-            Ok(text) => count += count_in(&text, port),
+            Ok(text) => count += count_in(&text, port, state),
             // No IPv6 in this kernel: nothing to count there.
             Err(e) if table == "tcp6" && e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -24,7 +33,7 @@ pub fn syn_recv_count(port: u16) -> io::Result<usize> {
 
 /// Lines of a /proc/net/tcp table: `sl local_address rem_address st ...`, with the
 /// address as hex `ADDR:PORT` and the state in hex.
-fn count_in(table: &str, port: u16) -> usize {
+fn count_in(table: &str, port: u16, wanted: u8) -> usize {
     table
         .lines()
         .skip(1)
@@ -35,7 +44,7 @@ fn count_in(table: &str, port: u16) -> usize {
                 .and_then(|a| a.rsplit_once(':'))
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
             let state = cols.nth(1).and_then(|s| u8::from_str_radix(s, 16).ok());
-            local_port == Some(port) && state == Some(TCP_SYN_RECV)
+            local_port == Some(port) && state == Some(wanted)
         })
         .count()
 }
@@ -53,8 +62,10 @@ mod tests {
    3: 0100007F:1F91 0100007F:A0B6 03 00000000:00000000 02:00000063 00000000     0        0 0 1 0000000000000000
    4: 0100007F:A0B2 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000
 ";
-        assert_eq!(count_in(table, 0x1f90), 2);
-        assert_eq!(count_in(table, 0x1f91), 1);
-        assert_eq!(count_in(table, 0xa0b2), 0);
+        assert_eq!(count_in(table, 0x1f90, TCP_SYN_RECV), 2);
+        assert_eq!(count_in(table, 0x1f91, TCP_SYN_RECV), 1);
+        assert_eq!(count_in(table, 0xa0b2, TCP_SYN_RECV), 0);
+        assert_eq!(count_in(table, 0xa0b2, 0x01), 1);
+        assert_eq!(count_in(table, 0xa0b2, TCP_TIME_WAIT), 0);
     }
 }

@@ -120,6 +120,35 @@ impl Table {
                 if let Some((lo, hi)) = o.local_port_range {
                     set("local_port_range", set_local_port_range(&s, lo, hi));
                 }
+                if let Some(v) = o.bind_address_no_port {
+                    set(
+                        "bind_address_no_port",
+                        super::sockopt::set(
+                            &s,
+                            libc::SOL_IP,
+                            libc::IP_BIND_ADDRESS_NO_PORT,
+                            &libc::c_int::from(v),
+                        ),
+                    );
+                }
+                if let Some(qlen) = o.fastopen {
+                    let qlen = qlen as libc::c_int;
+                    set(
+                        "fastopen",
+                        super::sockopt::set(&s, libc::IPPROTO_TCP, libc::TCP_FASTOPEN, &qlen),
+                    );
+                }
+                if let Some(addr) = o.multicast_if {
+                    set("multicast_if", s.set_multicast_if_v4(&addr));
+                }
+                if let Some(v) = o.multicast_all {
+                    set("multicast_all", s.set_multicast_all_v4(v));
+                }
+                if let Some(group) = o.multicast_join {
+                    // On lo, the one interface of a fresh namespace.
+                    let joined = s.join_multicast_v4(&group, &Ipv4Addr::LOCALHOST);
+                    set("multicast_join", joined);
+                }
                 Some(s)
             }
             Err(e) => {
@@ -296,6 +325,21 @@ impl Table {
             }
             last = now;
         }
+    }
+
+    /// Accepted connections of a listener whose SYN carried data the listener took
+    /// (TCP Fast Open): TCPI_OPT_SYN_DATA in the child's TCP_INFO. Connections
+    /// handed to a name of their own are not counted.
+    pub fn syn_data_count(&self, name: &str) -> io::Result<usize> {
+        const TCPI_OPT_SYN_DATA: u8 = 32;
+        let accepted = self.entry(name).accepted.lock().unwrap();
+        let mut n = 0;
+        for conn in accepted.iter().filter_map(|a| a.conn.as_ref()) {
+            if tcp_info(conn)?.tcpi_options & TCPI_OPT_SYN_DATA != 0 {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Connections accepted so far on a listener (by `accept` or `serve`).

@@ -125,6 +125,10 @@ pub const NOT_EXPLORED: &[(&str, &str)] = &[
         "network devices: a topology, not a socket collision",
     ),
     ("sk_lookup", "a steering program: needs a socket map set up"),
+    (
+        "syn_data",
+        "a Fast Open count: only meaningful after fastopen clients",
+    ),
 ];
 
 const ADDRS_V4: &[&str] = &["0.0.0.0", "127.0.0.1", "127.0.0.2"];

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Doc, Step};
 use crate::case::fields::{self, Diags, Fields};
-use crate::case::model::{Family, Target};
+use crate::case::model::{Family, Fastopen, Target};
 use crate::case::scope::{GroupKind, Scope};
 use crate::exec::{self, clients, cpu, Background, Executor, StepCtx, StepResult};
 use crate::yaml::Node;
@@ -24,12 +24,15 @@ pub struct Clients {
     pub background: bool,
     /// Connect from this CPU (the connecting thread is pinned to it).
     pub cpu: Option<u32>,
+    /// Open each connection with TCP Fast Open, one byte of data in the SYN.
+    #[serde(default)]
+    pub fastopen: Option<Fastopen>,
 }
 
 impl Step for Clients {
     const DOC: Doc = Doc {
         syntax: "clients: GROUP",
-        fields: "`count:`, `to:`, `family:` (from the target), `interval:` between connects (0), `timeout:` (1s), `background: true` (false)",
+        fields: "`count:`, `to:`, `family:` (from the target), `interval:` between connects (0), `timeout:` (1s), `background: true` (false), `fastopen: sendto\\|connect` (TCP Fast Open with one byte in the SYN: sendto(MSG_FASTOPEN), or TCP_FASTOPEN_CONNECT then write)",
         observes: "`clients.GROUP.connected/refused/timed_out/failed`, and `.first_error` (the errno of the first failure, or `none`)",
     };
 
@@ -55,6 +58,17 @@ impl Step for Clients {
             .and_then(|n| fields::boolean(n, "background", diags))
             .unwrap_or(false);
         let cpu = fields::cpu(f, diags);
+        let fastopen = f.get("fastopen").and_then(|n| match n.scalar() {
+            Some("sendto") => Some(Fastopen::Sendto),
+            Some("connect") => Some(Fastopen::Connect),
+            _ => {
+                diags.error(
+                    n.pos,
+                    "fastopen is sendto (MSG_FASTOPEN) or connect (TCP_FASTOPEN_CONNECT)",
+                );
+                None
+            }
+        });
         Some(Clients {
             group: group?,
             count: count? as u32,
@@ -64,6 +78,7 @@ impl Step for Clients {
             timeout_ms,
             background,
             cpu,
+            fastopen,
         })
     }
 
@@ -97,10 +112,10 @@ impl Step for Clients {
             Duration::from_micros(self.interval_us),
             Duration::from_millis(self.timeout_ms),
         );
-        let cpu = self.cpu;
+        let (cpu, fastopen) = (self.cpu, self.fastopen);
         let connect = move || {
             cpu::on_cpu(cpu, || {
-                clients::connect_group(to, family, count, interval, timeout)
+                clients::connect_group(to, family, count, interval, timeout, fastopen)
             })
             .map_err(|e| exec::pin_failure(cpu, &e))
         };

@@ -156,6 +156,7 @@ registry! {
     link => Link,
     sk_lookup => SkLookup,
     repeat => Repeat,
+    syn_data => SynData,
 }
 
 /// The step table of cases/README.md, generated from the registry.

@@ -19,19 +19,24 @@ pub struct Socket {
 }
 
 /// Each option set yields an observation of its own, e.g. `socket.a.reuseport`.
-const OPTIONS: [&str; 6] = [
+const OPTIONS: [&str; 11] = [
     "reuseaddr",
     "reuseport",
     "v6only",
     "incoming_cpu",
     "bindtodevice",
     "local_port_range",
+    "bind_address_no_port",
+    "fastopen",
+    "multicast_if",
+    "multicast_all",
+    "multicast_join",
 ];
 
 impl Step for Socket {
     const DOC: Doc = Doc {
         syntax: "socket: NAME",
-        fields: "`proto: tcp\\|udp\\|sctp\\|mptcp` (tcp; sctp: one-to-many, needs `requires: [{module: sctp}]`; mptcp: IPPROTO_MPTCP, needs a kernel built with it: `requires: [{sysctl: net.mptcp.enabled}]`), `family: ipv4\\|ipv6` (ipv4), `reuseaddr`, `reuseport`, `v6only` (true/false), `incoming_cpu: N`, `bindtodevice: IFNAME`, `local_port_range: [LOW, HIGH]` (IP_LOCAL_PORT_RANGE), `as: {uid: U, gid: G}`",
+        fields: "`proto: tcp\\|udp\\|sctp\\|mptcp` (tcp; sctp: one-to-many, needs `requires: [{module: sctp}]`; mptcp: IPPROTO_MPTCP, needs a kernel built with it: `requires: [{sysctl: net.mptcp.enabled}]`), `family: ipv4\\|ipv6` (ipv4), `reuseaddr`, `reuseport`, `v6only` (true/false), `incoming_cpu: N`, `bindtodevice: IFNAME`, `local_port_range: [LOW, HIGH]` (IP_LOCAL_PORT_RANGE), `bind_address_no_port` (IP_BIND_ADDRESS_NO_PORT), `fastopen: QLEN` (TCP_FASTOPEN, TCP), `multicast_join: GROUP` (IP_ADD_MEMBERSHIP on lo), `multicast_if: ADDR` (IP_MULTICAST_IF), `multicast_all` (IP_MULTICAST_ALL; the three: UDP, IPv4), `as: {uid: U, gid: G}`",
         observes: "`socket.NAME` = `ok`/errno; one per option set, e.g. `socket.NAME.reuseport`",
     };
 
@@ -62,9 +67,33 @@ impl Step for Socket {
             local_port_range: f
                 .get("local_port_range")
                 .and_then(|n| port_range(n, diags)),
+            bind_address_no_port: bool_opt(f, "bind_address_no_port", diags),
+            fastopen: f
+                .get("fastopen")
+                .and_then(|n| fields::uint(n, "fastopen", 1 << 20, diags))
+                .map(|q| q as u32),
+            multicast_if: f
+                .get("multicast_if")
+                .and_then(|n| ipv4(n, "multicast_if", diags)),
+            multicast_all: bool_opt(f, "multicast_all", diags),
+            multicast_join: f
+                .get("multicast_join")
+                .and_then(|n| ipv4(n, "multicast_join", diags)),
         };
         if options.v6only.is_some() && family != Family::Ipv6 {
             diags.error(f.pos(), "v6only only applies to `family: ipv6` sockets");
+        }
+        let multicast = options.multicast_if.is_some()
+            || options.multicast_all.is_some()
+            || options.multicast_join.is_some();
+        if multicast && (family != Family::Ipv4 || proto != Proto::Udp) {
+            diags.error(
+                f.pos(),
+                "multicast_if, multicast_all and multicast_join apply to `proto: udp` IPv4 sockets",
+            );
+        }
+        if options.fastopen.is_some() && proto != Proto::Tcp {
+            diags.error(f.pos(), "fastopen applies to TCP sockets");
         }
         let creds = f.get("as").and_then(|n| creds(n, diags));
         Some(Socket {
@@ -85,6 +114,11 @@ impl Step for Socket {
             o.incoming_cpu.is_some(),
             o.bindtodevice.is_some(),
             o.local_port_range.is_some(),
+            o.bind_address_no_port.is_some(),
+            o.fastopen.is_some(),
+            o.multicast_if.is_some(),
+            o.multicast_all.is_some(),
+            o.multicast_join.is_some(),
         ];
         std::iter::once(key.to_string())
             .chain(
@@ -116,6 +150,17 @@ impl Step for Socket {
             .into_iter()
             .map(|(suffix, v)| (step.at(&suffix), v.into()))
             .collect())
+    }
+}
+
+/// An IPv4 address (multicast options).
+fn ipv4(node: &Node, what: &str, diags: &mut Diags) -> Option<std::net::Ipv4Addr> {
+    match fields::ip(node, what, diags)? {
+        std::net::IpAddr::V4(v4) => Some(v4),
+        std::net::IpAddr::V6(_) => {
+            diags.error(node.pos, format!("{what} is an IPv4 address"));
+            None
+        }
     }
 }
 
