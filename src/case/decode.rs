@@ -204,7 +204,7 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                 "ipv6" => Some(Requirement::Ipv6),
                 "bpf" => Some(Requirement::Bpf),
                 other => {
-                    diags.error(item.pos, format!("unknown requirement {}; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}, {{module: NAME}}", fields::quoted(other)));
+                    diags.error(item.pos, format!("unknown requirement {}; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}, {{files: N}}, {{module: NAME}}", fields::quoted(other)));
                     None
                 }
             },
@@ -218,12 +218,14 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                     version_req(n, diags).map(Requirement::Kernel)
                 } else if let Some(n) = f.get("cpus") {
                     fields::uint(n, "cpus", 1024, diags).map(|c| Requirement::Cpus(c as u32))
+                } else if let Some(n) = f.get("files") {
+                    fields::uint(n, "files", 1 << 20, diags).map(Requirement::Files)
                 } else if let Some(n) = f.get("module") {
                     module_name(n, diags).map(Requirement::Module)
                 } else {
                     diags.error(
                         f.pos(),
-                        "a requirement mapping needs `sysctl`, `kernel`, `cpus` or `module`",
+                        "a requirement mapping needs `sysctl`, `kernel`, `cpus`, `files` or `module`",
                     );
                     None
                 };

@@ -73,6 +73,9 @@ pub enum Requirement {
     /// A kernel module (plain name, `-` read as `_`), loaded by the agent before the
     /// case runs; the host puts it and its dependencies in the initramfs.
     Module(String),
+    /// The case's process may hold this many open files (RLIMIT_NOFILE after the
+    /// executor raised it as far as it may: a container can cap the hard limit).
+    Files(u64),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

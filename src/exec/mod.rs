@@ -17,7 +17,7 @@ pub(crate) mod pairs;
 mod repeat;
 pub(crate) mod requests;
 mod requires;
-mod rlimit;
+pub(crate) mod rlimit;
 pub(crate) mod serve;
 pub(crate) mod sk_lookup;
 pub(crate) mod sockets;
@@ -69,16 +69,16 @@ fn run_in_fresh_namespace(plan: &Plan, release: &str, recorder: &isolate::Record
             line: None,
         };
     }
-    let (_, uname_version) = crate::host::uname();
-    if let Some(reason) = requires::unmet(&plan.requires, release, &uname_version) {
-        return Outcome::Skipped { reason };
-    }
     // Thousands of sockets need thousands of descriptors (the selftest sets 24,100).
     if let Err(e) = rlimit::raise_nofile() {
         return Outcome::Error {
             message: format!("cannot raise RLIMIT_NOFILE: {e}"),
             line: None,
         };
+    }
+    let (_, uname_version) = crate::host::uname();
+    if let Some(reason) = requires::unmet(&plan.requires, release, &uname_version) {
+        return Outcome::Skipped { reason };
     }
     let record = |key: String, value: serde_json::Value| recorder.record(key, value);
     for sysctl in &plan.sysctls {

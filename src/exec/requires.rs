@@ -29,6 +29,7 @@ fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Re
         // In a guest the agent loaded it before the case (`modules::prepare`); on
         // the host it must be loaded already.
         Requirement::Module(name) => super::modules::present(name, release),
+        Requirement::Files(n) => super::rlimit::open_files_allowed() >= *n,
     };
     if ok {
         return Ok(());
@@ -46,6 +47,10 @@ fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Re
         Requirement::Module(name) => {
             format!("module {name} is not loaded on this kernel ({release}); load it first (modprobe {name})")
         }
+        Requirement::Files(n) => format!(
+            "needs {n} open files; this process may hold {} (RLIMIT_NOFILE's hard limit: raising it needs CAP_SYS_RESOURCE)",
+            super::rlimit::open_files_allowed()
+        ),
     })
 }
 
@@ -69,6 +74,23 @@ mod tests {
         assert_eq!(
             why.as_deref(),
             Some("needs kernel >= 6.1.32, this is 6.1.27 (6.1.0-9-cloud-amd64)")
+        );
+    }
+
+    /// A case needing more descriptors than the process may hold is skipped with the
+    /// limit it met, not run to fail with EMFILE half way.
+    #[test]
+    fn a_files_requirement_compares_with_the_open_files_allowed() {
+        let allowed = crate::exec::rlimit::open_files_allowed();
+        assert!(allowed > 16);
+        assert_eq!(unmet(&[Requirement::Files(16)], "x", "x"), None);
+        let why = unmet(&[Requirement::Files(allowed + 1)], "x", "x").unwrap();
+        assert!(
+            why.starts_with(&format!(
+                "needs {} open files; this process may hold {allowed}",
+                allowed + 1
+            )),
+            "{why}"
         );
     }
 }

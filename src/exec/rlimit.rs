@@ -3,6 +3,18 @@
 
 /// Soft and hard RLIMIT_NOFILE to `fs.nr_open` where that is higher (root may raise
 /// the hard limit; otherwise the soft limit goes up to the hard one).
+/// How many open files this process may hold now (its soft RLIMIT_NOFILE).
+pub fn open_files_allowed() -> u64 {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut current) } != 0 {
+        return 0;
+    }
+    current.rlim_cur
+}
+
 pub fn raise_nofile() -> std::io::Result<u64> {
     let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
         .ok()
