@@ -172,7 +172,9 @@ fn interrupt_mid_boot(signal: Signal, code: i32) {
     cmd.env("TMPDIR", &tmp)
         // --cold: a restored guest can finish the case within the 500 ms below, and
         // then there is no boot left to interrupt.
-        .args(["run", "--accel", "tcg", "--cold", "--filter", CASE, "--kernel"])
+        .args([
+            "run", "--accel", "tcg", "--cold", "--filter", CASE, "--kernel",
+        ])
         .arg(kernel())
         .arg("--results")
         .arg(&results);
