@@ -330,6 +330,23 @@ pub fn cpu(f: &mut Fields, diags: &mut Diags) -> Option<u32> {
         .map(|c| c as u32)
 }
 
+/// The subject and fields of a step that waits on a socket for a count: its socket
+/// (declared earlier), `count:` (required) and `timeout:` (milliseconds).
+pub fn wait_until(
+    subject: &Node,
+    f: &mut Fields,
+    scope: &crate::case::scope::Scope,
+    default_timeout_ms: u64,
+    diags: &mut Diags,
+) -> Option<(String, u32, u64)> {
+    let sock = scope.socket(subject, diags);
+    let count = f
+        .require("count", diags)
+        .and_then(|n| uint(n, "count", u32::MAX as u64, diags));
+    let timeout_ms = ms_or(f, "timeout", default_timeout_ms, diags);
+    Some((sock?, count? as u32, timeout_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_duration_us;

@@ -24,14 +24,10 @@ impl Step for WaitAccepted {
     };
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
-        let sock = scope.socket(subject, diags);
-        let count = f
-            .require("count", diags)
-            .and_then(|n| fields::uint(n, "count", u32::MAX as u64, diags));
-        let timeout_ms = fields::ms_or(f, "timeout", 5_000, diags);
+        let (sock, count, timeout_ms) = fields::wait_until(subject, f, scope, 5_000, diags)?;
         Some(WaitAccepted {
-            sock: sock?,
-            count: count? as u32,
+            sock,
+            count,
             timeout_ms,
         })
     }
