@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use crate::case::Case;
 use crate::qemu::{self, BootSpec, Gate, GuestExit};
-use crate::results::KernelResult;
+use crate::resultset::results::KernelResult;
 use crate::runner::{self, KernelImage, Progress, RunOptions};
 
 pub struct FloorBoot {

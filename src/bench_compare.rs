@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use crate::case::Case;
-use crate::results::KernelResult;
+use crate::resultset::results::KernelResult;
 use crate::runner::{self, RunOptions};
 
 pub struct Timed {

@@ -6,7 +6,7 @@ use std::fmt;
 use serde_json::json;
 
 use crate::judge::Verdict;
-use crate::results::{CaseResult, KernelResult};
+use crate::resultset::results::{CaseResult, KernelResult};
 use crate::value;
 
 /// Counts of verdicts, printed as the run's closing line.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::results::CaseResult;
+use crate::resultset::results::CaseResult;
 
 /// What every place that shows times says once.
 pub const TCG_NOTE: &str = "times are microseconds of CLOCK_MONOTONIC in the guest; \

@@ -43,7 +43,7 @@ fn a_bad_kernel_does_not_stop_the_others() {
         stdout.contains("QEMU failed (exit status 1)"),
         "the bad kernel is named with the reason:\n{stdout}"
     );
-    let good = sockmatrix::results::load(&results.join("6.1/result.json")).unwrap();
+    let good = sockmatrix::resultset::results::load(&results.join("6.1/result.json")).unwrap();
     assert!(
         good.cases.iter().all(|c| c.verdict.label() == "pass"),
         "{good:?}"
@@ -53,7 +53,8 @@ fn a_bad_kernel_does_not_stop_the_others() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("local-6.1.0-unloadable-"))
         .expect("the bad kernel has a folder named by its release and hash");
-    let bad = sockmatrix::results::load(&results.join(folder).join("result.json")).unwrap();
+    let bad =
+        sockmatrix::resultset::results::load(&results.join(folder).join("result.json")).unwrap();
     assert!(bad
         .could_not_run
         .as_deref()

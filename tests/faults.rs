@@ -330,7 +330,8 @@ fn a_killed_guest_is_reported_and_the_other_kernel_goes_on() {
     assert_eq!(status.code(), Some(3), "{stderr}");
     assert!(killed >= 1, "no QEMU of the victim was seen");
 
-    let good = sockmatrix::results::load(&results.join(kernel()).join("result.json")).unwrap();
+    let good =
+        sockmatrix::resultset::results::load(&results.join(kernel()).join("result.json")).unwrap();
     assert!(good.could_not_run.is_none(), "{good:?}");
     assert!(good.cases.iter().all(|c| c.verdict.label() == "pass"));
 
@@ -339,7 +340,7 @@ fn a_killed_guest_is_reported_and_the_other_kernel_goes_on() {
         .find(|n| n.starts_with("local-"))
         .expect("the victim has a results folder");
     let victim_result =
-        sockmatrix::results::load(&results.join(&folder).join("result.json")).unwrap();
+        sockmatrix::resultset::results::load(&results.join(&folder).join("result.json")).unwrap();
     let why = victim_result.could_not_run.clone().unwrap_or_default();
     assert!(
         why.contains("killed by SIGKILL"),

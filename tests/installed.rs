@@ -122,7 +122,8 @@ fn runs_a_case_from_an_empty_folder_without_cargo() {
     let out = it.run(&["run", "--kernel", "6.1", "--accel", "tcg", cases]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let result =
-        sockmatrix::results::load(&it.work.join("results/latest/6.1/result.json")).unwrap();
+        sockmatrix::resultset::results::load(&it.work.join("results/latest/6.1/result.json"))
+            .unwrap();
     assert_eq!(result.cases.len(), 1, "{result:?}");
     assert_eq!(result.cases[0].case, "bind/wildcard_vs_specific_tcp");
     assert_eq!(result.cases[0].verdict.label(), "pass", "{result:?}");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, Once};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use sockmatrix::case::Case;
 use sockmatrix::judge::{Explain, Verdict};
-use sockmatrix::results::KernelResult;
+use sockmatrix::resultset::results::KernelResult;
 use sockmatrix::runner::{self, Progress, RunOptions};
 
 /// A kernel's result, filled in by the background runner, awaited by its trials.

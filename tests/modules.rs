@@ -33,7 +33,7 @@ fn a_bare_bzimage_skips_a_module_case_with_the_reason() {
         .map(|e| e.unwrap().path())
         .find(|p| p.join("result.json").is_file())
         .expect("the bare kernel has a results folder");
-    let result = sockmatrix::results::load(&folder.join("result.json")).unwrap();
+    let result = sockmatrix::resultset::results::load(&folder.join("result.json")).unwrap();
     let case = &result.cases[0];
     assert_eq!(case.case, "sctp/reuseport_one_to_many");
     assert_eq!(case.verdict.label(), "skip", "{case:?}");

@@ -39,7 +39,7 @@ fn report(set: &Path, flag: &str, extra: &[&str]) -> String {
 }
 
 fn tally(set: &Path) -> (Tally, usize) {
-    let kernels = sockmatrix::results::load_set(set).unwrap();
+    let kernels = sockmatrix::resultset::results::load_set(set).unwrap();
     let t = Tally::of(
         kernels
             .iter()
@@ -304,7 +304,7 @@ fn ktap_of_the_baseline_parses_with_the_kernels_parser() {
         "{}",
         parsed.all
     );
-    let ids: Vec<String> = sockmatrix::results::load_set(&set)
+    let ids: Vec<String> = sockmatrix::resultset::results::load_set(&set)
         .unwrap()
         .iter()
         .map(|k| k.kernel.clone())
@@ -584,7 +584,7 @@ fn junit_shows_a_case_a_dead_guest_interrupted_as_a_rerun() {
         Some(0),
         "the case passes in the new boot:\n{seen}"
     );
-    let set = sockmatrix::results::load_set(&results).unwrap();
+    let set = sockmatrix::resultset::results::load_set(&results).unwrap();
     let boot = set[0].boot.as_ref().expect("boot facts");
     assert_eq!(boot.resumes.len(), 1, "{boot:?}\n{seen}");
     assert!(

@@ -11,7 +11,7 @@ use serde_json::json;
 use sockmatrix::judge::{Mismatch, Verdict};
 use sockmatrix::observe::Outcome;
 use sockmatrix::report::{charts, html, Report};
-use sockmatrix::results::{CaseResult, KernelResult};
+use sockmatrix::resultset::results::{CaseResult, KernelResult};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -337,7 +337,7 @@ fn hex(color: &str) -> [u8; 3] {
 #[test]
 fn chromium_shows_the_charts_of_a_real_result_set() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let kernels = sockmatrix::results::load_set(&root.join("results/baseline")).unwrap();
+    let kernels = sockmatrix::resultset::results::load_set(&root.join("results/baseline")).unwrap();
     let (cases, _) = sockmatrix::report::load_cases_leniently(&[root.join("cases")]);
     let want: Vec<Vec<u64>> = kernels
         .iter()

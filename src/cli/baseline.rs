@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 use super::exit;
-use crate::results;
+use crate::resultset::results;
 
 #[derive(clap::Subcommand)]
 pub enum Action {

@@ -11,10 +11,10 @@ use serde_json::json;
 use super::{exit, AccelArg};
 use crate::bisect_releases::{self, rank, Outcome, Probe};
 use crate::case::Case;
-use crate::diff::{self, Volatile};
 use crate::judge::Verdict;
 use crate::kernel::{self, changelog, Release};
-use crate::results::KernelResult;
+use crate::resultset::diff::{self, Volatile};
+use crate::resultset::results::KernelResult;
 use crate::runner::{self, Progress, RunOptions};
 
 #[derive(clap::Args)]

@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 
 use super::exit;
 use crate::case::{Case, Fix};
-use crate::diff::{self, SetDiff, Volatile};
-use crate::results::{self, KernelResult};
+use crate::resultset::diff::{self, SetDiff, Volatile};
+use crate::resultset::results::{self, KernelResult};
 
 #[derive(clap::Args)]
 pub struct DiffArgs {

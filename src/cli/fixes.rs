@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::exit;
-use crate::results;
+use crate::resultset::results;
 
 #[derive(clap::Args)]
 pub struct FixesArgs {
@@ -36,7 +36,10 @@ pub fn fixes(args: &FixesArgs) -> ExitCode {
     }
     match super::diff::resolve(&args.results) {
         Ok(side) => {
-            print!("{}", crate::fixes::table(&cases, &side.into_set()));
+            print!(
+                "{}",
+                crate::resultset::fixes::table(&cases, &side.into_set())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -92,7 +95,8 @@ fn by_series(args: &FixesArgs, series: &str, cases: &[crate::case::Case]) -> Exi
         let Some(fix) = &case.detects else { continue };
         let state = |i: usize| -> Option<&'static str> {
             let k = kept[i].as_ref()?;
-            let s = crate::diff::fix_state(fix, k.cases.iter().find(|c| c.case == case.id));
+            let s =
+                crate::resultset::diff::fix_state(fix, k.cases.iter().find(|c| c.case == case.id));
             matches!(s, "present" | "absent").then_some(s)
         };
         let known = (0..releases.len()).filter(|&i| state(i).is_some()).count();
@@ -109,7 +113,7 @@ fn by_series(args: &FixesArgs, series: &str, cases: &[crate::case::Case]) -> Exi
                 None => {
                     booted += 1;
                     match super::bisect_releases::run_release(releases[i], case, &opts) {
-                        Ok(k) => match crate::diff::fix_state(fix, k.cases.first()) {
+                        Ok(k) => match crate::resultset::diff::fix_state(fix, k.cases.first()) {
                             s @ ("present" | "absent") => Probe::Behaved(s.into()),
                             other => Probe::CannotJudge(other.into()),
                         },

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::exit;
-use crate::history;
+use crate::resultset::history;
 
 #[derive(clap::Args)]
 pub struct HistoryArgs {

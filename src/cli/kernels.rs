@@ -263,7 +263,7 @@ fn list_releases(
     for row in &rows {
         println!("{}", line(row.each_ref().map(String::as_str)));
     }
-    let age = crate::results::now().saturating_sub(index.fetched_at);
+    let age = crate::resultset::results::now().saturating_sub(index.fetched_at);
     println!(
         "{} release(s) of {series}; series: {}; indexes read {} min ago",
         rows.len(),

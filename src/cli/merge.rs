@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::results;
+use crate::resultset::results;
 
 #[derive(clap::Args)]
 pub struct MergeArgs {
@@ -29,7 +29,7 @@ fn run(args: &MergeArgs) -> Result<()> {
         .iter()
         .map(|d| results::load_set(d))
         .collect::<Result<Vec<_>>>()?;
-    for k in crate::merge::merge(sets)? {
+    for k in crate::resultset::merge::merge(sets)? {
         let path = results::save(&args.out, &k, &[]).context(super::WriteFailed)?;
         println!(
             "{}: {} cases -> {}",

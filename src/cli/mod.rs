@@ -92,7 +92,7 @@ pub struct RunArgs {
     #[arg(long, short)]
     pub verbose: bool,
     /// Where results are written, one folder per kernel.
-    #[arg(long, default_value = crate::results::DEFAULT_DIR)]
+    #[arg(long, default_value = crate::resultset::results::DEFAULT_DIR)]
     pub results: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
@@ -114,7 +114,7 @@ pub struct RunArgs {
     /// Run only shard i of n (`2/3`) of the sorted (kernel, case) pairs; join the
     /// shards' result sets with `sockmatrix merge`.
     #[arg(long)]
-    pub shard: Option<crate::shard::Shard>,
+    pub shard: Option<crate::resultset::shard::Shard>,
 }
 
 #[derive(Subcommand)]

@@ -12,7 +12,7 @@ use crate::report::{self, Report};
 #[derive(clap::Args)]
 pub struct ReportArgs {
     /// A result set: a folder holding <kernel>/result.json.
-    #[arg(default_value = crate::results::DEFAULT_DIR)]
+    #[arg(default_value = crate::resultset::results::DEFAULT_DIR)]
     pub results: PathBuf,
     /// Write the Markdown report (matrix, differences, fixes, failures) here.
     #[arg(long, value_name = "FILE")]
@@ -71,7 +71,7 @@ pub fn report(args: &ReportArgs) -> ExitCode {
         eprintln!("error: --origin `{origin}`: a KCIDB origin is lower-case letters, digits and _");
         return ExitCode::from(exit::BAD_INPUT);
     }
-    let kernels = match crate::results::load_set(&args.results) {
+    let kernels = match crate::resultset::results::load_set(&args.results) {
         Ok(kernels) => kernels,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -104,7 +104,7 @@ pub fn report(args: &ReportArgs) -> ExitCode {
 }
 
 /// New verdicts from the kept observations: the guest observes, the host judges.
-fn rejudge(kernels: &mut [crate::results::KernelResult], cases: &[crate::case::Case]) {
+fn rejudge(kernels: &mut [crate::resultset::results::KernelResult], cases: &[crate::case::Case]) {
     for k in kernels {
         // Results from before uname -v was kept: the Debian version names the upstream one.
         let version = match &k.uname_version {

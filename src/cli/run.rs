@@ -8,9 +8,9 @@ use super::{exit, FormatArg, RunArgs};
 use crate::case::Case;
 use crate::judge::Explain;
 use crate::output::{self, Tally};
-use crate::results::KernelResult;
+use crate::resultset::results::KernelResult;
+use crate::resultset::shard::Shard;
 use crate::runner::{self, Progress, RunOptions, SaveError};
-use crate::shard::Shard;
 
 pub fn run(args: &RunArgs) -> ExitCode {
     let cases = match super::load_cases(&args.paths, args.filter.as_deref()) {
@@ -46,7 +46,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
         memory_mb: args.memory,
         max_guests,
         results_dir: args.results.clone(),
-        history_dir: Some(crate::history::dir_for(&args.results)),
+        history_dir: Some(crate::resultset::history::dir_for(&args.results)),
         cold: args.cold,
         machine: args.machine,
         ..RunOptions::default()
@@ -151,7 +151,7 @@ fn interrupted(results: &[KernelResult], signal: crate::interrupt::Interrupt) ->
 /// This shard's cases per kernel; kernels without any are left out (not booted).
 fn shard_work(kernels: &[String], cases: &[Case], shard: Shard) -> Vec<(String, Vec<Case>)> {
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
-    crate::shard::split(kernels, &ids, shard)
+    crate::resultset::shard::split(kernels, &ids, shard)
         .into_iter()
         .map(|(kernel, picked)| {
             (

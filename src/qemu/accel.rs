@@ -229,7 +229,7 @@ fn store_verdict(path: &Path, key: &VerdictKey, v: &AutoVerdict) -> Result<()> {
         key: key.clone(),
         accel: v.accel.name().into(),
         reason: v.reason.clone(),
-        probed_at: crate::results::now(),
+        probed_at: crate::resultset::results::now(),
     };
     let dir = path.parent().context("verdict path has no folder")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -350,9 +350,9 @@ pub fn create(dir: &Path, saving: Saving, req: &Request, console_log: &Path) -> 
         parts,
         state_size: std::fs::metadata(&state)?.len(),
         fingerprint: fingerprint(&state)?,
-        created_at: crate::results::now(),
+        created_at: crate::resultset::results::now(),
     };
-    crate::results::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)?;
+    crate::resultset::results::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)?;
     remove_covered(dir, saving.base, key, &saving.modules);
     prune(dir, cap_bytes(), key);
     Ok(Snapshot {

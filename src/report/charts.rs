@@ -6,7 +6,7 @@
 use maud::{html, Markup};
 use serde_json::Value;
 
-use crate::results::CaseResult;
+use crate::resultset::results::CaseResult;
 
 /// Bar colors; tests/report_html.rs looks for the spread one in the screenshot.
 pub const SPREAD_COLOR: &str = "#3f51b5";

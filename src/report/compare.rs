@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::observe::Outcome;
-use crate::results::CaseResult;
+use crate::resultset::results::CaseResult;
 use crate::value;
 
 /// One observation whose value is not the same on every compared kernel.

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use crate::case::Case;
-use crate::diff::Volatile;
 use crate::judge::Verdict;
-use crate::results::KernelResult;
+use crate::resultset::diff::Volatile;
+use crate::resultset::results::KernelResult;
 
 /// `kernels` in version order, with runs of identical neighbours folded into the
 /// first of each run, renamed `first..last` (its package version likewise).
@@ -73,7 +73,7 @@ fn behaviour(k: &KernelResult, volatile: &Volatile, cases: &[Case]) -> BTreeMap<
                 .iter()
                 .find(|x| x.id == c.case)
                 .and_then(|x| x.detects.as_ref())
-                .map_or("", |f| crate::diff::fix_state(f, Some(c)));
+                .map_or("", |f| crate::resultset::diff::fix_state(f, Some(c)));
             (c.case.clone(), format!("{kind} {fix} {text}"))
         })
         .collect()

@@ -4,7 +4,7 @@
 
 use super::compare::display;
 use crate::judge::Verdict;
-use crate::results::KernelResult;
+use crate::resultset::results::KernelResult;
 
 pub fn annotations(kernels: &[KernelResult]) -> String {
     let mut out = String::new();

@@ -12,7 +12,7 @@ use super::{reference_text, Report, Row};
 use crate::case::Reference;
 use crate::judge::{Explain, Verdict};
 use crate::output::Tally;
-use crate::results::{CaseResult, KernelResult};
+use crate::resultset::results::{CaseResult, KernelResult};
 
 /// Key observations in a folded cell before `+N`.
 const CELL_KEYS: usize = 3;
@@ -376,7 +376,7 @@ fn fixes(report: &Report, rows: &[Row]) -> Markup {
 
 /// `sockmatrix history --html`: per kernel and observation, a sparkline over the
 /// kept runs (numbers) and the values, oldest first.
-pub fn history_page(case: &str, rows: &[crate::history::Row]) -> String {
+pub fn history_page(case: &str, rows: &[crate::resultset::history::Row]) -> String {
     let mut kernels: Vec<&str> = rows.iter().map(|r| r.kernel.as_str()).collect();
     kernels.dedup();
     let keys: Vec<&String> = rows
@@ -391,7 +391,7 @@ pub fn history_page(case: &str, rows: &[crate::history::Row]) -> String {
                 thead { tr { th { "kernel" } th { "observation" } th { "over runs" } th { "values" } } }
                 tbody {
                     @for kernel in &kernels {
-                        @let runs: Vec<&crate::history::Row> = rows.iter().filter(|r| r.kernel == *kernel).collect();
+                        @let runs: Vec<&crate::resultset::history::Row> = rows.iter().filter(|r| r.kernel == *kernel).collect();
                         @for key in &keys {
                             @let values: Vec<Option<serde_json::Value>> = runs.iter().map(|r| r.values.get(*key).cloned().flatten()).collect();
                             tr data-kernel=(kernel) data-obs=(key) {

@@ -10,7 +10,7 @@ use quick_junit::{NonSuccessKind, Property, TestCase, TestCaseStatus, TestRerun,
 use super::compare::display;
 use super::{accel, started_at, upstream_version, Report};
 use crate::judge::{Explain, Verdict};
-use crate::results::{CaseResult, KernelResult};
+use crate::resultset::results::{CaseResult, KernelResult};
 
 /// Console lines kept in a case that could not run.
 const CONSOLE_TAIL: usize = 40;
@@ -224,12 +224,13 @@ mod tests {
     #[test]
     fn an_interrupted_case_is_a_rerun() {
         let mut report = testdata::two_kernels();
-        let mut boot: crate::results::BootFacts = serde_json::from_value(serde_json::json!({
-            "accel": "tcg", "attempts": 1, "hung_attempts": [], "boot_to_ready_ms": 1,
-            "total_ms": 9000, "exit": "PoweredOff", "console_problems": [],
-            "console_log": "/nonexistent/console.log"
-        }))
-        .unwrap();
+        let mut boot: crate::resultset::results::BootFacts =
+            serde_json::from_value(serde_json::json!({
+                "accel": "tcg", "attempts": 1, "hung_attempts": [], "boot_to_ready_ms": 1,
+                "total_ms": 9000, "exit": "PoweredOff", "console_problems": [],
+                "console_log": "/nonexistent/console.log"
+            }))
+            .unwrap();
         boot.resumes = vec!["the kernel panicked: Oops while running b/same".into()];
         report.kernels[0].boot = Some(boot);
         let xml = render(&report);

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::{accel, rfc3339, started_at, upstream_version, Report};
 use crate::judge::{Explain, Verdict};
-use crate::results::{CaseResult, KernelResult};
+use crate::resultset::results::{CaseResult, KernelResult};
 
 /// The schema version written.
 const MAJOR: u64 = 5;

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::{accel, upstream_version, Report};
 use crate::judge::{Explain, Verdict};
-use crate::results::{CaseResult, KernelResult};
+use crate::resultset::results::{CaseResult, KernelResult};
 
 /// Console lines shown for a case that could not run.
 const CONSOLE_TAIL: usize = 10;

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::case::{self, Case, Fix, Reference};
-use crate::diff::Volatile;
-use crate::results::{CaseResult, KernelResult};
+use crate::resultset::diff::Volatile;
+use crate::resultset::results::{CaseResult, KernelResult};
 use compare::CaseAcrossKernels;
 
 /// What a case file says about a case; absent when the file is gone or invalid.
@@ -52,7 +52,7 @@ pub struct Report {
 /// A fix on one kernel, as `sockmatrix fixes` says it: present, absent, unknown, or
 /// `-` where the case did not run.
 pub fn fix_cell(fix: &Fix, run: Option<&CaseResult>) -> &'static str {
-    crate::diff::fix_state(fix, run)
+    crate::resultset::diff::fix_state(fix, run)
 }
 
 impl Report {
@@ -313,7 +313,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut kernel = testdata::two_kernels().kernels.remove(0);
         // Written elsewhere (a CI shard's folder), now in `dir`.
-        kernel.boot = Some(crate::results::BootFacts {
+        kernel.boot = Some(crate::resultset::results::BootFacts {
             accel: "tcg".into(),
             accel_reason: None,
             attempts: 1,

@@ -36,7 +36,7 @@ fn write_embedded(cache: &Path) -> Result<PathBuf> {
     if std::fs::read(&path).is_ok_and(|b| b == EMBEDDED) {
         return Ok(path);
     }
-    crate::results::write_atomic(&path, EMBEDDED)
+    crate::resultset::results::write_atomic(&path, EMBEDDED)
         .with_context(|| format!("writing the embedded guest agent to {}", path.display()))?;
     check_static(&path)?;
     Ok(path)

@@ -79,7 +79,7 @@ fn write_built_in(cache: &Path) -> Result<PathBuf> {
         if std::fs::read_to_string(&path).is_ok_and(|t| t == *text) {
             continue;
         }
-        crate::results::write_atomic(&path, text.as_bytes())
+        crate::resultset::results::write_atomic(&path, text.as_bytes())
             .with_context(|| format!("writing the built-in catalogue to {}", path.display()))?;
     }
     Ok(dir)

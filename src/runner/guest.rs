@@ -13,7 +13,7 @@ use crate::case::Case;
 use crate::judge::{judge, Verdict};
 use crate::observe::{AgentEvent, CaseRun, Outcome};
 use crate::qemu::{self, BootEvent, BootSpec, Entry, FileData, Gate, GuestExit};
-use crate::results::{self, BootFacts, CaseResult, KernelResult, PendingLog};
+use crate::resultset::results::{self, BootFacts, CaseResult, KernelResult, PendingLog};
 
 /// What to boot: a kernel image and how to call it in results.
 pub struct KernelImage {
@@ -92,7 +92,7 @@ pub fn run_on_kernel(
     let dir = results::kernel_dir(&opts.results_dir, &image.id);
     let run_tag = format!(
         "{}-{}",
-        crate::history::file_stamp(results::now()),
+        crate::resultset::history::file_stamp(results::now()),
         std::process::id()
     );
     let mut result = KernelResult {

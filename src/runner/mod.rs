@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use crate::case::{Case, KernelVersion};
 use crate::kernel::{self, Catalogue, Lock};
 use crate::qemu::{Accel, Gate};
-use crate::results::{self, CaseResult, KernelResult};
+use crate::resultset::results::{self, CaseResult, KernelResult};
 
 pub use agent_binary::agent_binary;
 pub use catalogue_source::{catalogue_dir, chosen_dir as chosen_catalogue_dir, set_catalogue_dir};
@@ -54,7 +54,7 @@ impl Default for RunOptions {
             ready_timeout: Duration::from_secs(20),
             max_guests: default_guests(512),
             results_dir: PathBuf::from(results::DEFAULT_DIR),
-            history_dir: Some(PathBuf::from(crate::history::DEFAULT_DIR)),
+            history_dir: Some(PathBuf::from(crate::resultset::history::DEFAULT_DIR)),
             show_downloads: true,
             cold: false,
             machine: None,
@@ -537,7 +537,7 @@ fn run_one(
             Ok(path) => {
                 // History is a convenience: losing it must not lose the run.
                 if let Some(dir) = &opts.history_dir {
-                    let _ = crate::history::record(dir, &result);
+                    let _ = crate::resultset::history::record(dir, &result);
                 }
                 Ok(path)
             }

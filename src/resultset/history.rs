@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::results::{self, KernelResult};
+use crate::resultset::results::{self, KernelResult};
 use crate::value;
 
 /// Where runs are kept by default (not committed).
@@ -238,13 +238,13 @@ mod tests {
     use super::*;
     use crate::judge::Verdict;
     use crate::observe::Outcome;
-    use crate::results::CaseResult;
+    use crate::resultset::results::CaseResult;
     use serde_json::json;
 
     #[test]
     fn history_sits_beside_the_result_set() {
         assert_eq!(
-            dir_for(Path::new(crate::results::DEFAULT_DIR)),
+            dir_for(Path::new(crate::resultset::results::DEFAULT_DIR)),
             Path::new(DEFAULT_DIR)
         );
         assert_eq!(

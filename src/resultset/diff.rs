@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::case::{Case, Fix, Matcher};
 use crate::judge::fix_presence;
-use crate::results::{CaseResult, KernelResult};
+use crate::resultset::results::{CaseResult, KernelResult};
 use crate::value;
 
 /// Observation keys whose values legitimately vary from run to run (hash placement).

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 
-use crate::results::KernelResult;
+use crate::resultset::results::KernelResult;
 
 /// Merges sets (each one kernel result per kernel) into one set, by kernel id. The
 /// same kernel in several sets must be the same kernel (release, package); the same
@@ -55,7 +55,7 @@ mod tests {
     use super::*;
     use crate::judge::Verdict;
     use crate::observe::Outcome;
-    use crate::results::CaseResult;
+    use crate::resultset::results::CaseResult;
 
     fn kernel(id: &str, release: &str, cases: &[(&str, u64)]) -> KernelResult {
         KernelResult {

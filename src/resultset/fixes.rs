@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use crate::case::Case;
-use crate::diff::fix_state;
-use crate::results::KernelResult;
+use crate::resultset::diff::fix_state;
+use crate::resultset::results::KernelResult;
 
 /// One row per case with `detects`, one column per kernel; `-` where the case did not
 /// run on that kernel.
@@ -56,7 +56,7 @@ mod tests {
     use crate::case;
     use crate::judge::Verdict;
     use crate::observe::Outcome;
-    use crate::results::CaseResult;
+    use crate::resultset::results::CaseResult;
     use std::path::Path;
 
     fn case(id: &str, detects: bool) -> Case {
