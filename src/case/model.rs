@@ -129,6 +129,9 @@ pub struct SockOptions {
     /// chosen at connect() time knowing the remote.
     #[serde(default)]
     pub bind_address_no_port: Option<bool>,
+    /// IP_FREEBIND: bind() may take an address no interface holds (yet).
+    #[serde(default)]
+    pub freebind: Option<bool>,
     /// TCP_FASTOPEN on a listener: the queue length of Fast Open requests.
     #[serde(default)]
     pub fastopen: Option<u32>,

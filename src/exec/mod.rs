@@ -317,6 +317,33 @@ mod tests {
         }
     }
 
+    /// IP_FREEBIND lets a socket of either family bind an address no interface of
+    /// the namespace holds; without it the same bind is EADDRNOTAVAIL.
+    #[test]
+    fn freebind_binds_an_address_no_interface_holds() {
+        let run = run("requires: [root, ipv6]
+steps:
+  - socket: plain
+  - bind: plain
+    addr: 192.0.2.1
+  - socket: free
+    freebind: true
+  - bind: free
+    addr: 192.0.2.1
+  - socket: free6
+    family: ipv6
+    freebind: true
+  - bind: free6
+    addr: 2001:db8::1
+");
+        let o = &run.observations;
+        assert_eq!(o.get("bind.plain"), Some(&json!("EADDRNOTAVAIL")), "{o:?}");
+        assert_eq!(o.get("socket.free.freebind"), Some(&json!("ok")), "{o:?}");
+        assert_eq!(o.get("bind.free"), Some(&json!("ok")), "{o:?}");
+        assert_eq!(o.get("socket.free6.freebind"), Some(&json!("ok")), "{o:?}");
+        assert_eq!(o.get("bind.free6"), Some(&json!("ok")), "{o:?}");
+    }
+
     /// A client group whose target has no address: an error at the `clients` line,
     /// never a panic at `account` ("no entry found for key").
     #[test]

@@ -131,6 +131,19 @@ impl Table {
                         ),
                     );
                 }
+                if let Some(v) = o.freebind {
+                    // At SOL_IP for IPv6 sockets too: the kernel hands IP-level
+                    // options of an IPv6 socket to ip_setsockopt (one flag for both).
+                    set(
+                        "freebind",
+                        super::sockopt::set(
+                            &s,
+                            libc::SOL_IP,
+                            libc::IP_FREEBIND,
+                            &libc::c_int::from(v),
+                        ),
+                    );
+                }
                 if let Some(qlen) = o.fastopen {
                     let qlen = qlen as libc::c_int;
                     set(

@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
+#[cfg(feature = "runner")]
+use super::{Draft, Gen};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::{AcceptMode, Proto};
 use crate::case::scope::Scope;
@@ -27,6 +29,7 @@ impl Step for Accept {
         fields: "`count:` N or `all` (all), `wait:` time to wait for the first (0), `mode: nonblocking\\|blocking\\|epoll` (nonblocking: poll, then accept until the queue stays empty for 30 ms; blocking: accept() with SO_RCVTIMEO = `wait`; epoll: epoll_wait up to `wait`), `name:` keep the accepted connection as a socket of that name (with `count: 1`)",
         observes: "`accept.NAME` = how many; `accept.NAME.error` = `ok` or the errno that stopped it",
     };
+    const EXPLORE: Explore = Explore::Weight(1);
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);
@@ -118,5 +121,13 @@ impl Step for Accept {
                 })?;
         }
         Ok(obs)
+    }
+
+    /// On a listener mostly (a connection queued or EAGAIN), now and then on any TCP
+    /// socket (EINVAL).
+    #[cfg(feature = "runner")]
+    fn generate(g: &mut Gen) -> Option<Draft> {
+        let i = g.prefer_socket(|s| s.listening, |s| s.tcp)?;
+        Some(Draft::new("accept", &g.sockets[i].name))
     }
 }

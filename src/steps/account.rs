@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::{GroupKind, Scope};
 use crate::exec::{clients, Executor, StepCtx, StepResult};
@@ -20,6 +20,7 @@ impl Step for Account {
         fields: "",
         observes: "every client in exactly one bucket: `account.GROUP.accepted.<listener>` for each listener, `.reset`, `.orphaned`, `.closed`, `.refused`, `.timed_out`, `.failed`, `.pending`; `.total`; `.fairness` over the listeners",
     };
+    const EXPLORE: Explore = Explore::No("counts per listener: hash placement");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let group = scope.group(subject, GroupKind::Clients, diags)?;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::CbpfProgram;
 use crate::case::scope::Scope;
@@ -22,6 +22,7 @@ impl Step for AttachBpf {
         fields: "`program: cpu`, `{modulo: N}` (first payload word mod N) or `{constant: N}`",
         observes: "`attach_bpf.NAME`: SO_ATTACH_REUSEPORT_CBPF result",
     };
+    const EXPLORE: Explore = Explore::No("steering programs: what they pick is hash placement or the CPU");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{ebpf, Executor, StepCtx, StepResult};
@@ -27,6 +27,7 @@ impl Step for AttachEbpf {
         fields: "`sockarray: [sockets]` (slots in order), `select: K`, `on_miss: pass\\|drop` (pass)",
         observes: "an SK_REUSEPORT eBPF program selecting slot K with bpf_sk_select_reuseport(); `attach_ebpf.NAME.load`, `.fill` (first failing slot's errno), `attach_ebpf.NAME` (the attach)",
     };
+    const EXPLORE: Explore = Explore::No("steering programs: needs a socket array set up");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::ebpf_migrate::{MigrateTo, MigratingEbpf};
@@ -26,6 +26,7 @@ impl Step for AttachMigrate {
         fields: "`sockarray: [sockets]` (slots in order; listening TCP sockets), `select: K` (the slot for new SYNs; without it SK_PASS: hash), `migrate: K\\|hash\\|drop` (required: the slot a migrating request or child goes to, SK_PASS without a choice, or SK_DROP)",
         observes: "an SK_REUSEPORT program loaded with BPF_SK_REUSEPORT_SELECT_OR_MIGRATE (5.14+) and attached to NAME's group; `attach_migrate.NAME.load`, `.fill`, `attach_migrate.NAME` as for `attach_ebpf`. It counts each migration it is asked about (see `migrations`)",
     };
+    const EXPLORE: Explore = Explore::No("an eBPF migration program: needs a group under load");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);

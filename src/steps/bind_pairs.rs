@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::{PairAddr, PairOption, PairState, Proto};
 use crate::case::scope::Scope;
@@ -27,6 +27,7 @@ impl Step for BindPairs {
         fields: "`proto:`, `addrs: {label: addr or {addr, v6only}}`, `options: [plain, reuseaddr, reuseport]` (all), `state: bound\\|listening\\|connected\\|time_wait` (listening for TCP, else bound; `listen: true\\|false` is the older spelling), `then: [labels]` (bound after the pair, without options, in order, each kept)",
         observes: "`bind_pairs.NAME.<first>.<second>.<option>`: the second bind's result, for every ordered pair — a whole conflict matrix from one step; `....<option>.<label>` for each bind of `then`",
     };
+    const EXPLORE: Explore = Explore::No("a whole conflict matrix in one step: already a case");
 
     fn decode(subject: &Node, f: &mut Fields, _scope: &Scope, diags: &mut Diags) -> Option<Self> {
         fields::name(subject, "a matrix name", diags)?;

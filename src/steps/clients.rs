@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::{Family, Fastopen, Target};
 use crate::case::scope::{GroupKind, Scope};
@@ -35,6 +35,7 @@ impl Step for Clients {
         fields: "`count:`, `to:`, `family:` (from the target), `interval:` between connects (0), `timeout:` (1s), `background: true` (false), `fastopen: sendto\\|connect` (TCP Fast Open with one byte in the SYN: sendto(MSG_FASTOPEN), or TCP_FASTOPEN_CONNECT then write)",
         observes: "`clients.GROUP.connected/refused/timed_out/failed`, and `.first_error` (the errno of the first failure, or `none`)",
     };
+    const EXPLORE: Explore = Explore::No("many connections: spread by hash placement");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let group = fields::name(subject, "a group name", diags);

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
+#[cfg(feature = "runner")]
+use super::{Draft, Gen};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{sockets::outcome, Executor, StepCtx, StepResult};
@@ -19,6 +21,7 @@ impl Step for Close {
         fields: "",
         observes: "`close.NAME` (a served listener's acceptor stops first)",
     };
+    const EXPLORE: Explore = Explore::Weight(1);
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         Some(Close {
@@ -40,5 +43,13 @@ impl Step for Close {
             server.stop();
         }
         step.one(outcome(exec.table.close(&self.sock)))
+    }
+
+    /// Any open socket: its port may be free again, or linger (TIME_WAIT).
+    #[cfg(feature = "runner")]
+    fn generate(g: &mut Gen) -> Option<Draft> {
+        let i = g.pick_socket(|_| true)?;
+        g.sockets[i].closed = true;
+        Some(Draft::new("close", &g.sockets[i].name))
     }
 }

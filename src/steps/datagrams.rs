@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::{Family, Target};
 use crate::case::scope::{GroupKind, Scope};
@@ -29,6 +29,7 @@ impl Step for Datagrams {
         fields: "`count:`, `to:`, `from:` a UDP socket (default: a fresh socket per datagram, so each has a new source port), `family:`",
         observes: "`datagrams.GROUP.sent`, `.errors`",
     };
+    const EXPLORE: Explore = Explore::No("spread over a group by hash placement");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let group = fields::name(subject, "a group name", diags);

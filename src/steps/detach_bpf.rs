@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{bpf, sockets::outcome, Executor, StepCtx, StepResult};
@@ -20,6 +20,7 @@ impl Step for DetachBpf {
         fields: "",
         observes: "`detach_bpf.NAME`: SO_DETACH_REUSEPORT_BPF result",
     };
+    const EXPLORE: Explore = Explore::No("only meaningful after attach_bpf");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         Some(DetachBpf {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::{PacketFilter, PortSide, Proto, TcpFlags};
 use crate::case::scope::Scope;
@@ -23,6 +23,7 @@ impl Step for Drop {
         fields: "`tcp_flags: any\\|ack\\|syn\\|synack\\|rst\\|fin` (any; `ack` is a pure ACK: no SYN/FIN/RST, no payload — a handshake's last), `proto:` (tcp), `port:` a number or a socket name, `direction: to\\|from` (to: the packets' destination port), `family:` (both), `count:` stop after this many (never)",
         observes: "`drop.NAME` = `ok` or the errno of loading/attaching. An XDP program on the namespace's `lo` (generic mode, netlink IFLA_XDP) drops the matching packets until `release`",
     };
+    const EXPLORE: Explore = Explore::No("packet filters: timing of retransmissions");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let name = fields::name(subject, "a drop filter name", diags)?;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::link::{self, IfAddr, LinkKind, LinkSpec};
@@ -24,6 +24,7 @@ impl Step for Link {
         fields: "`kind: dummy\\|veth` (dummy; needs `requires: [{module: dummy}]`, veth `{module: veth}`), `peer: IFNAME` (veth: the other end, same namespace), `addrs: [CIDR]` (`10.0.1.1/24`, `\"fd00::1/64\"`; IPv6 with nodad, usable at once), `peer_addrs: [CIDR]`",
         observes: "`link.IFNAME` = `ok`; the device(s) are up with their addresses. A device the kernel refuses (EOPNOTSUPP: its module is not loaded; EEXIST) is the step's error",
     };
+    const EXPLORE: Explore = Explore::No("network devices: a topology, not a socket collision");
 
     fn decode(subject: &Node, f: &mut Fields, _scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let name = ifname(subject, diags);

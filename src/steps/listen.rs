@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
+#[cfg(feature = "runner")]
+use super::{Draft, Gen};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{sockets::outcome, Executor, StepCtx, StepResult};
@@ -20,6 +22,7 @@ impl Step for Listen {
         fields: "`backlog:` (128)",
         observes: "`listen.NAME`",
     };
+    const EXPLORE: Explore = Explore::Weight(3);
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);
@@ -44,5 +47,18 @@ impl Step for Listen {
 
     fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
         step.one(outcome(exec.table.listen(&self.sock, self.backlog)))
+    }
+
+    /// A bound TCP socket mostly; now and then one that was never bound or is
+    /// connected (listen then binds, or fails).
+    #[cfg(feature = "runner")]
+    fn generate(g: &mut Gen) -> Option<Draft> {
+        let i = g.prefer_socket(
+            |s| s.tcp && s.bound && !s.listening && !s.connected,
+            |s| s.tcp && !s.listening,
+        )?;
+        g.sockets[i].listening = true;
+        g.sockets[i].bound = true;
+        Some(Draft::new("listen", &g.sockets[i].name))
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{Executor, StepCtx, StepResult};
@@ -20,6 +20,7 @@ impl Step for LocalPort {
         fields: "",
         observes: "`local_port.NAME` = the port the socket is bound to (use where it is deterministic)",
     };
+    const EXPLORE: Explore = Explore::No("observes a kernel-chosen port, which is masked");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         Some(LocalPort {

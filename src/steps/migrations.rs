@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::ebpf_migrate::PLACES;
@@ -21,6 +21,7 @@ impl Step for Migrations {
         fields: "",
         observes: "calls of NAME's `attach_migrate` program for a migrating socket, by where: `migrations.NAME.close` (a child in the accept queue of a closing listener), `.close_fastopen` (a Fast Open child), `.synack` (a request's SYN-ACK timer), `.ack` (a request's final ACK), `.other`",
     };
+    const EXPLORE: Explore = Explore::No("counters of attach_migrate");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = fields::name(subject, "a socket name", diags)?;

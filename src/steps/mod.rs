@@ -6,6 +6,9 @@
 //! per step, holding the step's own struct) and its dispatch. An enum rather than
 //! `Box<dyn Step>` keeps the plan a plain value: serde derives its JSON for the guest
 //! agent without a type-tag registry, and `Clone`/`PartialEq`/`Debug` stay derived.
+//!
+//! A step also says whether `sockmatrix explore` draws it (`Step::EXPLORE`) and how
+//! (`Step::generate`), so a new step is explored without code outside its module.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +28,16 @@ pub struct Doc {
     pub observes: &'static str,
 }
 
+/// Whether `sockmatrix explore` draws a step into its random programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Explore {
+    /// Drawn with this relative weight (socket 5, bind 8, ...) through
+    /// `Step::generate`.
+    Weight(u32),
+    /// Never drawn, and why (shown by the unit test that asks every step).
+    No(&'static str),
+}
+
 /// Everything about one step. The module holding the type is the verb (`socket.rs`
 /// holds `Socket`); the registry line ties them together.
 pub trait Step: Sized {
@@ -33,6 +46,10 @@ pub trait Step: Sized {
     /// Whether the default observation key is `<verb>.<subject>`; a step whose
     /// subject is not a name (`sleep: 10ms`) is keyed by its verb alone.
     const KEYED_BY_SUBJECT: bool = true;
+    /// Whether the explorer draws this step. The default gives no reason, which a
+    /// unit test (explore::grammar) rejects: each step says `Weight(N)` and writes
+    /// `generate`, or says why not with `No("...")`.
+    const EXPLORE: Explore = Explore::No("");
 
     /// Reads the step's fields. `subject` is the value of the verb's own key; every
     /// other key must be asked for through `f` (unknown ones are reported). Report
@@ -49,7 +66,19 @@ pub trait Step: Sized {
     /// Runs the step in the case's namespace: its observations, or why it could not
     /// do what it says.
     fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult;
+
+    /// A random step of this kind for the program `g` holds so far, as case-file
+    /// fields (the case decoder then checks it like any case); None when none fits
+    /// now (no socket to bind). Only asked when `EXPLORE` is a weight. Host only:
+    /// the guest agent is built without the explorer.
+    #[cfg(feature = "runner")]
+    fn generate(_g: &mut Gen) -> Option<Draft> {
+        None
+    }
 }
+
+#[cfg(feature = "runner")]
+use crate::explore::grammar::{Draft, Gen, Val};
 
 /// The verbs, the `Action` enum and its dispatch, from one list of `verb => Type`.
 macro_rules! registry {
@@ -77,6 +106,17 @@ macro_rules! registry {
             /// Every step's row of the step table, in the registry's order.
             pub fn docs() -> Vec<(&'static str, Doc)> {
                 vec![$((stringify!($verb), <$verb::$Type as Step>::DOC)),*]
+            }
+
+            /// Every step's verb, `Step::EXPLORE` and `Step::generate`, in the
+            /// registry's order: what the explorer draws from.
+            #[cfg(feature = "runner")]
+            pub fn explore() -> Vec<(&'static str, Explore, fn(&mut Gen) -> Option<Draft>)> {
+                vec![$((
+                    stringify!($verb),
+                    <$verb::$Type as Step>::EXPLORE,
+                    <$verb::$Type as Step>::generate as fn(&mut Gen) -> Option<Draft>,
+                )),*]
             }
 
             /// See `Step::KEYED_BY_SUBJECT`.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{Executor, StepCtx, StepResult};
@@ -19,6 +19,7 @@ impl Step for Queue {
         fields: "",
         observes: "`queue.NAME` = the listener's accept queue length, once it has stopped changing",
     };
+    const EXPLORE: Explore = Explore::No("queue lengths under load: timing");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         Some(Queue {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{sockets::outcome, Executor, StepCtx, StepResult};
@@ -21,6 +21,7 @@ impl Step for Release {
         fields: "",
         observes: "`release.NAME` = detach result; `release.NAME.dropped` = packets the filter dropped",
     };
+    const EXPLORE: Explore = Explore::No("only meaningful after drop");
 
     /// A drop filter attached earlier and not yet released.
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {

@@ -2,7 +2,7 @@
 //! a generic part of the language: case::decode (decode/repeat.rs) reads the block,
 //! since its template steps declare into the scope; this module only runs it.
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{Executor, StepCtx, StepResult};
@@ -16,6 +16,7 @@ impl Step for Repeat {
         fields: "`steps:` (the template: sockets named `l[i]`), `addrs: {from: ADDR, count: N}` (`$addr` in the template: N consecutive addresses, each for COUNT/N consecutive indices), `first:` (0). A step on `l[*]` or `l[a..b]` outside a block is a block of that one step; `l[3]` names one socket",
         observes: "per template key K without its index: `K.ok`, `K.<ERRNO>` (count of each errno), `K.first_failure` (index or `none`); numbers as `K.sum`/`.min`/`.max`; `time.K` summed. COUNT at most 100000",
     };
+    const EXPLORE: Explore = Explore::No("repetition measures scale and cost, not which errno a kernel returns");
     /// `repeat: 24000` names no thing: its key is `repeat` (or its `id`).
     const KEYED_BY_SUBJECT: bool = false;
 

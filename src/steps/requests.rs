@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{requests, Executor, StepCtx, StepResult};
@@ -19,6 +19,7 @@ impl Step for Requests {
         fields: "",
         observes: "`requests.NAME` = connection requests in SYN_RECV for NAME's port (from `/proc/net/tcp{,6}` of the namespace)",
     };
+    const EXPLORE: Explore = Explore::No("SYN_RECV counts: timing");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         Some(Requests {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::{GroupKind, Scope};
 use crate::exec::{clients, Executor, StepCtx, StepResult};
@@ -20,6 +20,7 @@ impl Step for Send {
         fields: "",
         observes: "`send.GROUP` = connected clients that wrote one byte (a client's first request; it carries the ACK a dropped handshake ACK left out)",
     };
+    const EXPLORE: Explore = Explore::No("only meaningful with clients");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let group = scope.group(subject, GroupKind::Clients, diags)?;

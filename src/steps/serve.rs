@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{serve::Server, Executor, StepCtx, StepResult};
@@ -23,6 +23,7 @@ impl Step for Serve {
         fields: "",
         observes: "`serve.NAME`; a background thread accepts everything on the listener until it is closed",
     };
+    const EXPLORE: Explore = Explore::No("a background acceptor: what it took depends on timing");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);

@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
+#[cfg(feature = "runner")]
+use super::{Draft, Gen, Val};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{sockets::outcome, Executor, StepCtx, StepResult};
@@ -28,6 +30,7 @@ impl Step for Shutdown {
         fields: "`how: read\\|write\\|both` (both)",
         observes: "`shutdown.NAME`",
     };
+    const EXPLORE: Explore = Explore::Weight(1);
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);
@@ -54,5 +57,14 @@ impl Step for Shutdown {
             How::Both => std::net::Shutdown::Both,
         };
         step.one(outcome(exec.table.with(&self.sock, |s| s.shutdown(how))))
+    }
+
+    /// Any open socket, one direction or both: a listener shut down stops
+    /// listening, an unconnected one says ENOTCONN.
+    #[cfg(feature = "runner")]
+    fn generate(g: &mut Gen) -> Option<Draft> {
+        let i = g.pick_socket(|_| true)?;
+        let how = g.one(&["read", "write", "both"]);
+        Some(Draft::new("shutdown", &g.sockets[i].name).with("how", Val::s(how)))
     }
 }

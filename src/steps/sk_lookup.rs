@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::{PortSpec, Proto};
 use crate::case::scope::Scope;
@@ -29,6 +29,7 @@ impl Step for SkLookup {
         fields: "`pick:` a socket (required), `port:` a number or a socket name (only lookups for that local port; default all), `no_reuseport:` (false)",
         observes: "a BPF sk_lookup program linked to the case's namespace (5.9+) assigns every lookup of `pick`'s protocol to `pick` with bpf_sk_assign(); the picked socket's reuseport group still chooses unless `no_reuseport` (BPF_SK_LOOKUP_F_NO_REUSEPORT). `sk_lookup.NAME.load`, `.fill` (the socket into the SOCKMAP), `sk_lookup.NAME` (the link); the case's end detaches it",
     };
+    const EXPLORE: Explore = Explore::No("a steering program: needs a socket map set up");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let name = fields::name(subject, "an sk_lookup program name", diags);

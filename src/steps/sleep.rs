@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{Executor, StepCtx, StepResult};
@@ -21,6 +21,7 @@ impl Step for Sleep {
         fields: "",
         observes: "none",
     };
+    const EXPLORE: Explore = Explore::No("only time passes; nothing to compare");
     /// `sleep: 10ms` names no thing: its key is `sleep` (or its `id`).
     const KEYED_BY_SUBJECT: bool = false;
 

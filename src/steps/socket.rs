@@ -2,7 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
+#[cfg(feature = "runner")]
+use super::{Draft, Gen, Val};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::{Creds, Family, Proto, SockOptions};
 use crate::case::scope::Scope;
@@ -19,7 +21,7 @@ pub struct Socket {
 }
 
 /// Each option set yields an observation of its own, e.g. `socket.a.reuseport`.
-const OPTIONS: [&str; 11] = [
+const OPTIONS: [&str; 12] = [
     "reuseaddr",
     "reuseport",
     "v6only",
@@ -27,6 +29,7 @@ const OPTIONS: [&str; 11] = [
     "bindtodevice",
     "local_port_range",
     "bind_address_no_port",
+    "freebind",
     "fastopen",
     "multicast_if",
     "multicast_all",
@@ -36,9 +39,10 @@ const OPTIONS: [&str; 11] = [
 impl Step for Socket {
     const DOC: Doc = Doc {
         syntax: "socket: NAME",
-        fields: "`proto: tcp\\|udp\\|sctp\\|mptcp` (tcp; sctp: one-to-many, needs `requires: [{module: sctp}]`; mptcp: IPPROTO_MPTCP, needs a kernel built with it: `requires: [{sysctl: net.mptcp.enabled}]`), `family: ipv4\\|ipv6` (ipv4), `reuseaddr`, `reuseport`, `v6only` (true/false), `incoming_cpu: N`, `bindtodevice: IFNAME`, `local_port_range: [LOW, HIGH]` (IP_LOCAL_PORT_RANGE), `bind_address_no_port` (IP_BIND_ADDRESS_NO_PORT), `fastopen: QLEN` (TCP_FASTOPEN, TCP), `multicast_join: GROUP` (IP_ADD_MEMBERSHIP on lo), `multicast_if: ADDR` (IP_MULTICAST_IF), `multicast_all` (IP_MULTICAST_ALL; the three: UDP, IPv4), `as: {uid: U, gid: G}`",
+        fields: "`proto: tcp\\|udp\\|sctp\\|mptcp` (tcp; sctp: one-to-many, needs `requires: [{module: sctp}]`; mptcp: IPPROTO_MPTCP, needs a kernel built with it: `requires: [{sysctl: net.mptcp.enabled}]`), `family: ipv4\\|ipv6` (ipv4), `reuseaddr`, `reuseport`, `v6only` (true/false), `incoming_cpu: N`, `bindtodevice: IFNAME`, `local_port_range: [LOW, HIGH]` (IP_LOCAL_PORT_RANGE), `bind_address_no_port` (IP_BIND_ADDRESS_NO_PORT), `freebind` (IP_FREEBIND), `fastopen: QLEN` (TCP_FASTOPEN, TCP), `multicast_join: GROUP` (IP_ADD_MEMBERSHIP on lo), `multicast_if: ADDR` (IP_MULTICAST_IF), `multicast_all` (IP_MULTICAST_ALL; the three: UDP, IPv4), `as: {uid: U, gid: G}`",
         observes: "`socket.NAME` = `ok`/errno; one per option set, e.g. `socket.NAME.reuseport`",
     };
+    const EXPLORE: Explore = Explore::Weight(5);
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let name = fields::name(subject, "a socket name", diags)?;
@@ -68,6 +72,7 @@ impl Step for Socket {
                 .get("local_port_range")
                 .and_then(|n| port_range(n, diags)),
             bind_address_no_port: bool_opt(f, "bind_address_no_port", diags),
+            freebind: bool_opt(f, "freebind", diags),
             fastopen: f
                 .get("fastopen")
                 .and_then(|n| fields::uint(n, "fastopen", 1 << 20, diags))
@@ -115,6 +120,7 @@ impl Step for Socket {
             o.bindtodevice.is_some(),
             o.local_port_range.is_some(),
             o.bind_address_no_port.is_some(),
+            o.freebind.is_some(),
             o.fastopen.is_some(),
             o.multicast_if.is_some(),
             o.multicast_all.is_some(),
@@ -150,6 +156,63 @@ impl Step for Socket {
             .into_iter()
             .map(|(suffix, v)| (step.at(&suffix), v.into()))
             .collect())
+    }
+
+    /// Often the same kind as the socket before (two sockets that can collide), with
+    /// a random subset of the options that decide collisions.
+    #[cfg(feature = "runner")]
+    fn generate(g: &mut Gen) -> Option<Draft> {
+        use crate::explore::grammar::{SockInfo, PORT_RANGES};
+        use rand::seq::IndexedRandom;
+        if g.sockets.len() >= 4 {
+            return None;
+        }
+        let name = format!("s{}", g.sockets.len());
+        let prev = g.sockets.last().map(|s| (s.tcp, s.ipv6));
+        let (tcp, ipv6) = match prev {
+            Some(prev) if g.chance(0.6) => prev,
+            _ => (g.chance(0.75), g.chance(0.5)),
+        };
+        let mut step = Draft::new("socket", &name);
+        if !tcp {
+            step = step.with("proto", Val::s("udp"));
+        }
+        if ipv6 {
+            step = step.with("family", Val::s("ipv6"));
+        }
+        for opt in ["reuseaddr", "reuseport"] {
+            if g.chance(0.3) {
+                step = step.with(opt, Val::s("true"));
+            }
+        }
+        if ipv6 && g.chance(0.3) {
+            let v = g.one(&["true", "false"]);
+            step = step.with("v6only", Val::s(v));
+        }
+        // IP_FREEBIND (bind to an address no interface holds) and
+        // IP_BIND_ADDRESS_NO_PORT (bind takes the address, connect the port).
+        for opt in ["freebind", "bind_address_no_port"] {
+            if g.chance(0.12) {
+                step = step.with(opt, Val::s("true"));
+            }
+        }
+        if g.chance(0.15) {
+            let range = PORT_RANGES.choose(&mut g.rng).expect("not empty");
+            step = step.with(
+                "local_port_range",
+                Val::Seq(range.iter().map(|p| p.to_string()).collect()),
+            );
+        }
+        g.sockets.push(SockInfo {
+            name,
+            ipv6,
+            tcp,
+            bound: false,
+            listening: false,
+            connected: false,
+            closed: false,
+        });
+        Some(step)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{Executor, StepCtx, StepResult};
@@ -20,6 +20,7 @@ impl Step for SynData {
         fields: "",
         observes: "`syn_data.NAME` = connections `accept`/`serve` took on listener NAME whose SYN carried data the listener accepted (TCP Fast Open: TCPI_OPT_SYN_DATA in the child's TCP_INFO)",
     };
+    const EXPLORE: Explore = Explore::No("a Fast Open count: only meaningful after fastopen clients");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags)?;

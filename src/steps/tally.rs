@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::model::Proto;
 use crate::case::scope::{GroupKind, Scope};
@@ -25,6 +25,7 @@ impl Step for Tally {
         fields: "`among: [sockets]`, `wait:` (50ms: the longest it waits for datagrams not received yet; it stops as soon as all sent are counted)",
         observes: "`tally.GROUP.<socket>` = datagrams of GROUP each received; `.lost`; `.fairness`",
     };
+    const EXPLORE: Explore = Explore::No("counts per socket: hash placement");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let group = scope.group(subject, GroupKind::Datagrams, diags);

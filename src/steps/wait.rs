@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{Diags, Fields};
 use crate::case::scope::{GroupKind, Scope};
 use crate::exec::{Executor, StepCtx, StepFailure, StepResult};
@@ -20,6 +20,7 @@ impl Step for Wait {
         fields: "",
         observes: "joins a background client group (its `clients.*` observations appear then)",
     };
+    const EXPLORE: Explore = Explore::No("joins background clients, which are not generated");
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let group = scope.group(subject, GroupKind::Clients, diags)?;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{wait_for, Executor, StepCtx, StepResult};
@@ -22,6 +22,7 @@ impl Step for WaitAccepted {
         fields: "`count:`, `timeout:` (5s)",
         observes: "`wait_accepted.NAME` = connections `accept`/`serve` had taken (orders steps against a background load)",
     };
+    const EXPLORE: Explore = Explore::No("waits on counts: timing");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let (sock, count, timeout_ms) = fields::wait_until(subject, f, scope, 5_000, diags)?;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Doc, Step};
+use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{wait_for, Executor, StepCtx, StepResult};
@@ -21,6 +21,7 @@ impl Step for WaitQueued {
         fields: "`count:`, `timeout:` (2s)",
         observes: "`wait_queued.NAME` = queue length reached",
     };
+    const EXPLORE: Explore = Explore::No("waits on counts: timing");
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let (sock, count, timeout_ms) = fields::wait_until(subject, f, scope, 2_000, diags)?;
