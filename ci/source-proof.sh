@@ -8,6 +8,9 @@
 #      Debian's binary 6.1 of the same version, then diff the two;
 #   3. `git bisect run` the README's recipe over the history: it must name the revert.
 # Needs gcc, make, flex, bison, bc, libelf-dev (ci/setup.sh does not install them).
+# Builds run under `nice -n 19` so guests on the same machine keep their CPU; the runs
+# that boot guests take $HEAVY_LOCK (flock) when it is set, so proofs on a shared
+# machine boot one at a time. Durations go to $WORK/durations.txt.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SM=$ROOT/target/release/sockmatrix
@@ -16,6 +19,8 @@ WORK=${PROOF_DIR:-$CACHE/source-proof}
 PACKAGE=${PACKAGE:-linux-source-6.1=6.1.192-2}
 CASE=reuseport/migrate_wakes_epoll_waiter
 OUT=$WORK/results
+NICE="nice -n 19"
+LOCK=${HEAVY_LOCK:+flock $HEAVY_LOCK}
 say() { printf '== %s (%s, load %s)\n' "$*" "$(date -u +%H:%M:%S)" "$(cut -d' ' -f1-3 /proc/loadavg)"; }
 
 cd "$ROOT" && cargo build --release
@@ -44,23 +49,34 @@ git checkout -q proof
 BASE=$(git rev-list --max-parents=0 HEAD)
 git checkout -q "$BASE"
 
+: > "$WORK/durations.txt"
+took() { echo "$1: $2 s" | tee -a "$WORK/durations.txt"; }
+
 say "building the base (minimal)"
 start=$(date +%s)
-IMG=$("$SM" kernels build --source "$TREE" --config minimal --name proof-6.1-minimal)
-say "built in $(( $(date +%s) - start )) s: $IMG"
+IMG=$($NICE "$SM" kernels build --source "$TREE" --config minimal --name proof-6.1-minimal)
+took "first build (base, minimal)" $(( $(date +%s) - start ))
+say "built: $IMG"
 
 say "the library on the built kernel and on Debian's 6.1"
 rm -rf "$OUT"
-"$SM" run --accel tcg --kernel proof-6.1-minimal --kernel 6.1 --results "$OUT" "$ROOT/cases" || true
-"$SM" diff "$OUT/6.1" "$OUT/proof-6.1-minimal" --cases "$ROOT/cases" || true
+start=$(date +%s)
+$LOCK "$SM" run --accel tcg --kernel proof-6.1-minimal --kernel 6.1 --results "$OUT" "$ROOT/cases" \
+  | tee "$WORK/library.log" || true
+took "the library on both kernels" $(( $(date +%s) - start ))
+"$SM" diff "$OUT/6.1" "$OUT/proof-6.1-minimal" --cases "$ROOT/cases" | tee "$WORK/diff.log" || true
 
 say "git bisect run"
 git bisect reset >/dev/null 2>&1 || true
 git bisect start proof "$BASE"
+start=$(date +%s)
 git bisect run sh -c "
-  img=\$('$SM' kernels build --source . --config minimal) || exit 125
-  '$SM' bisect-run --accel tcg --cases '$ROOT/cases' --kernel-image \"\$img\" --case $CASE" \
+  t0=\$(date +%s)
+  img=\$($NICE '$SM' kernels build --source . --config minimal) || exit 125
+  echo \"incremental rebuild (\$(git log -1 --format=%s | cut -c1-60)): \$(( \$(date +%s) - t0 )) s\" >> '$WORK/durations.txt'
+  $LOCK '$SM' bisect-run --accel tcg --cases '$ROOT/cases' --kernel-image \"\$img\" --case $CASE" \
   | tee "$WORK/bisect.log"
+took "git bisect run (builds and boots)" $(( $(date +%s) - start ))
 git bisect reset >/dev/null
 grep -q 'Revert "tcp: call sk_data_ready() after listener migration"' "$WORK/bisect.log"
 say "bisect named the revert"
