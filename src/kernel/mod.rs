@@ -53,7 +53,10 @@ pub enum ModuleSource {
         pin: LockedKernel,
         dir: PathBuf,
     },
-    /// Why this kernel has no modules (a bare bzImage, a local or source build).
+    /// A kernel built by `kernels build`: its cache entry, whose `modules.builtin`
+    /// (copied from the build) names what the config built in (`=y`).
+    Built { id: String, dir: PathBuf },
+    /// Why this kernel has no modules (a bare bzImage, a local image).
     Unavailable(String),
 }
 
@@ -92,9 +95,10 @@ pub fn module_source(cat: &Catalogue, lock: &Lock, id: &str, cache: &Path) -> Mo
         Some(KernelSource::Local(_)) => {
             ModuleSource::Unavailable(format!("kernel {id} is a local image"))
         }
-        Some(KernelSource::SourceBuild(_)) => {
-            ModuleSource::Unavailable(format!("kernel {id} is built from source without modules"))
-        }
+        Some(KernelSource::SourceBuild(_)) => match source_build::built::find_by_id(cache, id) {
+            Some(built) => source_build::module_source(&built),
+            None => ModuleSource::Unavailable(format!("kernel {id} is not built yet")),
+        },
     }
 }
 

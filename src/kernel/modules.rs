@@ -50,6 +50,7 @@ pub fn resolve(source: &ModuleSource, name: &str, progress: bool) -> Result<Foun
                 "{why}: no modules to load for {name}"
             )))
         }
+        ModuleSource::Built { id, dir } => return Ok(built_module(id, dir, name)),
         ModuleSource::Package { id, pin, dir } => (id, pin, dir),
     };
     let deb = super::fetch_deb(id, pin, &super::cache_dir(), progress)?;
@@ -82,6 +83,24 @@ pub fn resolve(source: &ModuleSource, name: &str, progress: bool) -> Result<Foun
             })
             .collect(),
     ))
+}
+
+/// A kernel built by `kernels build` ships no `.ko` files (it builds only bzImage):
+/// a module is usable when its build's `modules.builtin` lists it (the config has it
+/// `=y`), else the case is skipped, saying how to build it in.
+fn built_module(id: &str, dir: &Path, name: &str) -> Found {
+    let name = name.replace('-', "_");
+    let list = dir.join(super::source_build::built::MODULES_BUILTIN);
+    match std::fs::read_to_string(&list) {
+        Ok(text) if text.lines().filter_map(module_name_of).any(|m| m == name) => Found::Builtin,
+        Ok(_) => Found::Missing(format!(
+            "built kernel {id} does not have {name} built in (sockmatrix builds no loadable modules: set its option =y in the config)"
+        )),
+        Err(_) => Found::Missing(format!(
+            "built kernel {id} has no {} (built before sockmatrix kept it): rebuild it to run cases needing {name}",
+            super::source_build::built::MODULES_BUILTIN
+        )),
+    }
 }
 
 /// Dependencies before the modules that need them; built-in ones left out.
@@ -277,6 +296,32 @@ fn elf_section<'a>(elf: &'a [u8], want: &str) -> Result<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_built_kernel_satisfies_a_module_its_config_built_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = ModuleSource::Built {
+            id: "built-6.1".into(),
+            dir: dir.path().to_path_buf(),
+        };
+        // An entry from before modules.builtin was kept: skipped, saying why.
+        let Found::Missing(why) = resolve(&source, "veth", false).unwrap() else {
+            panic!("no modules.builtin, yet not missing");
+        };
+        assert!(why.contains("rebuild"), "{why}");
+        // Kbuild's list as a 6.1 build with CONFIG_VETH=y, CONFIG_IP_SCTP=y writes it.
+        std::fs::write(
+            dir.path().join("modules.builtin"),
+            "kernel/drivers/net/veth.ko\nkernel/net/sctp/sctp.ko\nkernel/lib/libcrc32c.ko\n",
+        )
+        .unwrap();
+        assert_eq!(resolve(&source, "veth", false).unwrap(), Found::Builtin);
+        assert_eq!(resolve(&source, "sctp", false).unwrap(), Found::Builtin);
+        let Found::Missing(why) = resolve(&source, "dummy", false).unwrap() else {
+            panic!("dummy is not built in");
+        };
+        assert!(why.contains("=y"), "{why}");
+    }
 
     #[test]
     fn module_names_come_from_file_names() {

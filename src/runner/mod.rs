@@ -357,10 +357,7 @@ pub fn provision(
                 id: built.id.clone(),
                 vmlinuz: built.vmlinuz(),
                 package_version: Some(built.version.clone()),
-                modules: kernel::ModuleSource::Unavailable(format!(
-                    "kernel {} is built from source without modules",
-                    built.id
-                )),
+                modules: kernel::source_build::module_source(&built),
                 machine: built.machine,
             });
         }

@@ -52,3 +52,68 @@ pub fn plan_modules(
     }
     (plans, files)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::kernel::source_build::{self, built};
+
+    /// A kernel `kernels build` made with veth built in (`CONFIG_VETH=y`): the case
+    /// requiring `{module: veth}` runs (built in), the one requiring sctp is skipped.
+    #[test]
+    fn a_built_kernel_with_the_option_built_in_runs_the_case() {
+        let cache = tempfile::tempdir().unwrap();
+        let staged = built::staging(cache.path()).unwrap();
+        std::fs::write(staged.path().join(built::VMLINUZ), b"image").unwrap();
+        std::fs::write(
+            staged.path().join(built::MODULES_BUILTIN),
+            "kernel/drivers/net/veth.ko\n",
+        )
+        .unwrap();
+        let meta = built::BuiltKernel {
+            id: "built-6.1".into(),
+            key: "k".into(),
+            inputs: built::BuildInputs {
+                source_identity: "git:1".into(),
+                config_sha256: "c".into(),
+                compiler: "gcc".into(),
+            },
+            source: "/src/linux".into(),
+            version: "6.1.192".into(),
+            release: None,
+            config: "minimal".into(),
+            built_at: "2026-12-02T00:00:00Z".into(),
+            build_seconds: 1,
+            vmlinuz_sha256: crate::kernel::sha256_file(&staged.path().join(built::VMLINUZ))
+                .unwrap(),
+            machine: None,
+            dir: Default::default(),
+        };
+        let kernel = built::commit(cache.path(), staged, &meta).unwrap();
+        let image = KernelImage {
+            id: kernel.id.clone(),
+            vmlinuz: kernel.vmlinuz(),
+            package_version: None,
+            modules: source_build::module_source(&kernel),
+            machine: None,
+        };
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("cases");
+        let cases: Vec<Case> = [
+            "devices/groups_per_device.yaml",
+            "sctp/reuseport_one_to_many.yaml",
+        ]
+        .iter()
+        .map(|f| crate::case::load_file(&root.join(f)).unwrap())
+        .collect();
+        let (plans, files) = plan_modules(&image, &cases);
+        assert_eq!(plans["veth"], ModulePlan::Builtin);
+        assert!(
+            matches!(&plans["sctp"], ModulePlan::Missing { reason } if reason.contains("=y")),
+            "{:?}",
+            plans["sctp"]
+        );
+        assert!(files.is_empty());
+    }
+}

@@ -13,6 +13,8 @@ pub const META: &str = "build.json";
 pub const VMLINUZ: &str = "vmlinuz";
 pub const LOG: &str = "build.log";
 pub const CONFIG: &str = "config";
+/// Kbuild's list of what the config built in (`kernel/drivers/net/veth.ko`), if any.
+pub const MODULES_BUILTIN: &str = "modules.builtin";
 
 /// What decides a build's output. Equal inputs, equal key: the build is reused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

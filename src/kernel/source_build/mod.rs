@@ -220,6 +220,16 @@ pub fn build(req: &BuildRequest, cat: &Catalogue, cache: &Path) -> Result<BuildR
     std::fs::copy(&final_config, staged.path().join(built::CONFIG))
         .map_err(|e| BuildError::Other(e.into()))?;
     kbuild::keep_log(&log, &staged.path().join(built::LOG))?;
+    // What the config built in (`=y`), for cases that require a module. Kbuild writes
+    // it with vmlinux.o (5.x and later); older trees make it on request.
+    let builtin = out.join(built::MODULES_BUILTIN);
+    if !builtin.is_file() {
+        let _ = kb.run(&[built::MODULES_BUILTIN], "modules.builtin", false);
+    }
+    if builtin.is_file() {
+        std::fs::copy(&builtin, staged.path().join(built::MODULES_BUILTIN))
+            .map_err(|e| BuildError::Other(e.into()))?;
+    }
     let vmlinuz_sha256 = download::sha256_file(&staged.path().join(built::VMLINUZ))?;
     let id = req
         .name
@@ -298,6 +308,14 @@ fn now_utc() -> String {
 /// The kernel a catalogue `source_build` entry names, once built (`kernels build ID`).
 pub fn cached(cache: &Path, id: &str, _spec: &SourceBuildSpec) -> Option<ProvisionedKernel> {
     built::find_by_id(cache, id).map(provisioned)
+}
+
+/// Where a built kernel's modules come from: its entry's `modules.builtin`.
+pub fn module_source(k: &BuiltKernel) -> super::ModuleSource {
+    super::ModuleSource::Built {
+        id: k.id.clone(),
+        dir: k.dir.clone(),
+    }
 }
 
 /// A built kernel as the provisioning layer sees it.
