@@ -48,7 +48,18 @@ fn fake() -> Fake {
         std::fs::create_dir_all(d).unwrap();
     }
     std::fs::write(tree.join("Makefile"), FAKE_MAKEFILE).unwrap();
-    std::fs::write(tree.join("Kconfig"), "").unwrap();
+    // Like a real tree, its Kconfig defines every option the guest fragment sets (an
+    // option a tree does not define is not required of it: old kernels).
+    let fragment = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/config/sockmatrix-guest.config"),
+    )
+    .unwrap();
+    let kconfig: String = fragment
+        .lines()
+        .filter_map(|l| l.strip_prefix("CONFIG_")?.split('=').next())
+        .map(|name| format!("config {name}\n\tbool\n"))
+        .collect();
+    std::fs::write(tree.join("Kconfig"), kconfig).unwrap();
     std::fs::write(tree.join("scripts/kconfig/merge_config.sh"), FAKE_MERGE).unwrap();
     std::fs::write(state.join("drop-options"), "CONFIG_NOTHING_DROPPED=y\n").unwrap();
     std::fs::write(state.join("bzImage"), bzimage("6.1.999-fake (proof) #1")).unwrap();

@@ -129,12 +129,64 @@ pub fn dropped<'a>(config: &str, wanted: &'a [WantedOption]) -> Vec<&'a WantedOp
         .collect()
 }
 
+/// Every symbol the tree's Kconfig files define (`config X`, `menuconfig X`), as
+/// `CONFIG_X`.
+pub fn kconfig_symbols(tree: &Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut dirs = vec![tree.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() && entry.file_name() != ".git" {
+                dirs.push(entry.path());
+            } else if kind.is_file() && entry.file_name().to_string_lossy().starts_with("Kconfig") {
+                files.push(entry.path());
+            }
+        }
+    }
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("config" | "menuconfig"), Some(name)) = (words.next(), words.next()) {
+                out.insert(format!("CONFIG_{name}"));
+            }
+        }
+    }
+    out
+}
+
 /// Fails (bad input) naming every required option that did not survive; warns about
-/// optional ones.
-pub fn check_survived(config_path: &Path, fragment: &Path, wanted: &[WantedOption]) -> Result<()> {
+/// optional ones. A required option the tree's Kconfig does not define is not
+/// missing: older kernels had the feature unconditionally (POSIX_TIMERS became an
+/// option in 4.10, MULTIUSER in 4.1), so it is only noted.
+pub fn check_survived(
+    config_path: &Path,
+    fragment: &Path,
+    wanted: &[WantedOption],
+    tree: &Path,
+) -> Result<()> {
     let text = std::fs::read_to_string(config_path)
         .with_context(|| format!("reading {}", config_path.display()))?;
-    let lost = dropped(&text, wanted);
+    let mut lost = dropped(&text, wanted);
+    if lost.iter().any(|w| w.required) {
+        let symbols = kconfig_symbols(tree);
+        lost.retain(|w| {
+            let known = symbols.contains(&w.name);
+            if !known && w.required {
+                eprintln!(
+                    "note: {} is not a Kconfig option in this tree (older kernels build it in unconditionally)",
+                    w.name
+                );
+            }
+            known || !w.required
+        });
+    }
     for w in lost.iter().filter(|w| !w.required) {
         eprintln!(
             "note: optional {} from {} is not in this kernel's config (cases needing it are skipped)",
@@ -198,13 +250,47 @@ mod tests {
         let cfg = dir.path().join(".config");
         let frag = dir.path().join("f.config");
         let w = parse_fragment(FRAGMENT);
+        // The tree defines A and B (the fragment's required options).
+        let tree = dir.path().join("linux");
+        std::fs::create_dir_all(tree.join("init")).unwrap();
+        std::fs::write(
+            tree.join("init/Kconfig"),
+            "config A\n\tbool\nmenuconfig B\n",
+        )
+        .unwrap();
         std::fs::write(&cfg, "CONFIG_A=y\n").unwrap();
-        check_survived(&cfg, &frag, &w).unwrap();
+        check_survived(&cfg, &frag, &w, &tree).unwrap();
         std::fs::write(&cfg, "CONFIG_C=y\n").unwrap();
-        let e = check_survived(&cfg, &frag, &w).unwrap_err();
+        let e = check_survived(&cfg, &frag, &w, &tree).unwrap_err();
         let msg = format!("{e:#}");
         assert!(msg.contains("CONFIG_A=y"), "{msg}");
         assert!(!msg.contains("CONFIG_C"), "{msg}");
+    }
+
+    /// A 3.9 tree has no `config POSIX_TIMERS` (always built in before 4.10): a config
+    /// without it is not missing it; one without a defined symbol is.
+    #[test]
+    fn a_required_option_the_tree_does_not_define_is_not_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("linux-3.9");
+        std::fs::create_dir_all(tree.join("net")).unwrap();
+        std::fs::write(
+            tree.join("net/Kconfig"),
+            "menuconfig NET\n\tbool \"Networking\"\n",
+        )
+        .unwrap();
+        std::fs::write(tree.join("init.c"), "config POSIX_TIMERS\n").unwrap();
+        let cfg = dir.path().join(".config");
+        let frag = dir.path().join("f.config");
+        let w = parse_fragment("CONFIG_NET=y\nCONFIG_POSIX_TIMERS=y\n");
+        std::fs::write(&cfg, "CONFIG_NET=y\n").unwrap();
+        check_survived(&cfg, &frag, &w, &tree).unwrap();
+        std::fs::write(&cfg, "# CONFIG_NET is not set\n").unwrap();
+        let msg = format!("{:#}", check_survived(&cfg, &frag, &w, &tree).unwrap_err());
+        assert!(
+            msg.contains("CONFIG_NET=y") && !msg.contains("POSIX"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -176,7 +176,7 @@ pub fn build(req: &BuildRequest, cat: &Catalogue, cache: &Path) -> Result<BuildR
     kb.merge_fragment(&fragment)?;
     kb.run(&["olddefconfig"], "olddefconfig", false)?;
     let final_config = out.join(".config");
-    config::check_survived(&final_config, &fragment, &wanted).map_err(lift)?;
+    config::check_survived(&final_config, &fragment, &wanted, &tree.dir).map_err(lift)?;
     let config_sha256 = download::sha256_file(&final_config)?;
 
     // 3. Same inputs, same kernel.
