@@ -217,9 +217,13 @@ impl Matrix<'_> {
         }
     }
 
-    /// The first socket, bound to a port no earlier pair used. An earlier pair's
-    /// TIME_WAIT socket outlives it, and a port 0 bind with SO_REUSEADDR may be
-    /// given its port: the second bind would then meet that stranger, not the pair.
+    /// The first socket, bound to a port no earlier pair used and no other socket
+    /// of the namespace holds. An earlier pair's TIME_WAIT socket outlives it, and a
+    /// port 0 bind with SO_REUSEADDR may be given its port; a port 0 bind of
+    /// 0.0.0.0 may be given the port of a V6ONLY socket (the IPv6 peer listener, an
+    /// earlier step's [::] V6ONLY TIME_WAIT), which does not overlap it. The second
+    /// bind would then meet that stranger, not the pair: [::] after 0.0.0.0 with
+    /// SO_REUSEADDR gave EADDRINUSE on 7.2 in some runs.
     fn fresh_port(
         &self,
         used: &mut HashSet<u16>,
@@ -232,7 +236,7 @@ impl Matrix<'_> {
             let s = open(self.proto, first, option)?;
             s.bind(&SockAddr::from(SocketAddr::new(first.addr, 0)))?;
             let port = s.local_addr()?.as_socket().map_or(0, |a| a.port());
-            if used.insert(port) {
+            if used.insert(port) && !self.held_by_another(&s, port)? {
                 return Ok((s, port));
             }
             if refused.len() >= MAX_PORT_TRIES {
@@ -240,6 +244,21 @@ impl Matrix<'_> {
             }
             refused.push(s);
         }
+    }
+
+    /// Whether a socket other than `s` holds `port` in the namespace's tables
+    /// (listening, connected, TIME_WAIT; bound for UDP). SCTP has no such table
+    /// here: only the pairs' own ports are avoided.
+    fn held_by_another(&self, s: &Socket, port: u16) -> std::io::Result<bool> {
+        let tables: &[&str] = match self.proto {
+            Proto::Tcp | Proto::Mptcp => &["tcp", "tcp6"],
+            Proto::Udp => &["udp", "udp6"],
+            Proto::Sctp => return Ok(false),
+        };
+        let own = nix::sys::stat::fstat(s)
+            .map_err(std::io::Error::from)?
+            .st_ino;
+        requests::port_held_by_another(tables, port, own)
     }
 
     /// Connects `s` to `to` and (TCP) accepts the server side of it.
@@ -284,5 +303,44 @@ fn result_of(bound: &std::io::Result<Socket>) -> String {
     match bound {
         Ok(_) => "ok".to_string(),
         Err(e) => crate::errno::of_io(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Real sockets on this machine's kernel, in a fresh namespace (root).
+
+    /// A port 0 bind of 0.0.0.0 may be given the port of a V6ONLY listener on
+    /// [::1] (they do not overlap); the pair must not take it, or [::] with
+    /// SO_REUSEADDR meets that listener and gets EADDRINUSE. The port range holds
+    /// only the two listeners' odd ports (which bind(0) prefers) and two free ones.
+    #[test]
+    fn the_first_socket_never_takes_a_port_another_socket_holds() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the executor tests need root (network namespaces), as CI has"
+        );
+        let stranger = |name: &str, port: u16| {
+            format!(
+                "  - socket: {name}\n    family: ipv6\n    v6only: true\n  - bind: {name}\n    addr: \"::1\"\n    port: {port}\n  - listen: {name}\n"
+            )
+        };
+        let yaml = format!(
+            "summary: t\nrequires: [root, ipv6]\nsysctls:\n  net.ipv4.ip_local_port_range: \"40001 40004\"\nsteps:\n{}{}  - bind_pairs: m\n    proto: tcp\n    state: bound\n    addrs:\n      any4: 0.0.0.0\n      any6: {{addr: \"::\", v6only: false}}\n    options: [reuseaddr]\n",
+            stranger("s1", 40001),
+            stranger("s3", 40003),
+        );
+        let plan = crate::case::load_str("t", std::path::Path::new("cases/t.yaml"), &yaml)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .plan;
+        let run = crate::exec::run_case(&plan, &crate::host::release());
+        let obs = |k: &str| run.observations.get(k).cloned();
+        assert_eq!(obs("listen.s3"), Some("ok".into()), "{run:?}");
+        assert_eq!(obs("bind_pairs.m.any4.any4.reuseaddr"), Some("ok".into()));
+        assert_eq!(
+            obs("bind_pairs.m.any4.any6.reuseaddr"),
+            Some("ok".into()),
+            "{run:?}"
+        );
     }
 }

@@ -20,33 +20,60 @@ pub fn syn_recv_count(port: u16) -> io::Result<usize> {
 /// IPv4 and IPv6.
 pub fn count_in_state(port: u16, state: u8) -> io::Result<usize> {
     let mut count = 0;
-    for table in ["tcp", "tcp6"] {
-        match std::fs::read_to_string(format!("/proc/thread-self/net/{table}")) {
-            Ok(text) => count += count_in(&text, port, state),
-            // No IPv6 in this kernel: nothing to count there.
-            Err(e) if table == "tcp6" && e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+    for text in tables(&["tcp", "tcp6"])? {
+        count += rows(&text)
+            .filter(|r| r.local_port == port && r.state == state)
+            .count();
     }
     Ok(count)
 }
 
-/// Lines of a /proc/net/tcp table: `sl local_address rem_address st ...`, with the
-/// address as hex `ADDR:PORT` and the state in hex.
-fn count_in(table: &str, port: u16, wanted: u8) -> usize {
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut cols = line.split_whitespace().skip(1);
-            let local_port = cols
-                .next()
-                .and_then(|a| a.rsplit_once(':'))
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            let state = cols.nth(1).and_then(|s| u8::from_str_radix(s, 16).ok());
-            local_port == Some(port) && state == Some(wanted)
+/// Whether a socket other than inode `own` holds local port `port` in any state
+/// (listening, connected, TIME_WAIT, bound UDP) in the tables named, e.g. `tcp`,
+/// `tcp6`. A TCP socket that is only bound is in no table.
+pub fn port_held_by_another(tables_named: &[&str], port: u16, own: u64) -> io::Result<bool> {
+    for text in tables(tables_named)? {
+        if rows(&text).any(|r| r.local_port == port && r.inode != own) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The text of each `/proc/thread-self/net/<name>` table.
+fn tables(names: &[&str]) -> io::Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for name in names {
+        match std::fs::read_to_string(format!("/proc/thread-self/net/{name}")) {
+            Ok(text) => texts.push(text),
+            // No IPv6 in this kernel: nothing to count there.
+            Err(e) if name.ends_with('6') && e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(texts)
+}
+
+/// One line of a /proc/net/{tcp,udp}{,6} table.
+struct Row {
+    local_port: u16,
+    state: u8,
+    inode: u64,
+}
+
+/// Lines of a /proc/net/tcp table: `sl local_address rem_address st tx:rx tr:when
+/// retrnsmt uid timeout inode ...`, with the address as hex `ADDR:PORT` and the
+/// state in hex. Lines that do not parse are skipped.
+fn rows(table: &str) -> impl Iterator<Item = Row> + '_ {
+    table.lines().skip(1).filter_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (_, port) = cols.get(1)?.rsplit_once(':')?;
+        Some(Row {
+            local_port: u16::from_str_radix(port, 16).ok()?,
+            state: u8::from_str_radix(cols.get(3)?, 16).ok()?,
+            inode: cols.get(9)?.parse().ok()?,
         })
-        .count()
+    })
 }
 
 #[cfg(test)]
@@ -62,10 +89,17 @@ mod tests {
    3: 0100007F:1F91 0100007F:A0B6 03 00000000:00000000 02:00000063 00000000     0        0 0 1 0000000000000000
    4: 0100007F:A0B2 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000
 ";
-        assert_eq!(count_in(table, 0x1f90, TCP_SYN_RECV), 2);
-        assert_eq!(count_in(table, 0x1f91, TCP_SYN_RECV), 1);
-        assert_eq!(count_in(table, 0xa0b2, TCP_SYN_RECV), 0);
-        assert_eq!(count_in(table, 0xa0b2, 0x01), 1);
-        assert_eq!(count_in(table, 0xa0b2, TCP_TIME_WAIT), 0);
+        let count = |port: u16, state: u8| {
+            rows(table)
+                .filter(|r| r.local_port == port && r.state == state)
+                .count()
+        };
+        assert_eq!(count(0x1f90, TCP_SYN_RECV), 2);
+        assert_eq!(count(0x1f91, TCP_SYN_RECV), 1);
+        assert_eq!(count(0xa0b2, TCP_SYN_RECV), 0);
+        assert_eq!(count(0xa0b2, 0x01), 1);
+        assert_eq!(count(0xa0b2, TCP_TIME_WAIT), 0);
+        let inodes: Vec<u64> = rows(table).map(|r| r.inode).collect();
+        assert_eq!(inodes, [1, 0, 0, 0, 2]);
     }
 }
