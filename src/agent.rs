@@ -75,8 +75,9 @@ pub fn main(args: &[String]) -> ! {
     } else {
         load_plan(Path::new(plan_path))
     };
+    let mut wire = crate::wire::Encoder::default();
     let mut emit = |event: AgentEvent| {
-        let _ = writeln!(out, "{}", event.to_line());
+        let _ = writeln!(out, "{}", wire.line(&event.to_line()));
         let _ = out.flush();
     };
     let (release, uname_version) = crate::host::uname();

@@ -36,4 +36,5 @@ pub mod select;
 pub mod steps;
 pub mod timing;
 pub mod value;
+pub mod wire;
 pub mod yaml;

@@ -408,12 +408,17 @@ fn boot_and_collect(
             ""
         };
         let mut hello = false;
+        let mut wire = crate::wire::Decoder::default();
         let outcome = qemu::boot(&spec, &mut |event| match event {
-            BootEvent::BootStart { attempt, accel } => progress(Progress::Booting {
-                kernel: id.into(),
-                attempt: first_attempt + attempt,
-                accel: format!("{}{how}", accel.name()),
-            }),
+            BootEvent::BootStart { attempt, accel } => {
+                // Each attempt is a new guest, with a new compressed stream.
+                wire = crate::wire::Decoder::default();
+                progress(Progress::Booting {
+                    kernel: id.into(),
+                    attempt: first_attempt + attempt,
+                    accel: format!("{}{how}", accel.name()),
+                })
+            }
             BootEvent::Retry { reason, .. } => progress(Progress::Retrying {
                 kernel: id.into(),
                 reason,
@@ -422,36 +427,45 @@ fn boot_and_collect(
                 kernel: id.into(),
                 line: p.line,
             }),
-            BootEvent::ResultLine(line) => match AgentEvent::from_line(&line) {
-                Some(AgentEvent::Hello {
-                    release,
-                    uname_version: version,
-                    fresh: seen,
-                    ..
-                }) => {
-                    hello = true;
-                    fresh = seen;
-                    progress(Progress::AgentUp {
-                        kernel: id.into(),
-                        release: release.clone(),
-                    });
-                    result.release = Some(release);
-                    *uname_version = Some(version);
+            BootEvent::ResultLine(received) => match wire.lines(&received) {
+                Err(why) => {
+                    fatal.get_or_insert(why);
                 }
-                Some(AgentEvent::CaseStart { id: case }) => current = Some(case),
-                Some(AgentEvent::CaseEnd { run }) => {
-                    current = None;
-                    progress(Progress::CaseDone {
-                        kernel: id.into(),
-                        case: run.id.clone(),
-                    });
-                    runs.insert(run.id.clone(), run);
+                Ok(lines) => {
+                    for line in lines {
+                        match AgentEvent::from_line(&line) {
+                            Some(AgentEvent::Hello {
+                                release,
+                                uname_version: version,
+                                fresh: seen,
+                                ..
+                            }) => {
+                                hello = true;
+                                fresh = seen;
+                                progress(Progress::AgentUp {
+                                    kernel: id.into(),
+                                    release: release.clone(),
+                                });
+                                result.release = Some(release);
+                                *uname_version = Some(version);
+                            }
+                            Some(AgentEvent::CaseStart { id: case }) => current = Some(case),
+                            Some(AgentEvent::CaseEnd { run }) => {
+                                current = None;
+                                progress(Progress::CaseDone {
+                                    kernel: id.into(),
+                                    case: run.id.clone(),
+                                });
+                                runs.insert(run.id.clone(), run);
+                            }
+                            Some(AgentEvent::Fatal { message }) => fatal = Some(message),
+                            Some(AgentEvent::AgentPanic { message }) => agent_panic = Some(message),
+                            Some(AgentEvent::Done) => done = true,
+                            // Stray bytes on the port (a kernel message routed there) are ignored.
+                            None => {}
+                        }
+                    }
                 }
-                Some(AgentEvent::Fatal { message }) => fatal = Some(message),
-                Some(AgentEvent::AgentPanic { message }) => agent_panic = Some(message),
-                Some(AgentEvent::Done) => done = true,
-                // Stray bytes on the port (a kernel message routed there) are ignored.
-                None => {}
             },
             BootEvent::Ready { .. } | BootEvent::Exit(_) => {}
         })?;
