@@ -20,7 +20,13 @@ fn an_agent_panic_is_reported_on_the_results_port() {
         .unwrap();
     assert_eq!(out.status.code(), Some(101), "{out:?}");
     let text = std::fs::read_to_string(&port).unwrap();
-    let events: Vec<AgentEvent> = text.lines().filter_map(AgentEvent::from_line).collect();
+    // Events come compressed (sockmatrix::wire); the panic report comes plain.
+    let mut wire = sockmatrix::wire::Decoder::default();
+    let events: Vec<AgentEvent> = text
+        .lines()
+        .flat_map(|line| wire.lines(line).unwrap())
+        .filter_map(|line| AgentEvent::from_line(&line))
+        .collect();
     assert!(
         matches!(events.first(), Some(AgentEvent::Hello { .. })),
         "{text}"
