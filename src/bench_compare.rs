@@ -67,8 +67,56 @@ fn timed(label: &str, kernels: &[String], cases: &[Case], opts: &RunOptions) -> 
     }
 }
 
-/// Runs both ways on `kernels`: `one` (a single case) and `all` (the library).
+/// The library as it was when the 12 s target was set (33 cases, commit 6f34237).
+/// The library has grown since with cases whose subject is cost (scale/: 5.10 binds
+/// 6,000 listeners in ~24 s under TCG, more than the whole target) and with timer
+/// waits (halfopen/), so the target is also measured on the set it was meant for.
+pub const TARGET_LIBRARY: &[&str] = &[
+    "bind/conflict_matrix",
+    "bind/v6only_and_v4_wildcard",
+    "bind/wildcard_vs_specific_tcp",
+    "bpf/attach_without_reuseport",
+    "bpf/cbpf_cpu_udp",
+    "bpf/cbpf_fallback_and_detach",
+    "bpf/cbpf_modulo_udp",
+    "bpf/ebpf_sockarray_select",
+    "dualstack/reuseport_groups_by_family",
+    "dualstack/specific_beats_any_udp",
+    "dualstack/v4_traffic_reaches_v4_sockets",
+    "hijack/different_euid_cannot_join",
+    "hijack/same_euid_can_join",
+    "hijack/unprivileged_low_port",
+    "ports/local_port_range",
+    "reuseaddr/listen_conflict",
+    "reuseaddr/ports_exhausted",
+    "reuseaddr/reuseaddr_conflict_selftest",
+    "reuseaddr/timewait_rebind",
+    "reuseaddr/udp_reuseaddr_shares_port",
+    "reuseport/add_listener_under_load",
+    "reuseport/close_listener_resets_queue",
+    "reuseport/close_listener_under_load",
+    "reuseport/distribution_tcp",
+    "reuseport/distribution_udp",
+    "reuseport/incoming_cpu",
+    "reuseport/migrate_on_close",
+    "reuseport/migrate_then_accept_modes",
+    "reuseport/migrate_wakes_epoll_waiter",
+    "reuseport/missing_option_on_one_socket",
+    "reuseport/missing_option_udp",
+    "udp/connected_member",
+    "udp/wildcard_after_eleven",
+];
+
+/// Runs both ways on `kernels`: `one` (a single case), `all` (the library), and the
+/// part of `all` in [`TARGET_LIBRARY`].
 pub fn compare(kernels: &[String], one: &[Case], all: &[Case], base: &RunOptions) -> Comparison {
+    let target: Vec<Case> = all
+        .iter()
+        .filter(|c| TARGET_LIBRARY.contains(&c.id.as_str()))
+        .cloned()
+        .collect();
+    let target_today = format!("today's way, {} target cases (cold, tcg)", target.len());
+    let target_new = format!("new way, {} target cases", target.len());
     let old = RunOptions {
         accel: crate::qemu::Accel::Tcg,
         cold: true,
@@ -86,6 +134,8 @@ pub fn compare(kernels: &[String], one: &[Case], all: &[Case], base: &RunOptions
         timed("new way, 1 case", kernels, one, &new),
         timed("today's way, library (cold, tcg)", kernels, all, &old),
         timed("new way, library", kernels, all, &new),
+        timed(&target_today, kernels, &target, &old),
+        timed(&target_new, kernels, &target, &new),
     ];
     Comparison { rows }
 }
@@ -121,7 +171,8 @@ impl std::fmt::Display for Comparison {
         }
         writeln!(
             f,
-            "targets: 1 case on 5 kernels <= 3 s, library on 5 kernels <= 12 s (new way)\n\
+            "targets: 1 case on 5 kernels <= 3 s, library on 5 kernels <= 12 s (new way); the \
+             target cases: the library of 33 cases the 12 s target was set for\n\
              cpu s: CPU time of sockmatrix and its guests; cpu/{n} s: the wall time's floor on \
              {n} idle cores; load: 1-min load average at the row's start\n",
             n = cores()
@@ -129,7 +180,7 @@ impl std::fmt::Display for Comparison {
         for r in self
             .rows
             .iter()
-            .filter(|r| r.label.starts_with("new way, library"))
+            .filter(|r| r.label.starts_with("new way") && !r.label.contains("1 case"))
         {
             writeln!(
                 f,
@@ -153,5 +204,19 @@ impl std::fmt::Display for Comparison {
             "restore/boot: QEMU launch to the agent's first line (restore, or cold boot); cases: in the guest;\n\
              teardown: the rest of the guest's life (plan transfer, power-off, QEMU exit)."
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A renamed or removed case would silently shrink the target's set.
+    #[test]
+    fn every_target_case_is_in_the_library() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cases = crate::select::load(&[root.join("cases")], None).unwrap();
+        for id in super::TARGET_LIBRARY {
+            assert!(cases.iter().any(|c| c.id == *id), "{id} is not in cases/");
+        }
+        assert_eq!(super::TARGET_LIBRARY.len(), 33);
     }
 }
