@@ -378,7 +378,7 @@ fn boot_and_collect(
     spec.memory_mb = opts.memory_mb;
     spec.cpus = opts.cpus;
     spec.retries = opts.retries;
-    spec.ready_timeout = opts.ready_timeout;
+    spec.ready_timeout = opts.ready_timeout.mul_f64(super::boot_patience());
     // The agent reports at least once per case: a case that outlives its own budget
     // by this margin means the guest is stuck.
     spec.idle_timeout = Duration::from_millis(longest_case) + Duration::from_secs(30);

@@ -393,6 +393,23 @@ fn fallback_label(id: &str) -> String {
     })
 }
 
+/// How much longer than on an idle machine a guest may take to reach its agent:
+/// the 1-minute load average per core, between 1 and 6. A TCG guest gets a share of
+/// a core, so on a machine busy with builds a cold boot that takes 4 s idle takes
+/// 20 s or more, and a fixed timeout then reports a healthy kernel as dead.
+pub fn boot_patience() -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    patience(crate::bench_compare::load_average(), cores)
+}
+
+fn patience(load: f64, cores: usize) -> f64 {
+    let per_core = load / cores.max(1) as f64;
+    if per_core.is_nan() {
+        return 1.0;
+    }
+    per_core.clamp(1.0, 6.0)
+}
+
 /// Guests at once when not told: restored guests mostly wait, so more than one
 /// per core (2 per core + 1), bounded by the memory available (guest size + 25%).
 pub fn default_guests(memory_mb: u32) -> usize {
@@ -628,6 +645,15 @@ pub fn version_of(result: &KernelResult) -> Option<KernelVersion> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_patience_grows_with_the_load_per_core_within_bounds() {
+        assert_eq!(patience(0.3, 2), 1.0);
+        assert_eq!(patience(2.0, 2), 1.0);
+        assert_eq!(patience(9.0, 2), 4.5);
+        assert_eq!(patience(40.0, 2), 6.0);
+        assert_eq!(patience(f64::NAN, 2), 1.0);
+    }
 
     /// A file with a bzImage header carrying `release` and some bytes of its own.
     fn fake_bzimage(path: &Path, release: &str, body: &[u8]) {

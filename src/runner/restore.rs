@@ -120,7 +120,7 @@ pub fn into_restore(
     spec.initramfs = snap.initramfs;
     spec.init_args = probe.init_args;
     spec.retries = 0;
-    spec.ready_timeout = RESTORE_READY;
+    spec.ready_timeout = RESTORE_READY.mul_f64(super::boot_patience());
     spec.state = Some(StateFile::RestoreFrom {
         state: snap.state,
         input,
