@@ -1,5 +1,5 @@
-//! Timing observations (`time.<key>`: microseconds from CLOCK_MONOTONIC in the
-//! guest). They are volatile by nature: never compared exactly, shown as the ratio
+//! Timing observations (`time.<key>`: microseconds of a monotonic clock in the
+//! guest, see exec/clock.rs). They are volatile by nature: never compared exactly, shown as the ratio
 //! between kernels ("5.10 is 19× slower than 6.12 here"), which survives TCG's
 //! inflation of absolute times far better than the numbers themselves.
 
@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::resultset::results::CaseResult;
 
 /// What every place that shows times says once.
-pub const TCG_NOTE: &str = "times are microseconds of CLOCK_MONOTONIC in the guest; \
+pub const TCG_NOTE: &str = "times are microseconds of the guest's monotonic clock (the TSC where \
+    the kernel's own clock ticks in 4 ms steps); \
     under TCG (an emulated CPU) absolute times are inflated and noisy, so compare kernels \
     by their ratio within one run, not by the numbers";
 
@@ -85,6 +86,33 @@ pub fn change(a: &Value, b: &Value, b_name: &str) -> Option<String> {
     Some(text)
 }
 
+/// How a kernel's time compares with the fastest kernel's: `fastest`, `19×`.
+pub fn against_fastest(us: u64, times: &[(String, u64)]) -> String {
+    let fastest = times.iter().map(|(_, t)| *t).min().unwrap_or(us);
+    if us == fastest || ratio(us, fastest) < 1.05 {
+        "fastest".into()
+    } else {
+        show_ratio(ratio(us, fastest))
+    }
+}
+
+/// A bar of `us` against `max` in `width` characters, in eighths of a block so that
+/// small differences still show; a time above 0 gets at least a sliver.
+pub fn text_bar(us: u64, max: u64, width: usize) -> String {
+    const EIGHTHS: [char; 8] = ['▏', '▎', '▍', '▌', '▋', '▊', '▉', '█'];
+    if max == 0 || us == 0 {
+        return String::new();
+    }
+    let eighths = ((us as f64 / max as f64) * (width * 8) as f64)
+        .round()
+        .max(1.0) as usize;
+    let mut bar = "█".repeat(eighths / 8);
+    if eighths % 8 > 0 {
+        bar.push(EIGHTHS[eighths % 8 - 1]);
+    }
+    bar
+}
+
 /// Microseconds as a person reads them: `850 µs`, `12.3 ms`, `2.39 s`.
 pub fn show_us(us: u64) -> String {
     match us {
@@ -118,6 +146,21 @@ mod tests {
         );
         assert_eq!(show_ratio(240.4), "240×");
         assert_eq!(show_ratio(1.44), "1.4×");
+    }
+
+    #[test]
+    fn bars_and_ratios_against_the_fastest() {
+        let times = vec![
+            ("5.10".to_string(), 2_400_000),
+            ("6.12".to_string(), 120_000),
+        ];
+        assert_eq!(against_fastest(2_400_000, &times), "20×");
+        assert_eq!(against_fastest(120_000, &times), "fastest");
+        assert_eq!(text_bar(2_400_000, 2_400_000, 10), "██████████");
+        assert_eq!(text_bar(120_000, 2_400_000, 10), "▌");
+        assert_eq!(text_bar(1, 2_400_000, 10), "▏", "a sliver, not nothing");
+        assert_eq!(text_bar(0, 2_400_000, 10), "");
+        assert_eq!(text_bar(1_500, 2_000, 2), "█▌");
     }
 
     #[test]
