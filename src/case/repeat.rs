@@ -67,6 +67,16 @@ fn offset(ip: IpAddr, by: u128) -> IpAddr {
     checked_offset(ip, by).unwrap_or(ip)
 }
 
+/// `run -v`: every `repeat` block of the plan also records each index's own
+/// observations (`bind.l[17]`), after the aggregate it always records.
+pub fn record_each(steps: &mut [Step]) {
+    for step in steps {
+        if let crate::case::Action::Repeat(block) = &mut step.action {
+            block.each = true;
+        }
+    }
+}
+
 /// `l[i]` with the index filled in: `l[17]`.
 pub fn indexed(template: &str, index: u32) -> String {
     template.replace(INDEX, &format!("[{index}]"))

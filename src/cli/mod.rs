@@ -88,7 +88,8 @@ pub struct RunArgs {
     /// summary with GitHub Actions `::error` annotations for failed expectations.
     #[arg(long, value_enum, default_value = "human")]
     pub format: FormatArg,
-    /// Print every case's observations, not only the failures.
+    /// Print every case's observations, not only the failures; repeated steps also
+    /// record each index's own observation (`bind.l[17]`), not only the aggregate.
     #[arg(long, short)]
     pub verbose: bool,
     /// Where results are written, one folder per kernel.

@@ -13,10 +13,16 @@ use crate::resultset::shard::Shard;
 use crate::runner::{self, Progress, RunOptions, SaveError};
 
 pub fn run(args: &RunArgs) -> ExitCode {
-    let cases = match super::load_cases(&args.paths, args.filter.as_deref()) {
+    let mut cases = match super::load_cases(&args.paths, args.filter.as_deref()) {
         Ok(cases) => cases,
         Err(code) => return code,
     };
+    if args.verbose {
+        // Every index of a repeated step, not only the aggregate (results grow).
+        for case in &mut cases {
+            crate::case::repeat::record_each(&mut case.plan.steps);
+        }
+    }
     if let Err(e) = runner::check_memory(args.memory) {
         eprintln!("error: {e}");
         return ExitCode::from(exit::BAD_INPUT);

@@ -345,6 +345,57 @@ steps:
         assert_eq!(o.get("bind.free6"), Some(&json!("ok")), "{o:?}");
     }
 
+    /// Repeated steps come back aggregated; with `each` (what `run -v` sets) every
+    /// index's own observation comes too, each socket's real result.
+    #[test]
+    fn a_repeat_block_records_every_index_only_when_asked() {
+        let yaml = "steps:
+  - repeat: 3
+    steps:
+      - socket: \"l[i]\"
+      - bind: \"l[i]\"
+        addr: 127.0.0.1
+        port: 4242
+";
+        let aggregated = run(yaml);
+        assert_eq!(
+            aggregated.observations.get("bind.l.ok"),
+            Some(&json!(1)),
+            "{aggregated:?}"
+        );
+        assert_eq!(
+            aggregated.observations.get("bind.l.EADDRINUSE"),
+            Some(&json!(2))
+        );
+        assert!(
+            !aggregated.observations.contains_key("bind.l[1]"),
+            "{aggregated:?}"
+        );
+
+        let mut every = plan(yaml);
+        crate::case::repeat::record_each(&mut every.steps);
+        let every = run_case(&every, &crate::host::release());
+        assert_eq!(
+            every.observations.get("bind.l.ok"),
+            Some(&json!(1)),
+            "{every:?}"
+        );
+        assert_eq!(
+            every.observations.get("bind.l[0]"),
+            Some(&json!("ok")),
+            "{every:?}"
+        );
+        assert_eq!(
+            every.observations.get("bind.l[1]"),
+            Some(&json!("EADDRINUSE"))
+        );
+        assert_eq!(
+            every.observations.get("bind.l[2]"),
+            Some(&json!("EADDRINUSE"))
+        );
+        assert_eq!(every.observations.get("socket.l[2]"), Some(&json!("ok")));
+    }
+
     /// A client group whose target has no address: an error at the `clients` line,
     /// never a panic at `account` ("no entry found for key").
     #[test]
