@@ -1,7 +1,8 @@
 //! The HTML report: one self-contained page (inline CSS and SVG, no script, no
 //! external resource) with the kernels, the colored case x kernel matrix whose cells
 //! unfold (<details>) to every observation and the failure, charts of how the
-//! load-balancing cases spread their traffic and of where the time went, and the
+//! load-balancing cases spread their traffic, of what timed steps cost per kernel
+//! (with the ratio between kernels) and of where the run's time went, and the
 //! fixes. Written with maud, which escapes every interpolated value by construction.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -74,6 +75,7 @@ pub fn render(report: &Report) -> String {
             }
             (matrix(report, &rows))
             (spread_section(report, &rows))
+            (timing_section(report, &rows))
             (time_section(report, &rows))
             (fixes(report, &rows))
         },
@@ -285,6 +287,59 @@ fn spread_section(report: &Report, rows: &[Row]) -> Markup {
     }
 }
 
+/// What the timed steps (`time: true`) cost on each kernel: per case and timing, a
+/// bar per kernel on one scale, its time and its ratio to the fastest, and the
+/// slowest kernel against the fastest. Nothing when no case timed a step.
+fn timing_section(report: &Report, rows: &[Row]) -> Markup {
+    let timed: Vec<(&Row, Vec<super::Timing>)> = rows
+        .iter()
+        .map(|r| (r, report.timings(r)))
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    if timed.is_empty() {
+        return html! {};
+    }
+    html! {
+        h2 { "Timings" }
+        p.legend { "Steps the cases time (" code { "time: true" } "). Note: " (crate::timing::TCG_NOTE) "." }
+        table.charts.time #timings {
+            @for (row, timings) in &timed {
+                @for (n, t) in timings.iter().enumerate() {
+                    tr data-case=(row.case) data-timing=(t.key) {
+                        @if n == 0 {
+                            th.group rowspan=(timings.len()) { code { (row.case) } }
+                        }
+                        td style="text-align:left" {
+                            code { (t.key) }
+                            @if let Some(summary) = t.summary() {
+                                span.why.ratio { (summary) }
+                            }
+                        }
+                        td style="text-align:left" {
+                            (timing_chart(t))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One bar per kernel, the longest `TIME_WIDTH` pixels, labelled with the kernel,
+/// its time and how it compares with the fastest.
+fn timing_chart(t: &super::Timing) -> Markup {
+    let max = t.max();
+    html! {
+        @for (kernel, us) in &t.times {
+            @let label = format!("{} ({})", crate::timing::show_us(*us), crate::timing::against_fastest(*us, &t.times));
+            div.kernel-bar data-kernel=(kernel) {
+                span.muted style="display:inline-block;min-width:4em" { (kernel) }
+                (charts::time_bar(&[(*us, charts::TIME_COLOR)], max, TIME_WIDTH, &label))
+            }
+        }
+    }
+}
+
 /// Where the time went: each kernel's boot and cases, then each case per kernel.
 fn time_section(report: &Report, rows: &[Row]) -> Markup {
     let total = |k: &KernelResult| {
@@ -491,6 +546,36 @@ mod tests {
         assert!(
             html.contains("(no case file for this id any more)"),
             "b/same has no case file: {html}"
+        );
+    }
+
+    #[test]
+    fn timed_steps_get_bars_per_kernel_and_the_ratio() {
+        let html = render(&testdata::timed());
+        let section = html
+            .split("<h2>Timings</h2>")
+            .nth(1)
+            .expect("a timings section");
+        assert!(
+            section.contains("<span class=\"why ratio\">5.10 is 20× slower than 6.1</span>"),
+            "{section}"
+        );
+        // One scale per timing: 5.10's bar is the full width, 6.1's a twentieth.
+        assert!(
+            section.contains(&format!(
+                "data-value=\"2400000\" x=\"0\" y=\"1\" width=\"{TIME_WIDTH}\""
+            )),
+            "{section}"
+        );
+        assert!(
+            section.contains("data-value=\"120000\" x=\"0\" y=\"1\" width=\"15\""),
+            "{section}"
+        );
+        assert!(section.contains("2.40 s (20×)") && section.contains("120.0 ms (fastest)"));
+        assert!(section.contains("TCG"), "{section}");
+        assert!(
+            !rendered().contains("<h2>Timings</h2>"),
+            "nothing timed, no section"
         );
     }
 

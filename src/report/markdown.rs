@@ -1,5 +1,6 @@
 //! The Markdown report: kernels, the case x kernel matrix with each cell's key
-//! observations, the differences between kernels, the fixes, and the failures.
+//! observations, the differences between kernels, what timed steps cost on each
+//! kernel (text bars and the ratio), the fixes, and the failures.
 
 use std::fmt::Write;
 
@@ -17,6 +18,7 @@ pub fn render(report: &Report) -> String {
     kernels(&mut out, report);
     matrix(&mut out, report, &rows);
     differences(&mut out, report, &rows);
+    timings(&mut out, report, &rows);
     fixes(&mut out, report, &rows);
     failures(&mut out, report, &rows);
     out
@@ -143,6 +145,53 @@ fn differences(out: &mut String, report: &Report, rows: &[Row]) {
     }
 }
 
+/// Width of the longest text bar, in characters.
+const BAR_WIDTH: usize = 40;
+
+/// Per case with timed steps (`time: true`), each timing as text bars per kernel and
+/// the slowest kernel against the fastest. Absent when nothing was timed.
+fn timings(out: &mut String, report: &Report, rows: &[Row]) {
+    let timed: Vec<(&Row, Vec<super::Timing>)> = rows
+        .iter()
+        .map(|r| (r, report.timings(r)))
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    if timed.is_empty() {
+        return;
+    }
+    out.push_str("## Timings\n\n");
+    let _ = writeln!(
+        out,
+        "Steps the cases time (`time: true`). Note: {}.\n",
+        crate::timing::TCG_NOTE
+    );
+    let name_width = report
+        .kernels
+        .iter()
+        .map(|k| k.kernel.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (row, timings) in timed {
+        let _ = writeln!(out, "### `{}`\n", cell(&row.case));
+        for t in timings {
+            let summary = t.summary().unwrap_or_else(|| "one kernel only".into());
+            let _ = writeln!(out, "`{}`: {}\n", cell(&t.key), cell(&summary));
+            out.push_str("```\n");
+            let max = t.max();
+            for (kernel, us) in &t.times {
+                let _ = writeln!(
+                    out,
+                    "{kernel:<name_width$}  {:<BAR_WIDTH$}  {} ({})",
+                    crate::timing::text_bar(*us, max, BAR_WIDTH),
+                    crate::timing::show_us(*us),
+                    crate::timing::against_fastest(*us, &t.times)
+                );
+            }
+            out.push_str("```\n\n");
+        }
+    }
+}
+
 fn fixes(out: &mut String, report: &Report, rows: &[Row]) {
     out.push_str("## Fixes\n\n");
     let with_fix: Vec<(&Row, &crate::case::Fix)> = rows
@@ -244,6 +293,29 @@ mod tests {
         assert!(
             !section.contains("bind.a") && !section.contains("b/same"),
             "{section}"
+        );
+    }
+
+    #[test]
+    fn timings_show_bars_and_the_ratio_between_kernels() {
+        let text = render(&testdata::timed());
+        let section = text.split("## Timings").nth(1).expect("a timings section");
+        assert!(section.contains("### `s/timed`"), "{section}");
+        assert!(
+            section.contains("`time.listen.l`: 5.10 is 20× slower than 6.1"),
+            "{section}"
+        );
+        let bar = "█".repeat(BAR_WIDTH);
+        assert!(
+            section.contains(&format!("5.10  {bar}  2.40 s (20×)")),
+            "{section}"
+        );
+        let short = format!("6.1   ██{}  120.0 ms (fastest)", " ".repeat(BAR_WIDTH - 2));
+        assert!(section.contains(&short), "{section}");
+        assert!(section.contains("TCG"), "{section}");
+        assert!(
+            !render(&testdata::two_kernels()).contains("## Timings"),
+            "no section when nothing was timed"
         );
     }
 

@@ -141,6 +141,40 @@ impl Report {
     }
 }
 
+/// One timed observation (`time.<key>`) of a case: each kernel's microseconds, in
+/// the report's kernel order, kernels that did not time it left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    pub key: String,
+    pub times: Vec<(String, u64)>,
+}
+
+impl Timing {
+    /// "5.10 is 19× slower than 6.12" (None with one kernel).
+    pub fn summary(&self) -> Option<String> {
+        crate::timing::slowest_vs_fastest(&self.times)
+    }
+
+    pub fn max(&self) -> u64 {
+        self.times.iter().map(|(_, us)| *us).max().unwrap_or(0)
+    }
+}
+
+impl Report {
+    /// The timed observations of a row, sorted by key.
+    pub fn timings(&self, row: &Row) -> Vec<Timing> {
+        let runs = self
+            .kernels
+            .iter()
+            .map(|k| k.kernel.as_str())
+            .zip(row.runs.iter().copied());
+        crate::timing::per_kernel(runs)
+            .into_iter()
+            .map(|(key, times)| Timing { key, times })
+            .collect()
+    }
+}
+
 /// When a kernel's run started, from its end and its length (seconds since the epoch).
 pub fn started_at(k: &KernelResult) -> u64 {
     let ms = k
@@ -274,6 +308,19 @@ pub(crate) mod testdata {
                 why: Some("a <b> & \"c\"".into()),
             }],
         }
+    }
+
+    /// `two_kernels` plus `s/timed`, whose listen took 2.4 s on 5.10 and 0.12 s on 6.1.
+    pub fn timed() -> Report {
+        let mut report = two_kernels();
+        for (k, us) in [(0, 2_400_000), (1, 120_000)] {
+            report.kernels[k].cases.push(case(
+                "s/timed",
+                pass(),
+                json!({"listen.l.ok": 6000, "time.listen.l": us}),
+            ));
+        }
+        report
     }
 
     /// Two kernels; `r/migrate` differs on `account.c.reset`, `b/same` does not.
