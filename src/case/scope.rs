@@ -119,6 +119,21 @@ impl Scope {
         Some(name.to_string())
     }
 
+    /// The protocol and family of a socket by name: a plain one, or one index of a
+    /// `repeat` block's sockets (`u[3]`, within the indices the block created).
+    pub fn kind_of(&self, name: &str) -> Option<(Proto, Family)> {
+        if let Some(kind) = self.sockets.get(name) {
+            return Some(*kind);
+        }
+        use super::repeat::{parse_index, IndexRef};
+        let Some(Ok((base, IndexRef::One(n)))) = parse_index(name) else {
+            return None;
+        };
+        let g = self.indexed.get(base)?;
+        (g.first <= n && u64::from(n) < u64::from(g.first) + u64::from(g.count))
+            .then_some((g.proto, g.family))
+    }
+
     pub fn group(&self, node: &Node, kind: GroupKind, diags: &mut Diags) -> Option<String> {
         let name = fields::name(node, "a group name", diags)?;
         if self.groups.get(&name) != Some(&kind) {

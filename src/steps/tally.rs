@@ -33,7 +33,7 @@ impl Step for Tally {
             Some(n) => fields::names(n, "a socket name", diags)
                 .into_iter()
                 .filter(|s| {
-                    let known = scope.sockets.get(s).map(|(p, _)| *p == Proto::Udp);
+                    let known = scope.kind_of(s).map(|(p, _)| p == Proto::Udp);
                     if known != Some(true) {
                         diags.error(
                             n.pos,
