@@ -89,7 +89,7 @@ pub fn change(a: &Value, b: &Value, b_name: &str) -> Option<String> {
 /// How a kernel's time compares with the fastest kernel's: `fastest`, `19×`.
 pub fn against_fastest(us: u64, times: &[(String, u64)]) -> String {
     let fastest = times.iter().map(|(_, t)| *t).min().unwrap_or(us);
-    if us == fastest || ratio(us, fastest) < 1.05 {
+    if us == fastest {
         "fastest".into()
     } else {
         show_ratio(ratio(us, fastest))
@@ -107,7 +107,7 @@ pub fn text_bar(us: u64, max: u64, width: usize) -> String {
         .round()
         .max(1.0) as usize;
     let mut bar = "█".repeat(eighths / 8);
-    if eighths % 8 > 0 {
+    if !eighths.is_multiple_of(8) {
         bar.push(EIGHTHS[eighths % 8 - 1]);
     }
     bar
@@ -156,6 +156,11 @@ mod tests {
         ];
         assert_eq!(against_fastest(2_400_000, &times), "20×");
         assert_eq!(against_fastest(120_000, &times), "fastest");
+        assert_eq!(
+            against_fastest(121_000, &times),
+            "1.0×",
+            "only the fastest is the fastest"
+        );
         assert_eq!(text_bar(2_400_000, 2_400_000, 10), "██████████");
         assert_eq!(text_bar(120_000, 2_400_000, 10), "▌");
         assert_eq!(text_bar(1, 2_400_000, 10), "▏", "a sliver, not nothing");

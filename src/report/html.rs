@@ -334,7 +334,9 @@ fn timing_chart(t: &super::Timing) -> Markup {
             @let label = format!("{} ({})", crate::timing::show_us(*us), crate::timing::against_fastest(*us, &t.times));
             div.kernel-bar data-kernel=(kernel) {
                 span.muted style="display:inline-block;min-width:4em" { (kernel) }
-                (charts::time_bar(&[(*us, charts::TIME_COLOR)], max, TIME_WIDTH, &label))
+                (charts::time_bar(&[(*us, charts::TIME_COLOR)], max, TIME_WIDTH, ""))
+                // Beside the chart, not in it: a full-width bar leaves no room for it.
+                span.muted { (label) }
             }
         }
     }
