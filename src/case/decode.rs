@@ -195,6 +195,34 @@ fn module_name(node: &Node, diags: &mut Diags) -> Option<String> {
     Some(name.replace('-', "_"))
 }
 
+/// `{memory: 1G}`: MiB as a number or with `M`/`G`, within what `--memory` accepts.
+fn memory_mb(node: &Node, diags: &mut Diags) -> Option<u32> {
+    let text = node.scalar().unwrap_or_default().trim();
+    let (digits, unit) = match text.strip_suffix(['G', 'g']) {
+        Some(d) => (d, 1024),
+        None => (text.strip_suffix(['M', 'm']).unwrap_or(text), 1),
+    };
+    let mb = digits.trim().parse::<u64>().ok().map(|n| n * unit);
+    let range = GUEST_MEMORY_MB;
+    match mb {
+        Some(mb) if mb >= u64::from(*range.start()) && mb <= u64::from(*range.end()) => {
+            Some(mb as u32)
+        }
+        _ => {
+            diags.error(
+                node.pos,
+                format!(
+                    "memory {}: a size from {}M to {}G, such as `1G` or `768M`",
+                    fields::quoted(text),
+                    range.start(),
+                    range.end() / 1024
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
     let mut out = Vec::new();
     for item in fields::list(node, "requires", diags) {
@@ -204,7 +232,7 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                 "ipv6" => Some(Requirement::Ipv6),
                 "bpf" => Some(Requirement::Bpf),
                 other => {
-                    diags.error(item.pos, format!("unknown requirement {}; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}, {{files: N}}, {{module: NAME}}", fields::quoted(other)));
+                    diags.error(item.pos, format!("unknown requirement {}; expected root, ipv6, bpf, or a mapping {{sysctl: NAME}}, {{kernel: \">= X.Y\"}}, {{cpus: N}}, {{files: N}}, {{memory: SIZE}}, {{module: NAME}}", fields::quoted(other)));
                     None
                 }
             },
@@ -220,12 +248,14 @@ fn decode_requires(node: &Node, diags: &mut Diags) -> Vec<Requirement> {
                     fields::uint(n, "cpus", 1024, diags).map(|c| Requirement::Cpus(c as u32))
                 } else if let Some(n) = f.get("files") {
                     fields::uint(n, "files", 1 << 20, diags).map(Requirement::Files)
+                } else if let Some(n) = f.get("memory") {
+                    memory_mb(n, diags).map(Requirement::Memory)
                 } else if let Some(n) = f.get("module") {
                     module_name(n, diags).map(Requirement::Module)
                 } else {
                     diags.error(
                         f.pos(),
-                        "a requirement mapping needs `sysctl`, `kernel`, `cpus`, `files` or `module`",
+                        "a requirement mapping needs `sysctl`, `kernel`, `cpus`, `files`, `memory` or `module`",
                     );
                     None
                 };

@@ -45,6 +45,10 @@ pub struct Plan {
     pub timeout_ms: u64,
 }
 
+/// Guest memory (MiB) that the kernels boot with and this host can give: `--memory`
+/// and `requires: [{memory: SIZE}]`.
+pub const GUEST_MEMORY_MB: std::ops::RangeInclusive<u32> = 128..=16384;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Sysctl {
     /// Dotted name, e.g. `net.ipv4.tcp_migrate_req`.
@@ -76,6 +80,10 @@ pub enum Requirement {
     /// The case's process may hold this many open files (RLIMIT_NOFILE after the
     /// executor raised it as far as it may: a container can cap the hard limit).
     Files(u64),
+    /// The guest has this much memory (MiB). The runner boots each kernel's guest
+    /// with the most any of its cases asks for (see `runner::guest_memory_mb`); the
+    /// agent checks what the kernel got (`MemTotal`).
+    Memory(u32),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

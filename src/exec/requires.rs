@@ -30,6 +30,9 @@ fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Re
         // the host it must be loaded already.
         Requirement::Module(name) => super::modules::present(name, release),
         Requirement::Files(n) => super::rlimit::open_files_allowed() >= *n,
+        // The kernel keeps some of the guest's RAM for itself (a 512 MiB guest shows
+        // about 480 MiB): 7/8 of the size tells a guest of that size from a smaller one.
+        Requirement::Memory(mb) => mem_total_mb().unwrap_or(0) >= u64::from(*mb) * 7 / 8,
     };
     if ok {
         return Ok(());
@@ -47,11 +50,23 @@ fn check(req: &Requirement, release: &str, version: Option<KernelVersion>) -> Re
         Requirement::Module(name) => {
             format!("module {name} is not loaded on this kernel ({release}); load it first (modprobe {name})")
         }
+        Requirement::Memory(mb) => format!(
+            "needs {mb} MiB of memory; this kernel has {} MiB (MemTotal)",
+            mem_total_mb().unwrap_or(0)
+        ),
         Requirement::Files(n) => format!(
             "needs {n} open files; this process may hold {} (RLIMIT_NOFILE's hard limit: raising it needs CAP_SYS_RESOURCE)",
             super::rlimit::open_files_allowed()
         ),
     })
+}
+
+/// `MemTotal` of /proc/meminfo in MiB.
+fn mem_total_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
 }
 
 #[cfg(test)]
@@ -91,6 +106,19 @@ mod tests {
                 allowed + 1
             )),
             "{why}"
+        );
+    }
+
+    /// The host's own MemTotal meets a requirement of 7/8 of it and fails one above.
+    #[test]
+    fn a_memory_requirement_compares_with_mem_total() {
+        let total = mem_total_mb().expect("/proc/meminfo");
+        assert_eq!(unmet(&[Requirement::Memory(total as u32)], "x", "x"), None);
+        let too_much = (total * 8 / 7 + 16) as u32;
+        let why = unmet(&[Requirement::Memory(too_much)], "x", "x").unwrap();
+        assert_eq!(
+            why,
+            format!("needs {too_much} MiB of memory; this kernel has {total} MiB (MemTotal)")
         );
     }
 }

@@ -375,7 +375,7 @@ fn boot_and_collect(
     spec.machine = opts.machine.or(image.machine).unwrap_or_default();
     // Nobody chose the machine: microvm, and pc if microvm cannot boot the kernel.
     let mut may_fall_back = opts.machine.is_none() && image.machine.is_none();
-    spec.memory_mb = opts.memory_mb;
+    spec.memory_mb = super::guest_memory_mb(opts.memory_mb, cases);
     spec.cpus = opts.cpus;
     spec.retries = opts.retries;
     spec.ready_timeout = opts.ready_timeout.mul_f64(super::boot_patience());

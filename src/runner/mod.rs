@@ -319,7 +319,26 @@ pub fn choose_kernel(arg: &str, catalogue: Option<&(Catalogue, Lock)>) -> Result
 }
 
 /// Guest memory that the kernels boot with and this host can give.
-pub const MEMORY_MB: std::ops::RangeInclusive<u32> = 128..=16384;
+pub const MEMORY_MB: std::ops::RangeInclusive<u32> = crate::case::model::GUEST_MEMORY_MB;
+
+/// The memory of a kernel's guest: `--memory`, or more when a case asks for more
+/// (`requires: [{memory: 1G}]`), rounded up to a power of two. One guest runs every
+/// case of a kernel, so the largest need sizes it; the rounding keeps the sizes, and
+/// so the saved guests (snapshots are keyed by memory), to a few.
+pub fn guest_memory_mb(default_mb: u32, cases: &[crate::case::Case]) -> u32 {
+    let needed = cases
+        .iter()
+        .flat_map(|c| &c.plan.requires)
+        .filter_map(|r| match r {
+            crate::case::Requirement::Memory(mb) => Some(*mb),
+            _ => None,
+        })
+        .max();
+    match needed {
+        Some(mb) if mb > default_mb => mb.next_power_of_two().min(*MEMORY_MB.end()),
+        _ => default_mb,
+    }
+}
 
 /// Checks `--memory` (MiB) against `MEMORY_MB`.
 pub fn check_memory(mb: u32) -> Result<()> {
@@ -711,6 +730,32 @@ mod tests {
         }
         assert!(check_memory(1).is_err() && check_memory(999_999).is_err());
         assert!(check_memory(512).is_ok());
+    }
+
+    #[test]
+    fn a_case_needing_more_memory_sizes_its_kernels_guest() {
+        let case = |requires: &str| {
+            let text = format!("summary: t\nrequires: {requires}\nsteps:\n  - socket: a\n");
+            crate::case::load_str("t", std::path::Path::new("cases/t.yaml"), &text).unwrap()
+        };
+        let small = case("[root]");
+        assert_eq!(guest_memory_mb(512, &[small.clone()]), 512);
+        assert_eq!(
+            guest_memory_mb(512, &[small.clone(), case("[{memory: 256M}]")]),
+            512
+        );
+        let big = case("[{memory: 1G}]");
+        assert_eq!(guest_memory_mb(512, &[small.clone(), big.clone()]), 1024);
+        assert_eq!(
+            guest_memory_mb(512, &[case("[{memory: 700}]")]),
+            1024,
+            "a power of two"
+        );
+        assert_eq!(
+            guest_memory_mb(2048, &[big]),
+            2048,
+            "--memory above the need stays"
+        );
     }
 
     #[test]
