@@ -739,7 +739,7 @@ mod tests {
             crate::case::load_str("t", std::path::Path::new("cases/t.yaml"), &text).unwrap()
         };
         let small = case("[root]");
-        assert_eq!(guest_memory_mb(512, &[small.clone()]), 512);
+        assert_eq!(guest_memory_mb(512, std::slice::from_ref(&small)), 512);
         assert_eq!(
             guest_memory_mb(512, &[small.clone(), case("[{memory: 256M}]")]),
             512
