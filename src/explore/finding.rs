@@ -199,6 +199,10 @@ pub struct Tally {
     pub runs: u64,
     /// Differences that did not repeat.
     pub flaky: u64,
+    /// How often each signature did not repeat, so that the report says what was
+    /// dropped (a tool artefact shows up here again and again).
+    #[serde(default)]
+    pub flaky_signatures: std::collections::BTreeMap<String, u64>,
     /// Programs some kernel could not judge (timeout, guest death).
     pub inconclusive: u64,
     pub rounds: u64,
@@ -244,6 +248,10 @@ pub fn report(seed: u64, kernels: &Kernels, tally: &Tally, findings: &[Finding])
         tally.per_second(tally.runs)
     ));
     out.push_str(&format!("- signatures: {}\n\n", findings.len()));
+    let mut flaky = String::new();
+    for (signature, times) in &tally.flaky_signatures {
+        flaky.push_str(&format!("- `{signature}`: {times}×\n"));
+    }
     for f in findings {
         out.push_str(&format!(
             "- `{}`: {} — {} step(s){} (from {}), seen {}× — [{}]({})\n",
@@ -255,6 +263,11 @@ pub fn report(seed: u64, kernels: &Kernels, tally: &Tally, findings: &[Finding])
             f.seen,
             f.file_name(),
             f.file_name()
+        ));
+    }
+    if !flaky.is_empty() {
+        out.push_str(&format!(
+            "\nDropped, as they did not repeat when run again:\n\n{flaky}"
         ));
     }
     out
@@ -274,6 +287,25 @@ mod tests {
                 (id, Some(v.parse().unwrap()))
             })
             .collect()
+    }
+
+    #[test]
+    fn the_report_names_what_was_dropped_as_flaky() {
+        let mut tally = Tally {
+            flaky: 2,
+            ..Tally::default()
+        };
+        tally
+            .flaky_signatures
+            .insert("connect.* 5.10=ok 6.1=ETIMEDOUT".into(), 2);
+        let text = report(1, &kernels(), &tally, &[]);
+        assert!(text.contains("flaky differences dropped: 2"), "{text}");
+        assert!(
+            text.contains("- `connect.* 5.10=ok 6.1=ETIMEDOUT`: 2×"),
+            "{text}"
+        );
+        let quiet = report(1, &kernels(), &Tally::default(), &[]);
+        assert!(!quiet.contains("Dropped"), "{quiet}");
     }
 
     #[test]

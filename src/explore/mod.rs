@@ -474,7 +474,14 @@ fn apply(state: &mut State, items: &[(Role, Program)], ids: &[String], results: 
                     observations,
                     rounds: 0,
                 }),
-                None => state.tally.flaky += 1,
+                None => {
+                    state.tally.flaky += 1;
+                    *state
+                        .tally
+                        .flaky_signatures
+                        .entry(target.signature())
+                        .or_default() += 1;
+                }
             },
             Work::Shrink {
                 index,
