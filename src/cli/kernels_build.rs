@@ -67,6 +67,12 @@ fn request(args: &BuildArgs, cat: &Catalogue) -> Result<BuildRequest, BuildError
                     entry.source.kind()
                 )));
             };
+            if source.is_none() {
+                eprintln!(
+                    "note: {id} comes from {}; where that site is unreachable (the sockmatrix dev and CI machines), bring the tarball: --source linux-{id}.tar.xz",
+                    spec.url
+                );
+            }
             source_build::catalogue_request(cat, entry, spec, source)
         }
         None => {
