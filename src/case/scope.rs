@@ -66,6 +66,19 @@ impl Scope {
         Some(name)
     }
 
+    /// A list of socket names (a sockarray's slots, in order) or one name, each
+    /// checked as `socket` checks one; an error at `node` when the list is empty.
+    pub fn socket_list(&self, node: &Node, what: &str, diags: &mut Diags) -> Vec<String> {
+        let items = match &node.kind {
+            crate::yaml::Kind::Seq(items) => items.as_slice(),
+            _ => std::slice::from_ref(node),
+        };
+        if items.is_empty() {
+            diags.error(node.pos, format!("{what} needs at least one socket"));
+        }
+        items.iter().filter_map(|n| self.socket(n, diags)).collect()
+    }
+
     /// `l[i]` in a block (created by it, or by an earlier block covering its
     /// indices) or `l[3]` after one; ranges (`l[*]`) are blocks of their own.
     fn indexed_socket(

@@ -118,6 +118,37 @@ impl ReuseportEbpf {
     }
 }
 
+/// The errno name (`EPERM`) of an error from this module or the socket table.
+pub fn error_name(err: &io::Error) -> String {
+    errno_of(err).map_or_else(|| crate::errno::of_io(err), crate::errno::name)
+}
+
+/// A loaded program put to work, as `attach_ebpf` and `attach_migrate` observe it:
+/// `.load` ok; `.fill`, the sockets named `sockarray` put in the slots in order (the
+/// first failing slot's errno, or ok); the attach to `sock`'s group under the key.
+pub fn fill_and_attach(
+    program: &ReuseportEbpf,
+    table: &super::sockets::Table,
+    step: &super::StepCtx,
+    sockarray: &[String],
+    sock: &str,
+) -> Vec<(String, serde_json::Value)> {
+    let fill = sockarray
+        .iter()
+        .enumerate()
+        .map(|(i, name)| table.with(name, |s| program.set_slot(i as u32, s)))
+        .find_map(Result::err)
+        .map_or_else(|| "ok".to_string(), |e| error_name(&e));
+    let attach = table
+        .with(sock, |s| program.attach(s))
+        .map_or_else(|e| error_name(&e), |()| "ok".to_string());
+    vec![
+        (step.at(".load"), "ok".into()),
+        (step.at(".fill"), fill.into()),
+        (step.key.to_string(), attach.into()),
+    ]
+}
+
 /// The errno of an error from this module. Errors from BPF_PROG_LOAD carry the
 /// verifier log, so their `raw_os_error()` is None; this finds the errno in both cases.
 pub fn errno_of(err: &io::Error) -> Option<i32> {

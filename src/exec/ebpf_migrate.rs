@@ -24,8 +24,6 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use socket2::Socket;
-
 use super::ebpf::{
     self, Attr, Insn, OnMiss, ReuseportEbpf, ADD64_IMM, BPF_FUNC_SK_SELECT_REUSEPORT,
     BPF_PSEUDO_MAP_FD, CALL, EXIT, JNE_IMM, LD_IMM64, MOV64_IMM, MOV64_REG, R0, R1, R10, R2, R3,
@@ -86,12 +84,9 @@ impl MigratingEbpf {
         Ok(MigratingEbpf { inner, counters })
     }
 
-    pub fn set_slot(&self, index: u32, socket: &Socket) -> io::Result<()> {
-        self.inner.set_slot(index, socket)
-    }
-
-    pub fn attach(&self, socket: &Socket) -> io::Result<()> {
-        self.inner.attach(socket)
+    /// The program and its sockarray (slots, attach), as for `attach_ebpf`.
+    pub fn program(&self) -> &ReuseportEbpf {
+        &self.inner
     }
 
     /// How many migrations the program saw at each place of `PLACES`.

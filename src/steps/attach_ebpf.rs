@@ -2,7 +2,6 @@
 //! sockarray with bpf_sk_select_reuseport(), and attaches it to a socket's group.
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::{Doc, Explore, Step};
 use crate::case::fields::{self, Diags, Fields};
@@ -31,22 +30,10 @@ impl Step for AttachEbpf {
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);
-        let sockarray: Vec<String> = match f.require("sockarray", diags) {
-            Some(n) => fields::names(n, "a socket name", diags)
-                .into_iter()
-                .filter(|s| {
-                    let known = scope.sockets.contains_key(s);
-                    if !known {
-                        diags.error(
-                            n.pos,
-                            format!("no socket named `{s}` was created before this step"),
-                        );
-                    }
-                    known
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let sockarray = f
+            .require("sockarray", diags)
+            .map(|n| scope.socket_list(n, "sockarray", diags))
+            .unwrap_or_default();
         let select = f
             .require("select", diags)
             .and_then(|n| fields::uint(n, "select", u32::MAX as u64, diags));
@@ -58,9 +45,6 @@ impl Step for AttachEbpf {
                 false
             }
         };
-        if sockarray.is_empty() {
-            diags.error(f.pos(), "sockarray needs at least one socket");
-        }
         Some(AttachEbpf {
             sock: sock?,
             sockarray,
@@ -80,9 +64,6 @@ impl Step for AttachEbpf {
     /// Observations: `.load` (map and program), `.fill` (first failing slot's errno
     /// or ok), and the attach itself under the key.
     fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
-        let errno = |e: &std::io::Error| {
-            ebpf::errno_of(e).map_or_else(|| crate::errno::of_io(e), crate::errno::name)
-        };
         let on_miss = if self.drop_on_miss {
             ebpf::OnMiss::Drop
         } else {
@@ -91,23 +72,8 @@ impl Step for AttachEbpf {
         let program =
             match ebpf::ReuseportEbpf::load(self.sockarray.len() as u32, self.select, on_miss) {
                 Ok(p) => p,
-                Err(e) => return Ok(vec![(step.at(".load"), json!(errno(&e)))]),
+                Err(e) => return Ok(vec![(step.at(".load"), ebpf::error_name(&e).into())]),
             };
-        let fill = self
-            .sockarray
-            .iter()
-            .enumerate()
-            .map(|(i, name)| exec.table.with(name, |s| program.set_slot(i as u32, s)))
-            .find_map(Result::err)
-            .map_or_else(|| "ok".to_string(), |e| errno(&e));
-        let attach = exec
-            .table
-            .with(&self.sock, |s| program.attach(s))
-            .map_or_else(|e| errno(&e), |()| "ok".to_string());
-        Ok(vec![
-            (step.at(".load"), json!("ok")),
-            (step.at(".fill"), json!(fill)),
-            (step.key.to_string(), json!(attach)),
-        ])
+        Ok(ebpf::fill_and_attach(&program, &exec.table, step, &self.sockarray, &self.sock))
     }
 }

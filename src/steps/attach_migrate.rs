@@ -30,16 +30,10 @@ impl Step for AttachMigrate {
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = scope.socket(subject, diags);
-        let sockarray = match f.require("sockarray", diags) {
-            Some(n) => fields::list(n, "sockarray", diags)
-                .iter()
-                .filter_map(|s| scope.socket(s, diags))
-                .collect(),
-            None => Vec::new(),
-        };
-        if sockarray.is_empty() {
-            diags.error(f.pos(), "sockarray needs at least one socket");
-        }
+        let sockarray = f
+            .require("sockarray", diags)
+            .map(|n| scope.socket_list(n, "sockarray", diags))
+            .unwrap_or_default();
         let slot = |n: &Node, what: &str, diags: &mut Diags| {
             let k = fields::uint(n, what, u32::MAX as u64, diags)? as u32;
             if k as usize >= sockarray.len() {
@@ -80,32 +74,16 @@ impl Step for AttachMigrate {
     }
 
     fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
-        let errno = |e: &std::io::Error| {
-            ebpf::errno_of(e).map_or_else(|| crate::errno::of_io(e), crate::errno::name)
-        };
         let select = self.select.map(|k| (k, ebpf::OnMiss::Pass));
         let program =
             match MigratingEbpf::load(self.sockarray.len() as u32, select, self.migrate) {
                 Ok(p) => p,
-                Err(e) => return Ok(vec![(step.at(".load"), errno(&e).into())]),
+                Err(e) => return Ok(vec![(step.at(".load"), ebpf::error_name(&e).into())]),
             };
-        let fill = self
-            .sockarray
-            .iter()
-            .enumerate()
-            .map(|(i, name)| exec.table.with(name, |s| program.set_slot(i as u32, s)))
-            .find_map(Result::err)
-            .map_or_else(|| "ok".to_string(), |e| errno(&e));
-        let attach = exec
-            .table
-            .with(&self.sock, |s| program.attach(s))
-            .map_or_else(|e| errno(&e), |()| "ok".to_string());
+        let observed =
+            ebpf::fill_and_attach(program.program(), &exec.table, step, &self.sockarray, &self.sock);
         // Kept for `migrations`: its counters outlive the socket it was attached to.
         exec.migrators.insert(self.sock.clone(), program);
-        Ok(vec![
-            (step.at(".load"), "ok".into()),
-            (step.at(".fill"), fill.into()),
-            (step.key.to_string(), attach.into()),
-        ])
+        Ok(observed)
     }
 }

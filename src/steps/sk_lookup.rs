@@ -76,9 +76,7 @@ impl Step for SkLookup {
                 return Err(step.fail(format!("no port to match ({why})")));
             }
         };
-        let errno = |e: &std::io::Error| {
-            ebpf::errno_of(e).map_or_else(|| crate::errno::of_io(e), crate::errno::name)
-        };
+        let errno = ebpf::error_name;
         // MPTCP listens through TCP subflows: its lookups are TCP ones.
         let protocol = match exec.table.entry(&self.pick).proto {
             Proto::Udp => libc::IPPROTO_UDP,
