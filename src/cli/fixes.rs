@@ -52,21 +52,16 @@ pub fn fixes(args: &FixesArgs) -> ExitCode {
 /// The first release with each fix, from kept results (and bisections with --bisect).
 fn by_series(args: &FixesArgs, series: &str, cases: &[crate::case::Case]) -> ExitCode {
     use crate::bisect_releases::{search, Outcome, Probe};
-    let index = match crate::runner::load_catalogue()
-        .and_then(|(cat, _)| crate::runner::load_releases(&cat, false, true))
-    {
-        Ok(index) => index,
+    let catalogue = match crate::runner::load_catalogue() {
+        Ok((catalogue, _)) => catalogue,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(exit::COULD_NOT_RUN);
         }
     };
-    let releases = match index.series(series) {
+    let (_, releases) = match super::series_releases(&catalogue, series, false) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(exit::BAD_INPUT);
-        }
+        Err(code) => return code,
     };
     let dir = std::path::Path::new(&args.results);
     let kept: Vec<Option<results::KernelResult>> = releases
@@ -112,7 +107,7 @@ fn by_series(args: &FixesArgs, series: &str, cases: &[crate::case::Case]) -> Exi
                 Some(s) => Probe::Behaved(s.into()),
                 None => {
                     booted += 1;
-                    match super::bisect_releases::run_release(releases[i], case, &opts) {
+                    match super::bisect_releases::run_release(&releases[i], case, &opts) {
                         Ok(k) => match crate::resultset::diff::fix_state(fix, k.cases.first()) {
                             s @ ("present" | "absent") => Probe::Behaved(s.into()),
                             other => Probe::CannotJudge(other.into()),

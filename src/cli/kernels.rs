@@ -201,19 +201,9 @@ fn list_releases(
     series: &str,
     refresh: bool,
 ) -> ExitCode {
-    let index = match runner::load_releases(catalogue, refresh, true) {
-        Ok(index) => index,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(exit::COULD_NOT_RUN);
-        }
-    };
-    let releases = match index.series(series) {
+    let (index, releases) = match super::series_releases(catalogue, series, refresh) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(exit::BAD_INPUT);
-        }
+        Err(code) => return code,
     };
     let cache = kernel::cache_dir();
     let rows: Vec<[String; 7]> = releases

@@ -239,6 +239,34 @@ pub fn load_cases(paths: &[PathBuf], filter: Option<&str>) -> Result<Vec<Case>, 
     })
 }
 
+/// The mirror's index (as last read, or `refresh`ed) and the releases of `series`
+/// in it, or the exit code after saying why not: could not run when the index
+/// cannot be had, bad input for a series it does not hold.
+fn series_releases(
+    catalogue: &crate::kernel::Catalogue,
+    series: &str,
+    refresh: bool,
+) -> Result<
+    (
+        crate::kernel::ReleaseIndex,
+        Vec<crate::kernel::releases::Release>,
+    ),
+    ExitCode,
+> {
+    let index = crate::runner::load_releases(catalogue, refresh, true).map_err(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(exit::COULD_NOT_RUN)
+    })?;
+    let releases = match index.series(series) {
+        Ok(releases) => releases.into_iter().cloned().collect(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Err(ExitCode::from(exit::BAD_INPUT));
+        }
+    };
+    Ok((index, releases))
+}
+
 fn check(paths: &[PathBuf]) -> ExitCode {
     match load_cases(paths, None) {
         Ok(cases) => {
