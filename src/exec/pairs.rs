@@ -124,7 +124,11 @@ impl Matrix<'_> {
             .filter_map(|l| self.addrs.iter().find(|a| &a.label == l))
             .collect();
         let mut obs = Vec::new();
-        let mut used = HashSet::new();
+        // Ports other sockets hold (the peer listeners, an earlier step's TIME_WAIT
+        // sockets), read once: this step creates every socket after it.
+        let mut used = self
+            .ports_held()
+            .map_err(|e| format!("cannot read the namespace's socket tables: {e}"))?;
         for first in self.addrs {
             for second in self.addrs {
                 for &option in self.options {
@@ -217,13 +221,14 @@ impl Matrix<'_> {
         }
     }
 
-    /// The first socket, bound to a port no earlier pair used and no other socket
-    /// of the namespace holds. An earlier pair's TIME_WAIT socket outlives it, and a
-    /// port 0 bind with SO_REUSEADDR may be given its port; a port 0 bind of
-    /// 0.0.0.0 may be given the port of a V6ONLY socket (the IPv6 peer listener, an
-    /// earlier step's [::] V6ONLY TIME_WAIT), which does not overlap it. The second
-    /// bind would then meet that stranger, not the pair: [::] after 0.0.0.0 with
-    /// SO_REUSEADDR gave EADDRINUSE on 7.2 in some runs.
+    /// The first socket, bound to a port not in `used`: no earlier pair's, none
+    /// another socket of the namespace held when the step began. An earlier pair's
+    /// TIME_WAIT socket outlives it, and a port 0 bind with SO_REUSEADDR may be
+    /// given its port; a port 0 bind of 0.0.0.0 may be given the port of a V6ONLY
+    /// socket (the IPv6 peer listener, an earlier step's [::] V6ONLY TIME_WAIT),
+    /// which does not overlap it. The second bind would then meet that stranger,
+    /// not the pair: [::] after 0.0.0.0 with SO_REUSEADDR gave EADDRINUSE on 7.2 in
+    /// some runs.
     fn fresh_port(
         &self,
         used: &mut HashSet<u16>,
@@ -236,7 +241,7 @@ impl Matrix<'_> {
             let s = open(self.proto, first, option)?;
             s.bind(&SockAddr::from(SocketAddr::new(first.addr, 0)))?;
             let port = s.local_addr()?.as_socket().map_or(0, |a| a.port());
-            if used.insert(port) && !self.held_by_another(&s, port)? {
+            if used.insert(port) {
                 return Ok((s, port));
             }
             if refused.len() >= MAX_PORT_TRIES {
@@ -246,19 +251,15 @@ impl Matrix<'_> {
         }
     }
 
-    /// Whether a socket other than `s` holds `port` in the namespace's tables
-    /// (listening, connected, TIME_WAIT; bound for UDP). SCTP has no such table
+    /// The ports sockets of the namespace hold in this protocol's tables
+    /// (listening, connected, TIME_WAIT; bound, for UDP). SCTP has no such table
     /// here: only the pairs' own ports are avoided.
-    fn held_by_another(&self, s: &Socket, port: u16) -> std::io::Result<bool> {
-        let tables: &[&str] = match self.proto {
-            Proto::Tcp | Proto::Mptcp => &["tcp", "tcp6"],
-            Proto::Udp => &["udp", "udp6"],
-            Proto::Sctp => return Ok(false),
-        };
-        let own = nix::sys::stat::fstat(s)
-            .map_err(std::io::Error::from)?
-            .st_ino;
-        requests::port_held_by_another(tables, port, own)
+    fn ports_held(&self) -> std::io::Result<HashSet<u16>> {
+        match self.proto {
+            Proto::Tcp | Proto::Mptcp => requests::ports_held(&["tcp", "tcp6"]),
+            Proto::Udp => requests::ports_held(&["udp", "udp6"]),
+            Proto::Sctp => Ok(HashSet::new()),
+        }
     }
 
     /// Connects `s` to `to` and (TCP) accepts the server side of it.

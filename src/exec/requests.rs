@@ -5,6 +5,7 @@
 //! in the established hash, and the tables list it with state 03 (SYN_RECV). The
 //! case's namespace is this thread's, not the process's: hence `thread-self`.
 
+use std::collections::HashSet;
 use std::io;
 
 const TCP_SYN_RECV: u8 = 0x03;
@@ -28,16 +29,16 @@ pub fn count_in_state(port: u16, state: u8) -> io::Result<usize> {
     Ok(count)
 }
 
-/// Whether a socket other than inode `own` holds local port `port` in any state
-/// (listening, connected, TIME_WAIT, bound UDP) in the tables named, e.g. `tcp`,
-/// `tcp6`. A TCP socket that is only bound is in no table.
-pub fn port_held_by_another(tables_named: &[&str], port: u16, own: u64) -> io::Result<bool> {
+/// The local ports any socket holds in the tables named, e.g. `tcp`, `tcp6`, in
+/// any state (listening, connected, TIME_WAIT; bound, for UDP). A TCP socket that is
+/// only bound is in no table. Each read walks the whole hash table (its size is the
+/// machine's, not the namespace's), so read it once, not once per socket.
+pub fn ports_held(tables_named: &[&str]) -> io::Result<HashSet<u16>> {
+    let mut ports = HashSet::new();
     for text in tables(tables_named)? {
-        if rows(&text).any(|r| r.local_port == port && r.inode != own) {
-            return Ok(true);
-        }
+        ports.extend(rows(&text).map(|r| r.local_port));
     }
-    Ok(false)
+    Ok(ports)
 }
 
 /// The text of each `/proc/thread-self/net/<name>` table.
@@ -58,12 +59,11 @@ fn tables(names: &[&str]) -> io::Result<Vec<String>> {
 struct Row {
     local_port: u16,
     state: u8,
-    inode: u64,
 }
 
-/// Lines of a /proc/net/tcp table: `sl local_address rem_address st tx:rx tr:when
-/// retrnsmt uid timeout inode ...`, with the address as hex `ADDR:PORT` and the
-/// state in hex. Lines that do not parse are skipped.
+/// Lines of a /proc/net/tcp table: `sl local_address rem_address st ...`, with the
+/// address as hex `ADDR:PORT` and the state in hex. Lines that do not parse are
+/// skipped.
 fn rows(table: &str) -> impl Iterator<Item = Row> + '_ {
     table.lines().skip(1).filter_map(|line| {
         let cols: Vec<&str> = line.split_whitespace().collect();
@@ -71,7 +71,6 @@ fn rows(table: &str) -> impl Iterator<Item = Row> + '_ {
         Some(Row {
             local_port: u16::from_str_radix(port, 16).ok()?,
             state: u8::from_str_radix(cols.get(3)?, 16).ok()?,
-            inode: cols.get(9)?.parse().ok()?,
         })
     })
 }
@@ -99,7 +98,5 @@ mod tests {
         assert_eq!(count(0xa0b2, TCP_SYN_RECV), 0);
         assert_eq!(count(0xa0b2, 0x01), 1);
         assert_eq!(count(0xa0b2, TCP_TIME_WAIT), 0);
-        let inodes: Vec<u64> = rows(table).map(|r| r.inode).collect();
-        assert_eq!(inodes, [1, 0, 0, 0, 2]);
     }
 }
