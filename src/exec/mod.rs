@@ -396,6 +396,35 @@ steps:
         assert_eq!(every.observations.get("socket.l[2]"), Some(&json!("ok")));
     }
 
+    /// shutdown() on an unconnected TCP socket is ENOTCONN yet marks it shut down,
+    /// so a later connect() polls POLLHUP at once; the observation is what the
+    /// kernel did (a peer or an errno), never socket2's own "no error set" (`Other`).
+    #[test]
+    fn connect_after_shutdown_reports_what_the_kernel_did() {
+        for _ in 0..5 {
+            let run = run("steps:
+  - socket: l
+  - bind: l
+    addr: 127.0.0.1
+    port: 5000
+  - listen: l
+  - socket: c
+  - shutdown: c
+    how: both
+  - connect: c
+    to: l
+    timeout: 200ms
+");
+            let o = &run.observations;
+            assert_eq!(o.get("shutdown.c"), Some(&json!("ENOTCONN")), "{o:?}");
+            let connect = o.get("connect.c").and_then(|v| v.as_str()).unwrap_or("");
+            assert!(
+                connect == "ok" || crate::errno::looks_like(connect),
+                "connect.c = {connect}: {o:?}"
+            );
+        }
+    }
+
     /// A client group whose target has no address: an error at the `clients` line,
     /// never a panic at `account` ("no entry found for key").
     #[test]

@@ -255,7 +255,16 @@ impl Table {
         let proto = self.entry(name).proto;
         self.with(name, |s| match proto {
             Proto::Tcp | Proto::Mptcp => {
-                s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms))
+                match s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms)) {
+                    // socket2 calls POLLHUP without a pending error a failure of its
+                    // own ("no error set after POLLHUP", observed as `Other`). A socket
+                    // shut down before connect() always polls POLLHUP, connected or
+                    // not: what the kernel did is whether it now has a peer.
+                    Err(e) if e.raw_os_error().is_none() && e.kind() == io::ErrorKind::Other => {
+                        s.peer_addr().map(drop)
+                    }
+                    r => r,
+                }
             }
             Proto::Udp | Proto::Sctp => s.connect(&addr),
         })?;
