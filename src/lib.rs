@@ -33,6 +33,7 @@ pub mod resume;
 #[cfg(feature = "runner")]
 pub mod runner;
 pub mod select;
+pub mod step_state;
 pub mod steps;
 pub mod timing;
 pub mod value;

@@ -24,10 +24,8 @@ pub struct Scope {
     /// Background client groups not yet waited for, with their line.
     pub background: BTreeMap<String, usize>,
     pub observations: BTreeSet<String>,
-    /// `drop` filters by name: true while attached (released ones stay known).
-    pub drops: BTreeMap<String, bool>,
-    /// Sockets an `attach_migrate` program was attached to (for `migrations`).
-    pub migrators: BTreeSet<String>,
+    /// What steps declared for later steps, by the step's own type.
+    pub kept: crate::step_state::StepState,
     /// Sockets a `repeat` block created, by base name (`l` for `l[0]`...).
     pub indexed: BTreeMap<String, Indexed>,
     /// The `repeat` block whose steps are being decoded.

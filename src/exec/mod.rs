@@ -229,12 +229,8 @@ pub struct Executor {
     /// Background client groups: their `clients` step (key, line) and the thread.
     pub(crate) background: BTreeMap<String, Background>,
     pub(crate) sent: BTreeMap<String, u32>,
-    /// Attached `drop` filters; dropping one detaches it.
-    pub(crate) drops: BTreeMap<String, packet_drop::Dropper>,
-    /// `attach_migrate` programs by the socket they were attached to, for `migrations`.
-    pub(crate) migrators: BTreeMap<String, ebpf_migrate::MigratingEbpf>,
-    /// Attached `sk_lookup` programs with their links; the case's end detaches them.
-    pub(crate) lookups: Vec<(sk_lookup::SkLookup, sk_lookup::Link)>,
+    /// What steps keep for later steps (filters, programs), by the step's own type.
+    pub(crate) kept: crate::step_state::StepState,
 }
 
 impl Executor {
@@ -279,8 +275,9 @@ impl Executor {
     }
 
     fn finish(self) {
-        // Filters first, so that nothing a server waits for is still held back.
-        drop(self.drops);
+        // Filters and programs first, so that nothing a server waits for is still
+        // held back.
+        drop(self.kept);
         for (_, server) in self.servers {
             server.stop();
         }

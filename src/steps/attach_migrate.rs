@@ -11,6 +11,15 @@ use crate::exec::ebpf_migrate::{MigrateTo, MigratingEbpf};
 use crate::exec::{ebpf, Executor, StepCtx, StepResult};
 use crate::yaml::Node;
 
+/// Sockets a program was attached to, while a case is decoded (for `migrations`).
+#[derive(Default)]
+pub(super) struct Migrated(pub std::collections::BTreeSet<String>);
+
+/// The attached programs by socket, while a case runs: `migrations` reads their
+/// counters, which outlive the socket.
+#[derive(Default)]
+pub(super) struct Programs(pub std::collections::BTreeMap<String, crate::exec::ebpf_migrate::MigratingEbpf>);
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AttachMigrate {
     pub sock: String,
@@ -70,7 +79,7 @@ impl Step for AttachMigrate {
     }
 
     fn declare(&self, _line: usize, scope: &mut Scope) {
-        scope.migrators.insert(self.sock.clone());
+        scope.kept.of::<Migrated>().0.insert(self.sock.clone());
     }
 
     fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
@@ -83,7 +92,7 @@ impl Step for AttachMigrate {
         let observed =
             ebpf::fill_and_attach(program.program(), &exec.table, step, &self.sockarray, &self.sock);
         // Kept for `migrations`: its counters outlive the socket it was attached to.
-        exec.migrators.insert(self.sock.clone(), program);
+        exec.kept.of::<Programs>().0.insert(self.sock.clone(), program);
         Ok(observed)
     }
 }

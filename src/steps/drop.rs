@@ -10,6 +10,15 @@ use crate::case::scope::Scope;
 use crate::exec::{packet_drop::Dropper, Executor, StepCtx, StepResult};
 use crate::yaml::Node;
 
+/// `drop` filters by name, while a case is decoded: true while attached (released
+/// ones stay known). `release` reads it too.
+#[derive(Default)]
+pub(super) struct DropNames(pub std::collections::BTreeMap<String, bool>);
+
+/// Attached filters by name, while a case runs; dropping one detaches it.
+#[derive(Default)]
+pub(super) struct Attached(pub std::collections::BTreeMap<String, Dropper>);
+
 /// Drops packets matching `filter` on `lo` (XDP) until `release`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Drop {
@@ -27,7 +36,10 @@ impl Step for Drop {
 
     fn decode(subject: &Node, f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let name = fields::name(subject, "a drop filter name", diags)?;
-        if scope.drops.contains_key(&name) {
+        if scope
+            .kept
+            .get::<DropNames>()
+            .is_some_and(|d| d.0.contains_key(&name)) {
             diags.error(
                 subject.pos,
                 format!("a drop filter named `{name}` already exists"),
@@ -91,7 +103,7 @@ impl Step for Drop {
     }
 
     fn declare(&self, _line: usize, scope: &mut Scope) {
-        scope.drops.insert(self.name.clone(), true);
+        scope.kept.of::<DropNames>().0.insert(self.name.clone(), true);
     }
 
     fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
@@ -109,7 +121,7 @@ impl Step for Drop {
         // the step fails with the reason (the verifier's log, an errno).
         let dropper = Dropper::attach(filter, port)
             .map_err(|e| step.fail(format!("cannot attach the XDP filter to lo: {e}")))?;
-        exec.drops.insert(self.name.clone(), dropper);
+        exec.kept.of::<Attached>().0.insert(self.name.clone(), dropper);
         step.one("ok")
     }
 }

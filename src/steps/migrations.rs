@@ -9,6 +9,7 @@ use crate::case::scope::Scope;
 use crate::exec::ebpf_migrate::PLACES;
 use crate::exec::{Executor, StepCtx, StepResult};
 use crate::yaml::Node;
+use super::attach_migrate::{Migrated, Programs};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Migrations {
@@ -25,7 +26,10 @@ impl Step for Migrations {
 
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let sock = fields::name(subject, "a socket name", diags)?;
-        if !scope.migrators.contains(&sock) {
+        if !scope
+            .kept
+            .get::<Migrated>()
+            .is_some_and(|m| m.0.contains(&sock)) {
             diags.error(
                 subject.pos,
                 format!("no `attach_migrate: {sock}` before this step"),
@@ -41,7 +45,9 @@ impl Step for Migrations {
 
     fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
         let program = exec
-            .migrators
+            .kept
+            .of::<Programs>()
+            .0
             .get(&self.sock)
             .ok_or_else(|| step.fail(format!("no migration program on `{}`", self.sock)))?;
         let counts = program.counts().map_err(|e| {

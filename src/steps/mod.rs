@@ -1,6 +1,9 @@
 //! The steps of the case language, one module each, listed once in `registry!` at
 //! the bottom: a step's fields and their checks, the observations it yields, how it
 //! runs, and its row of the step table in cases/README.md all live in its module.
+//! What a step keeps for later steps lives there too, under a type of its own:
+//! `scope.kept` while a case is decoded, `exec.kept` while it runs (dropped when the
+//! case ends, before its servers stop, so a filter or program never outlives it).
 //!
 //! The registry is a declarative macro that generates the `Action` enum (one variant
 //! per step, holding the step's own struct) and its dispatch. An enum rather than

@@ -9,6 +9,7 @@ use crate::case::fields::{self, Diags, Fields};
 use crate::case::scope::Scope;
 use crate::exec::{sockets::outcome, Executor, StepCtx, StepResult};
 use crate::yaml::Node;
+use super::drop::{Attached, DropNames};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Release {
@@ -26,7 +27,7 @@ impl Step for Release {
     /// A drop filter attached earlier and not yet released.
     fn decode(subject: &Node, _f: &mut Fields, scope: &Scope, diags: &mut Diags) -> Option<Self> {
         let name = fields::name(subject, "a drop filter name", diags)?;
-        if scope.drops.get(&name) != Some(&true) {
+        if scope.kept.get::<DropNames>().and_then(|d| d.0.get(&name)) != Some(&true) {
             diags.error(
                 subject.pos,
                 format!("no drop filter named `{name}` is attached before this step"),
@@ -42,13 +43,15 @@ impl Step for Release {
 
     /// Released filters stay known: a second `drop` of the name is still a clash.
     fn declare(&self, _line: usize, scope: &mut Scope) {
-        scope.drops.insert(self.name.clone(), false);
+        scope.kept.of::<DropNames>().0.insert(self.name.clone(), false);
     }
 
     fn run(&self, exec: &mut Executor, step: &StepCtx) -> StepResult {
         let name = &self.name;
         let mut dropper = exec
-            .drops
+            .kept
+            .of::<Attached>()
+            .0
             .remove(name)
             .ok_or_else(|| step.fail(format!("no drop filter `{name}` is attached")))?;
         // Read before detaching: the count is what the filter held back.

@@ -11,6 +11,10 @@ use crate::case::scope::Scope;
 use crate::exec::{ebpf, sk_lookup, Executor, StepCtx, StepResult};
 use crate::yaml::Node;
 
+/// Attached programs with their links; the case's end detaches them.
+#[derive(Default)]
+struct Attached(Vec<(crate::exec::sk_lookup::SkLookup, crate::exec::sk_lookup::Link)>);
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SkLookup {
     /// The program's name (its observations' subject).
@@ -97,7 +101,7 @@ impl Step for SkLookup {
             .map_or_else(|e| errno(&e), |()| "ok".to_string());
         let attach = match program.attach_to_netns() {
             Ok(link) => {
-                exec.lookups.push((program, link));
+                exec.kept.of::<Attached>().0.push((program, link));
                 "ok".to_string()
             }
             Err(e) => errno(&e),
