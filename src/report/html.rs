@@ -291,11 +291,7 @@ fn spread_section(report: &Report, rows: &[Row]) -> Markup {
 /// bar per kernel on one scale, its time and its ratio to the fastest, and the
 /// slowest kernel against the fastest. Nothing when no case timed a step.
 fn timing_section(report: &Report, rows: &[Row]) -> Markup {
-    let timed: Vec<(&Row, Vec<super::Timing>)> = rows
-        .iter()
-        .map(|r| (r, report.timings(r)))
-        .filter(|(_, t)| !t.is_empty())
-        .collect();
+    let timed = report.timed_rows(rows);
     if timed.is_empty() {
         return html! {};
     }

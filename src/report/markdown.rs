@@ -151,11 +151,7 @@ const BAR_WIDTH: usize = 40;
 /// Per case with timed steps (`time: true`), each timing as text bars per kernel and
 /// the slowest kernel against the fastest. Absent when nothing was timed.
 fn timings(out: &mut String, report: &Report, rows: &[Row]) {
-    let timed: Vec<(&Row, Vec<super::Timing>)> = rows
-        .iter()
-        .map(|r| (r, report.timings(r)))
-        .filter(|(_, t)| !t.is_empty())
-        .collect();
+    let timed = report.timed_rows(rows);
     if timed.is_empty() {
         return;
     }

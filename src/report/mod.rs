@@ -161,6 +161,14 @@ impl Timing {
 }
 
 impl Report {
+    /// The rows with at least one timed observation, each with its timings.
+    pub fn timed_rows<'r, 'a>(&self, rows: &'r [Row<'a>]) -> Vec<(&'r Row<'a>, Vec<Timing>)> {
+        rows.iter()
+            .map(|r| (r, self.timings(r)))
+            .filter(|(_, t)| !t.is_empty())
+            .collect()
+    }
+
     /// The timed observations of a row, sorted by key.
     pub fn timings(&self, row: &Row) -> Vec<Timing> {
         let runs = self
