@@ -100,15 +100,7 @@ impl ReuseportEbpf {
 
     /// Puts a socket (a bound SO_REUSEPORT socket) into slot `index` (BPF_MAP_UPDATE_ELEM, value = the socket fd as u64).
     pub fn set_slot(&self, index: u32, socket: &Socket) -> io::Result<()> {
-        let key: u32 = index;
-        let value: u64 = socket.as_raw_fd() as u64;
-        let mut attr = Attr::zeroed();
-        attr.put_u32(0, self.map.as_raw_fd() as u32); // map_fd
-        attr.put_u64(8, &key as *const u32 as u64); // key
-        attr.put_u64(16, &value as *const u64 as u64); // value
-        attr.put_u64(24, BPF_ANY); // flags
-        bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
-        Ok(())
+        put_socket(&self.map, index, socket)
     }
 
     /// SO_ATTACH_REUSEPORT_EBPF on a member of the group.
@@ -229,13 +221,34 @@ pub(super) fn owned(fd: libc::c_long) -> OwnedFd {
 }
 
 fn create_map(slots: u32) -> io::Result<OwnedFd> {
+    create_socket_map(BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, slots, "sm_sockarray")
+}
+
+/// A map of sockets indexed by u32 (a reuseport sockarray, a sockmap). Values are
+/// written as u64 fds: accepted for both types, and lookups from user space then
+/// return the socket cookie.
+pub(super) fn create_socket_map(map_type: u32, slots: u32, name: &str) -> io::Result<OwnedFd> {
     let mut attr = Attr::zeroed();
-    attr.put_u32(0, BPF_MAP_TYPE_REUSEPORT_SOCKARRAY); // map_type
+    attr.put_u32(0, map_type); // map_type
     attr.put_u32(4, 4); // key_size: u32 index
-    attr.put_u32(8, 8); // value_size: u64 socket fd (lookups then return the socket cookie)
+    attr.put_u32(8, 8); // value_size: u64 socket fd
     attr.put_u32(12, slots); // max_entries
-    attr.put_name(28, "sm_sockarray"); // map_name (4.15+)
+    attr.put_name(28, name); // map_name (4.15+)
     bpf(BPF_MAP_CREATE, &mut attr).map(owned)
+}
+
+/// Puts `socket` into slot `index` of a socket map (BPF_MAP_UPDATE_ELEM, value = its
+/// fd as u64).
+pub(super) fn put_socket(map: &OwnedFd, index: u32, socket: &Socket) -> io::Result<()> {
+    let key: u32 = index;
+    let value: u64 = socket.as_raw_fd() as u64;
+    let mut attr = Attr::zeroed();
+    attr.put_u32(0, map.as_raw_fd() as u32); // map_fd
+    attr.put_u64(8, &key as *const u32 as u64); // key
+    attr.put_u64(16, &value as *const u64 as u64); // value
+    attr.put_u64(24, BPF_ANY); // flags
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,8 +44,6 @@ use super::ebpf::{
 };
 
 // bpf(2) commands and types (include/uapi/linux/bpf.h).
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_MAP_TYPE_SOCKMAP: u32 = 15;
 const BPF_PROG_TYPE_SK_LOOKUP: u32 = 30;
@@ -55,7 +53,6 @@ const BPF_FUNC_SK_RELEASE: i32 = 86;
 const BPF_FUNC_SK_ASSIGN: i32 = 124;
 /// bpf_sk_assign() flag: deliver to the socket itself, skipping its group's selection.
 const BPF_SK_LOOKUP_F_NO_REUSEPORT: i32 = 1 << 1;
-const BPF_ANY: u64 = 0;
 
 const SK_DROP: i32 = 0;
 const SK_PASS: i32 = 1;
@@ -108,15 +105,7 @@ impl SkLookup {
 
     /// Puts the socket the program assigns into slot 0 (value = its fd as u64).
     pub fn set_target(&self, socket: &Socket) -> io::Result<()> {
-        let key: u32 = 0;
-        let value: u64 = socket.as_raw_fd() as u64;
-        let mut attr = Attr::zeroed();
-        attr.put_u32(0, self.map.as_raw_fd() as u32); // map_fd
-        attr.put_u64(8, &key as *const u32 as u64); // key
-        attr.put_u64(16, &value as *const u64 as u64); // value
-        attr.put_u64(24, BPF_ANY); // flags
-        ebpf::bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
-        Ok(())
+        ebpf::put_socket(&self.map, 0, socket)
     }
 
     /// BPF_LINK_CREATE with the calling thread's network namespace as the target.
@@ -133,14 +122,9 @@ impl SkLookup {
     }
 }
 
+/// One slot; u64 fd values in a sockmap need 5.7+.
 fn create_sockmap() -> io::Result<OwnedFd> {
-    let mut attr = Attr::zeroed();
-    attr.put_u32(0, BPF_MAP_TYPE_SOCKMAP); // map_type
-    attr.put_u32(4, 4); // key_size
-    attr.put_u32(8, 8); // value_size: u64 fd (5.7+; lookups from user space give the cookie)
-    attr.put_u32(12, 1); // max_entries
-    attr.put_name(28, "sm_lookup_map");
-    ebpf::bpf(BPF_MAP_CREATE, &mut attr).map(ebpf::owned)
+    ebpf::create_socket_map(BPF_MAP_TYPE_SOCKMAP, 1, "sm_lookup_map")
 }
 
 /// The program for `redirect`, assigning the socket in slot 0 of `map_fd`.
