@@ -37,24 +37,12 @@ fn cpu_used() -> Duration {
     of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
-/// The host's 1-minute load average.
-pub fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 pub struct Comparison {
     pub rows: Vec<Timed>,
 }
 
 fn timed(label: &str, kernels: &[String], cases: &[Case], opts: &RunOptions) -> Timed {
-    let load = load_average();
+    let load = runner::load_average();
     let cpu_before = cpu_used();
     let started = Instant::now();
     let results = runner::run_kernels(kernels, cases, opts, &|_| {});
@@ -148,7 +136,7 @@ impl std::fmt::Display for Comparison {
             "way",
             "wall s",
             "cpu s",
-            format!("cpu/{} s", cores()),
+            format!("cpu/{} s", runner::cores()),
             "load"
         )?;
         for r in &self.rows {
@@ -165,7 +153,7 @@ impl std::fmt::Display for Comparison {
                 r.label,
                 r.wall.as_secs_f64(),
                 r.cpu.as_secs_f64(),
-                r.cpu.as_secs_f64() / cores() as f64,
+                r.cpu.as_secs_f64() / runner::cores() as f64,
                 r.load
             )?;
         }
@@ -175,7 +163,7 @@ impl std::fmt::Display for Comparison {
              target cases: the library of 33 cases the 12 s target was set for\n\
              cpu s: CPU time of sockmatrix and its guests; cpu/{n} s: the wall time's floor on \
              {n} idle cores; load: 1-min load average at the row's start\n",
-            n = cores()
+            n = runner::cores()
         )?;
         for r in self
             .rows

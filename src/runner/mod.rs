@@ -417,8 +417,20 @@ fn fallback_label(id: &str) -> String {
 /// a core, so on a machine busy with builds a cold boot that takes 4 s idle takes
 /// 20 s or more, and a fixed timeout then reports a healthy kernel as dead.
 pub fn boot_patience() -> f64 {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    patience(crate::bench_compare::load_average(), cores)
+    patience(load_average(), cores())
+}
+
+/// The host's cores (1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The host's 1-minute load average (NaN when unknown).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn patience(load: f64, cores: usize) -> f64 {
@@ -432,7 +444,7 @@ fn patience(load: f64, cores: usize) -> f64 {
 /// Guests at once when not told: restored guests mostly wait, so more than one
 /// per core (2 per core + 1), bounded by the memory available (guest size + 25%).
 pub fn default_guests(memory_mb: u32) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cores();
     let available_mb = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
