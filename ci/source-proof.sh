@@ -1,16 +1,18 @@
 #!/bin/sh
 # Opt-in proof that kernels built from source work end to end (`make -C ci source-proof`;
 # too slow for every CI run). On Debian's linux-source-6.1:
-#   1. fetch and unpack the package; make the tree a git history: the base, a revert of
-#      "tcp: call sk_data_ready() after listener migration" (which
-#      reuseport/migrate_wakes_epoll_waiter detects), an unrelated commit;
+#   1. fetch and unpack the package; make the tree a git history: the base, an unrelated
+#      commit, a revert of "tcp: call sk_data_ready() after listener migration" (which
+#      reuseport/migrate_wakes_epoll_waiter detects), two more unrelated commits (so the
+#      bisection meets a good step and a bad one);
 #   2. build the base with --config minimal and run the whole library on it, and on
 #      Debian's binary 6.1 of the same version, then diff the two;
 #   3. `git bisect run` the README's recipe over the history: it must name the revert.
 # Needs gcc, make, flex, bison, bc, libelf-dev (ci/setup.sh does not install them).
-# Builds run under `nice -n 19` (override with NICE=) so guests on the same machine keep their CPU; the runs
-# that boot guests take $HEAVY_LOCK (flock) when it is set, so proofs on a shared
-# machine boot one at a time. Durations go to $WORK/durations.txt.
+# Builds run under `nice -n 19` (NICE= turns that off on a quiet machine) so guests on a
+# shared machine keep their CPU; the runs that boot guests take $HEAVY_LOCK (flock) when
+# it is set, so proofs on a shared machine boot one at a time. Durations go to
+# $WORK/durations.txt.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SM=$ROOT/target/release/sockmatrix
@@ -35,14 +37,18 @@ if [ ! -d "$TREE/.git" ]; then
   git init -q -b proof
   # Debian's top-level .gitignore ignores everything (its packaging repository).
   git add -f -A
-  git -c user.name=proof -c user.email=proof@invalid commit -q -m "base: Debian $PACKAGE"
+  commit() { git -c user.name=proof -c user.email=proof@invalid commit -q "$@"; }
+  commit -m "base: Debian $PACKAGE"
+  # `sed -i` writes a new file: the tree's files are hard links into the cached source,
+  # which an in-place edit (`>>`) would change for every later build.
+  unrelated() { sed -i "\$a /* sockmatrix proof: unrelated change $1 */" "$2"; commit -a -m "$2: unrelated commit $1"; }
+  unrelated 1 lib/string.c
   # The fix, reverted: inet_csk_listen_stop() no longer wakes the migration target.
   grep -q 'READ_ONCE(nsk->sk_data_ready)(nsk);' net/ipv4/inet_connection_sock.c
   sed -i '/READ_ONCE(nsk->sk_data_ready)(nsk);/d' net/ipv4/inet_connection_sock.c
-  git -c user.name=proof -c user.email=proof@invalid commit -q -a \
-    -m 'Revert "tcp: call sk_data_ready() after listener migration"'
-  echo '/* sockmatrix proof: an unrelated change */' >> lib/string.c
-  git -c user.name=proof -c user.email=proof@invalid commit -q -a -m "lib: an unrelated commit"
+  commit -a -m 'Revert "tcp: call sk_data_ready() after listener migration"'
+  unrelated 2 lib/string.c
+  unrelated 3 lib/sort.c
 fi
 cd "$TREE"
 git checkout -q proof
