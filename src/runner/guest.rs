@@ -485,12 +485,16 @@ fn boot_and_collect(
                 });
                 spec = cold_spec.clone();
             }
-            _ if may_fall_back && !hello && outcome.exit == GuestExit::ReadyTimeout => {
+            _ if may_fall_back && !hello && microvm_could_not_boot(&outcome.exit) => {
                 // Old kernels predate microvm's boot path: the same guest on a PC.
                 may_fall_back = false;
+                let what = match &outcome.exit {
+                    GuestExit::Panicked { line } => format!("a panic ({line})"),
+                    _ => "no sign of life".to_string(),
+                };
                 progress(Progress::Retrying {
                     kernel: id.into(),
-                    reason: "no sign of life under -M microvm; trying -M pc".into(),
+                    reason: format!("{what} under -M microvm; trying -M pc"),
                 });
                 spec = cold_spec.clone();
                 spec.machine = crate::qemu::Machine::Pc;
@@ -550,10 +554,37 @@ fn boot_and_collect(
     }))
 }
 
+/// Whether a guest that never reached its agent under `-M microvm` gets a second try
+/// under `-M pc`: it gave no sign of life, or its kernel panicked (an old kernel may
+/// trip over microvm's firmware tables rather than hang). Any other end is the
+/// kernel's answer, not the machine's.
+fn microvm_could_not_boot(exit: &GuestExit) -> bool {
+    matches!(exit, GuestExit::ReadyTimeout | GuestExit::Panicked { .. })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::qemu::console::ConsoleScanner;
+
+    #[test]
+    fn a_silent_or_panicking_microvm_guest_is_tried_on_pc() {
+        assert!(microvm_could_not_boot(&GuestExit::ReadyTimeout));
+        assert!(microvm_could_not_boot(&GuestExit::Panicked {
+            line: "Kernel panic - not syncing: IO-APIC + timer doesn't work!".into()
+        }));
+        for kernel_answered in [
+            GuestExit::PoweredOff,
+            GuestExit::IdleTimeout,
+            GuestExit::TotalTimeout,
+            GuestExit::Interrupted,
+        ] {
+            assert!(
+                !microvm_could_not_boot(&kernel_answered),
+                "{kernel_answered:?}"
+            );
+        }
+    }
 
     /// A result keeps the QEMU command line its guest ran with, as `run -v` prints it.
     #[test]
