@@ -257,3 +257,28 @@ fn a_tree_configured_in_place_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("make mrproper"), "{}", text(&out));
 }
+
+/// Run from a Makefile (`make -C ci source-proof`, a CI job's make), the parent's
+/// MAKEFLAGS (`w`: print directories) must not reach the kernel's make: the release
+/// read with `make -s kernelrelease` would carry "Entering directory" lines.
+#[test]
+fn a_parent_makes_flags_do_not_reach_the_kernel_build() {
+    let f = fake();
+    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SOCKMATRIX_CACHE", &f.cache)
+        .env("FAKE_STATE", &f.state)
+        .env("MAKEFLAGS", "w")
+        .env("MAKELEVEL", "1")
+        .args(["kernels", "build", "--config", "minimal", "--source"])
+        .arg(&f.tree)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let vmlinuz = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let meta: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(vmlinuz.parent().unwrap().join("build.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["release"], "6.1.999-fake", "{meta}");
+}

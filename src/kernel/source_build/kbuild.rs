@@ -35,6 +35,11 @@ impl Kbuild {
         } else {
             self.cc.clone()
         };
+        // A parent make's flags (`make -C ci ...`: `w`, a jobserver, `-n`) are not
+        // this build's: with them `-s kernelrelease` prints "Entering directory" too.
+        for inherited in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL"] {
+            c.env_remove(inherited);
+        }
         c.arg("-C")
             .arg(&self.tree)
             .arg(format!("O={}", self.out.display()))
