@@ -25,6 +25,31 @@ pub fn comparable(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Ran | Outcome::Error { line: Some(_), .. })
 }
 
+/// Why a kernel's run of `program` cannot be compared, or None when it can: what
+/// the report tells a user about a program that was not judged (the program, the
+/// harness or the kernel may be at fault; the reason says which to look at).
+/// `outcome` is None when the kernel's results lack the program altogether.
+pub fn why_not_comparable(program: &Program, outcome: Option<&Outcome>) -> Option<String> {
+    let at = |line: &Option<usize>| {
+        line.and_then(|l| program.step_at_line(l))
+            .map(|i| {
+                let step = &program.steps[i];
+                format!(" in step {} (`{}: {}`)", i + 1, step.verb, step.subject)
+            })
+            .unwrap_or_default()
+    };
+    match outcome {
+        None => Some("no result for it".to_string()),
+        Some(o) if comparable(o) => None,
+        Some(Outcome::Timeout { after_ms, line }) => {
+            Some(format!("timed out after {after_ms} ms{}", at(line)))
+        }
+        Some(Outcome::Skipped { reason }) => Some(format!("skipped: {reason}")),
+        Some(Outcome::Error { message, line }) => Some(format!("error{}: {message}", at(line))),
+        Some(Outcome::Ran) => None,
+    }
+}
+
 /// One observation that is not the same on every kernel, with each kernel's value
 /// (None: that kernel did not produce it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -210,5 +235,40 @@ mod tests {
             after_ms: 5000,
             line: Some(2)
         }));
+    }
+
+    #[test]
+    fn why_a_run_is_not_compared_names_the_step() {
+        let p = program();
+        let bind_line = p.to_case("x").unwrap().plan.steps[1].line;
+        let why = |o: Outcome| why_not_comparable(&p, Some(&o));
+        assert_eq!(why(Outcome::Ran), None);
+        assert_eq!(
+            why(Outcome::Timeout {
+                after_ms: 5000,
+                line: Some(bind_line)
+            })
+            .as_deref(),
+            Some("timed out after 5000 ms in step 2 (`bind: s0`)")
+        );
+        assert_eq!(
+            why(Outcome::Error {
+                message: "the guest died".into(),
+                line: None
+            })
+            .as_deref(),
+            Some("error: the guest died")
+        );
+        assert_eq!(
+            why(Outcome::Skipped {
+                reason: "no IPv6".into()
+            })
+            .as_deref(),
+            Some("skipped: no IPv6")
+        );
+        assert_eq!(
+            why_not_comparable(&p, None).as_deref(),
+            Some("no result for it")
+        );
     }
 }

@@ -190,6 +190,17 @@ fn same_opt(a: Option<&Value>, b: Option<&Value>) -> bool {
     }
 }
 
+/// A fresh program that some kernel could not run to a comparable end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unjudged {
+    /// Its index under the run's seed (the program is drawn again from the pair).
+    pub index: u64,
+    pub program: Program,
+    /// Each kernel that could not judge it, with why (`timed out after 5000 ms in
+    /// step 3 (`accept: s1`)`).
+    pub reasons: Vec<(String, String)>,
+}
+
 /// Counts of a run, kept in the state and shown in the report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
@@ -205,6 +216,10 @@ pub struct Tally {
     pub flaky_signatures: std::collections::BTreeMap<String, u64>,
     /// Programs some kernel could not judge (timeout, guest death).
     pub inconclusive: u64,
+    /// Each of them with why, so that a user can tell a program that cannot work
+    /// from a harness fault or a kernel that hangs.
+    #[serde(default)]
+    pub unjudged: Vec<Unjudged>,
     pub rounds: u64,
     pub elapsed_ms: u64,
 }
@@ -269,6 +284,17 @@ pub fn report(seed: u64, kernels: &Kernels, tally: &Tally, findings: &[Finding])
         out.push_str(&format!(
             "\nDropped, as they did not repeat when run again:\n\n{flaky}"
         ));
+    }
+    if !tally.unjudged.is_empty() {
+        out.push_str("\nNot judged, as some kernel could not run them to the end:\n\n");
+        for u in &tally.unjudged {
+            let why: Vec<String> = u
+                .reasons
+                .iter()
+                .map(|(kernel, why)| format!("{kernel}: {why}"))
+                .collect();
+            out.push_str(&format!("- program {}: {}\n", u.index, why.join("; ")));
+        }
     }
     out
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::case::{Case, KernelVersion};
 use crate::observe::{Observations, Outcome};
 use compare::{comparable, differences, Difference};
-use finding::{Finding, Tally};
+use finding::{Finding, Tally, Unjudged};
 pub use guests::Guests;
 use program::Program;
 
@@ -389,6 +389,17 @@ fn runs_of(id: &str, results: &[KernelBatch]) -> Option<Vec<(String, Observation
         .collect()
 }
 
+/// Each kernel that could not judge a program, with why.
+fn why_not_judged(program: &Program, id: &str, results: &[KernelBatch]) -> Vec<(String, String)> {
+    results
+        .iter()
+        .filter_map(|k| {
+            let why = compare::why_not_comparable(program, k.runs.get(id).map(|(o, _)| o))?;
+            Some((k.kernel.clone(), why))
+        })
+        .collect()
+}
+
 fn diffs_of(program: &Program, runs: &[(String, Observations)]) -> Vec<Difference> {
     let view: Vec<(String, &Observations)> = runs.iter().map(|(k, o)| (k.clone(), o)).collect();
     differences(program, &view)
@@ -418,6 +429,11 @@ fn apply(state: &mut State, items: &[(Role, Program)], ids: &[String], results: 
                 state.tally.programs += 1;
                 let Some(runs) = runs else {
                     state.tally.inconclusive += 1;
+                    state.tally.unjudged.push(Unjudged {
+                        index,
+                        program: program.clone(),
+                        reasons: why_not_judged(program, id, results),
+                    });
                     continue;
                 };
                 // The first difference only: later ones follow from it (a connect
@@ -523,5 +539,83 @@ fn apply(state: &mut State, items: &[(Role, Program)], ids: &[String], results: 
     state.work = kept;
     for f in finished {
         state.finish(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(kernel: &str, id: &str, outcome: Outcome) -> KernelBatch {
+        KernelBatch {
+            kernel: kernel.into(),
+            version: None,
+            could_not_run: None,
+            runs: [(id.to_string(), (outcome, Observations::default()))]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_program_not_judged_is_kept_with_each_kernels_reason() {
+        let program = grammar::program(11, 3);
+        let last = program.steps.len() - 1;
+        let line = program.to_case("x").unwrap().plan.steps[last].line;
+        let mut state = State::new(11, &["6.1".into(), "6.12".into(), "7.2".into()]);
+        let id = "explore/r0p0".to_string();
+        let results = [
+            batch("6.1", &id, Outcome::Ran),
+            batch(
+                "6.12",
+                &id,
+                Outcome::Timeout {
+                    after_ms: 5000,
+                    line: Some(line),
+                },
+            ),
+            KernelBatch {
+                runs: BTreeMap::new(),
+                ..batch("7.2", &id, Outcome::Ran)
+            },
+        ];
+        apply(
+            &mut state,
+            &[(Role::Fresh(3), program.clone())],
+            &[id],
+            &results,
+        );
+        assert_eq!(state.tally.inconclusive, 1);
+        let step = program.steps[last].clone();
+        let want = Unjudged {
+            index: 3,
+            program,
+            reasons: vec![
+                (
+                    "6.12".into(),
+                    format!(
+                        "timed out after 5000 ms in step {} (`{}: {}`)",
+                        last + 1,
+                        step.verb,
+                        step.subject
+                    ),
+                ),
+                ("7.2".into(), "no result for it".into()),
+            ],
+        };
+        assert_eq!(state.tally.unjudged, std::slice::from_ref(&want));
+        let report = finding::report(11, &state.kernel_versions(), &state.tally, &[]);
+        assert!(
+            report.contains(&format!(
+                "- program 3: 6.12: {}; 7.2: no result for it\n",
+                want.reasons[0].1
+            )),
+            "{report}"
+        );
+        // A state saved before the reasons were kept still loads.
+        let mut old = serde_json::to_value(&state).unwrap();
+        old["tally"].as_object_mut().unwrap().remove("unjudged");
+        let old: State = serde_json::from_value(old).unwrap();
+        assert!(old.tally.unjudged.is_empty());
     }
 }

@@ -148,6 +148,13 @@ impl Program {
         case::load_str(id, &file, &self.case_yaml("generated", ""))
     }
 
+    /// Which step is on `line` of the program's case file (a timeout or an error
+    /// names the line of the step it stopped in).
+    pub fn step_at_line(&self, line: usize) -> Option<usize> {
+        let case = self.to_case("lines").ok()?;
+        case.plan.steps.iter().position(|s| s.line == line)
+    }
+
     /// The same program with sockets renamed `a`, `b`, ... in order of creation,
     /// so that two findings of one difference read alike.
     pub fn canonical(&self) -> Program {
