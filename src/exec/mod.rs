@@ -422,6 +422,29 @@ steps:
         }
     }
 
+    /// A connect on a listener fails, and must leave it nonblocking as `listen` made
+    /// it: socket2's connect_timeout clears O_NONBLOCK, so the `accept` after it
+    /// blocked until the case's budget ran out (explore: every kernel timed out).
+    #[test]
+    fn a_connect_leaves_a_listener_nonblocking_for_accept() {
+        let run = run("timeout: 3s
+steps:
+  - socket: l
+  - bind: l
+    addr: 127.0.0.1
+    port: 5000
+  - listen: l
+  - connect: l
+    to: {addr: 127.0.0.1, port: 5001}
+    timeout: 200ms
+  - accept: l
+");
+        assert_eq!(run.outcome, Outcome::Ran, "{run:?}");
+        let o = &run.observations;
+        assert_eq!(o.get("accept.l"), Some(&json!(0)), "{o:?}");
+        assert_eq!(o.get("accept.l.error"), Some(&json!("ok")), "{o:?}");
+    }
+
     /// A client group whose target has no address: an error at the `clients` line,
     /// never a panic at `account` ("no entry found for key").
     #[test]

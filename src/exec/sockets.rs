@@ -255,7 +255,15 @@ impl Table {
         let proto = self.entry(name).proto;
         self.with(name, |s| match proto {
             Proto::Tcp | Proto::Mptcp => {
-                match s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms)) {
+                // connect_timeout leaves the socket blocking whatever it was: a
+                // listener (`listen` made it nonblocking) would then block the next
+                // `accept` until the case's budget ran out.
+                let nonblocking = s.nonblocking()?;
+                let result = s.connect_timeout(&addr, std::time::Duration::from_millis(timeout_ms));
+                if nonblocking {
+                    s.set_nonblocking(true)?;
+                }
+                match result {
                     // socket2 calls POLLHUP without a pending error a failure of its
                     // own ("no error set after POLLHUP", observed as `Other`). A socket
                     // shut down before connect() always polls POLLHUP, connected or
