@@ -445,6 +445,31 @@ steps:
         assert_eq!(o.get("accept.l.error"), Some(&json!("ok")), "{o:?}");
     }
 
+    /// A connect to a listener whose queue is full waits for a SYN-ACK that never
+    /// comes: the kernel's errno for that, as cases/README.md promises.
+    #[test]
+    fn a_connect_that_times_out_is_observed_as_etimedout() {
+        let run = run("steps:
+  - socket: l
+  - bind: l
+    addr: 127.0.0.1
+    port: 5000
+  - listen: l
+    backlog: 0
+  - socket: a
+  - connect: a
+    to: l
+    timeout: 200ms
+  - socket: b
+  - connect: b
+    to: l
+    timeout: 200ms
+");
+        let o = &run.observations;
+        assert_eq!(o.get("connect.a"), Some(&json!("ok")), "{o:?}");
+        assert_eq!(o.get("connect.b"), Some(&json!("ETIMEDOUT")), "{o:?}");
+    }
+
     /// A client group whose target has no address: an error at the `clients` line,
     /// never a panic at `account` ("no entry found for key").
     #[test]

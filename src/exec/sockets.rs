@@ -48,9 +48,6 @@ pub struct Table {
 pub fn outcome(result: io::Result<()>) -> String {
     match result {
         Ok(()) => "ok".to_string(),
-        Err(e) if e.kind() == io::ErrorKind::TimedOut && e.raw_os_error().is_none() => {
-            "ETIMEDOUT".to_string()
-        }
         Err(e) => errno::of_io(&e),
     }
 }
