@@ -8,6 +8,7 @@ use super::{BootEvent, BootOutcome, BootSpec, GuestExit, StateFile};
 use anyhow::{ensure, Context, Result};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -345,8 +346,8 @@ fn shell_quote(path: &std::path::Path) -> String {
 /// Bytes per second allowed to a state save: 8 GiB/s, i.e. as fast as QEMU can.
 const SAVE_BANDWIDTH: u64 = 8 << 30;
 
-/// Pauses the guest, streams its state into `file` (via a temporary name, so a
-/// half-written state is never seen), and ends QEMU.
+/// Pauses the guest, streams its state into `file` (a temporary name its caller
+/// commits), and ends QEMU.
 fn save(sock: &std::path::Path, file: &std::path::Path) -> Result<()> {
     use serde_json::json;
     let mut qmp = super::qmp::Qmp::connect(sock, Duration::from_secs(10))?;
@@ -357,22 +358,28 @@ fn save(sock: &std::path::Path, file: &std::path::Path) -> Result<()> {
         "migrate-set-parameters",
         json!({ "max-bandwidth": SAVE_BANDWIDTH }),
     )?;
-    let tmp = file.with_extension(format!("tmp-{}", std::process::id()));
-    let uri = format!("exec:cat > {}", shell_quote(&tmp));
-    qmp.execute("migrate", json!({ "uri": uri }))?;
-    let done = qmp.wait_for(Duration::from_secs(120), "the state to be saved", |q| {
-        let r = q.execute("query-migrate", json!({}))?;
-        Ok(match r["status"].as_str() {
-            Some("completed") => Some(Ok(())),
-            Some("failed") | Some("cancelled") => Some(Err(r.to_string())),
-            _ => None,
-        })
-    })?;
-    if let Err(e) = done {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::bail!("saving the VM state failed: {e}");
+    // QEMU writes into a file opened here (`fd:`) rather than `exec:cat > FILE`: it
+    // reports "completed" before it closes the pipe and waits for that `cat`, so a
+    // state read at once may still be growing; its own writes to an fd are done.
+    let saved = (|| {
+        let out =
+            std::fs::File::create(file).with_context(|| format!("creating {}", file.display()))?;
+        qmp.send_fd("sockmatrix-state", out.as_fd())?;
+        qmp.execute("migrate", json!({ "uri": "fd:sockmatrix-state" }))?;
+        qmp.wait_for(Duration::from_secs(120), "the state to be saved", |q| {
+            let r = q.execute("query-migrate", json!({}))?;
+            Ok(match r["status"].as_str() {
+                Some("completed") => Some(Ok(())),
+                Some("failed") | Some("cancelled") => Some(Err(r.to_string())),
+                _ => None,
+            })
+        })?
+        .map_err(|e| anyhow::anyhow!("saving the VM state failed: {e}"))
+    })();
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(file);
+        return Err(e);
     }
-    std::fs::rename(&tmp, file).with_context(|| format!("keeping {}", file.display()))?;
     let _ = qmp.execute("quit", json!({}));
     Ok(())
 }

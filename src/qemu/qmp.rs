@@ -3,7 +3,8 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IoSlice, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -52,6 +53,32 @@ impl Qmp {
     pub fn execute(&mut self, command: &str, arguments: Value) -> Result<Value> {
         let msg = json!({"execute": command, "arguments": arguments});
         writeln!(self.writer, "{msg}")?;
+        self.reply(command)
+    }
+
+    /// Hands QEMU an open file as `name` (`getfd`; the descriptor travels beside the
+    /// command as SCM_RIGHTS), for commands that take `fd:name`.
+    pub fn send_fd(&mut self, name: &str, fd: BorrowedFd) -> Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let msg = format!(
+            "{}\n",
+            json!({"execute": "getfd", "arguments": {"fdname": name}})
+        );
+        let fds = [fd.as_raw_fd()];
+        let sent = sendmsg::<()>(
+            self.writer.as_raw_fd(),
+            &[IoSlice::new(msg.as_bytes())],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .context("sending a file descriptor to QEMU")?;
+        // The descriptor went with the first byte; the rest is an ordinary write.
+        self.writer.write_all(&msg.as_bytes()[sent..])?;
+        self.reply("getfd").map(drop)
+    }
+
+    fn reply(&mut self, command: &str) -> Result<Value> {
         loop {
             let v = self.read()?;
             if let Some(r) = v.get("return") {

@@ -228,6 +228,7 @@ pub fn lookup(dir: &Path, key: &str) -> std::result::Result<Option<Snapshot>, St
     if !meta_path.exists() {
         return Ok(None);
     }
+    let _lock = key_lock(dir, key);
     match check(&state, &cpio, &meta_path, key) {
         Ok(()) => {
             // Recently used snapshots are pruned last.
@@ -245,6 +246,20 @@ pub fn lookup(dir: &Path, key: &str) -> std::result::Result<Option<Snapshot>, St
             Err(format!("snapshot {} unusable ({e:#})", state.display()))
         }
     }
+}
+
+/// `key`'s lock, held while a snapshot is committed or checked: two runs saving the
+/// same kernel at once otherwise interleave their state files and descriptions (one's
+/// size beside the other's file, which the next run finds unusable and saves again).
+/// Best effort: without a lock file the checks still catch a mismatch.
+fn key_lock(dir: &Path, key: &str) -> Option<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!("{key}.lock")))
+        .ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
 }
 
 fn check(state: &Path, cpio: &Path, meta_path: &Path, key: &str) -> Result<()> {
@@ -333,26 +348,38 @@ pub fn create(dir: &Path, saving: Saving, req: &Request, console_log: &Path) -> 
     // builds and guests on two cores) a cold boot can take longer than a run's 20 s,
     // and a snapshot that is never saved costs every later run a failed boot first.
     spec.ready_timeout = Duration::from_secs(60);
-    spec.state = Some(StateFile::SaveTo(state.clone()));
-    let outcome = super::boot(&spec, &mut |_| {})?;
-    if let Some(e) = outcome.state_error {
+    // Saved under this process's own name, described from that file, then committed
+    // with its description under the key's lock.
+    let saved = state.with_extension(format!("state.tmp-{}", std::process::id()));
+    spec.state = Some(StateFile::SaveTo(saved.clone()));
+    let outcome = super::boot(&spec, &mut |_| {});
+    let failed = match &outcome {
+        Err(e) => Some(format!("{e:#}")),
+        Ok(o) => match (&o.state_error, &o.exit) {
+            (Some(e), _) => Some(format!("saving the guest failed: {e}")),
+            (None, GuestExit::PoweredOff) if saved.is_file() => None,
+            (None, exit) => Some(format!("the guest did not reach a saved state ({exit})")),
+        },
+    };
+    if let Some(why) = failed {
+        let _ = std::fs::remove_file(&saved);
+        let _lock = key_lock(dir, key);
         remove(dir, key);
-        bail!("saving the guest failed: {e}");
-    }
-    if !state.is_file() || !matches!(outcome.exit, GuestExit::PoweredOff) {
-        remove(dir, key);
-        bail!("the guest did not reach a saved state ({})", outcome.exit);
+        bail!("{why}");
     }
     let meta = Meta {
         key: key.to_string(),
         base: saving.base.to_string(),
         modules: saving.modules.clone(),
         parts,
-        state_size: std::fs::metadata(&state)?.len(),
-        fingerprint: fingerprint(&state)?,
+        state_size: std::fs::metadata(&saved)?.len(),
+        fingerprint: fingerprint(&saved)?,
         created_at: crate::resultset::results::now(),
     };
+    let lock = key_lock(dir, key);
+    std::fs::rename(&saved, &state).with_context(|| format!("keeping {}", state.display()))?;
     crate::resultset::results::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta)?)?;
+    drop(lock);
     remove_covered(dir, saving.base, key, &saving.modules);
     prune(dir, cap_bytes(), key);
     Ok(Snapshot {
