@@ -19,9 +19,11 @@ pub fn alive(pid: i32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// The pid in a scratch folder name made with `prefix`, if it is one.
+/// The pid in a scratch folder name made with `prefix` (hidden with a leading `.` or
+/// not), if it is one.
 fn pid_of(name: &str) -> Option<i32> {
-    let rest = name.strip_prefix("sockmatrix-")?;
+    let rest = name.strip_prefix('.').unwrap_or(name);
+    let rest = rest.strip_prefix("sockmatrix-")?;
     // `<what>-<pid>-<random>`: the random part has no '-', `what` may have some.
     let mut parts = rest.rsplitn(3, '-');
     let (_random, pid, what) = (parts.next()?, parts.next()?, parts.next()?);
@@ -71,6 +73,7 @@ mod tests {
         assert_eq!(pid_of("sockmatrix-kvm-probe-AbC9x1"), None);
         assert_eq!(pid_of("sockmatrix-bench"), None);
         assert_eq!(pid_of("other-run-12-abc"), None);
+        assert_eq!(pid_of(".sockmatrix-staging-42-AbC9x1"), Some(42));
         let p = prefix("kvm-probe");
         assert_eq!(
             pid_of(&format!("{p}Xy12zz")),

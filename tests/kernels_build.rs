@@ -19,10 +19,13 @@ olddefconfig:
 bzImage:
 \t@echo '  CC      net/fake.o'
 \t@echo built >> $(FAKE_STATE)/compiled
+\t@if [ -f $(FAKE_STATE)/slow ]; then sh -c 'echo $$$$ > $(FAKE_STATE)/compiler.pid; exec sleep 60'; fi
 \t@if [ -f $(FAKE_STATE)/fail ]; then echo 'net/fake.c:1:1: error: the compiler failed here' >&2; exit 1; fi
 \t@mkdir -p $(O)/arch/x86/boot && cp $(FAKE_STATE)/bzImage $(O)/arch/x86/boot/bzImage
 kernelrelease:
 \t@echo 6.1.999-fake
+modules.builtin:
+\t@[ ! -f $(FAKE_STATE)/slow-builtin ] || exec sh -c 'echo $$$$ > $(FAKE_STATE)/builtin.pid; exec sleep 60'
 ";
 
 /// `merge_config.sh -m -O OUT OUT/.config FRAGMENT`: appends the fragment's options.
@@ -281,4 +284,122 @@ fn a_parent_makes_flags_do_not_reach_the_kernel_build() {
     )
     .unwrap();
     assert_eq!(meta["release"], "6.1.999-fake", "{meta}");
+}
+
+/// Starts `kernels build` of the fake tree and waits until the process whose pid the
+/// fake Makefile writes to `pid_file` runs (a compiler stand-in sleeping in a step).
+#[allow(clippy::zombie_processes)] // the caller waits for the child it gets back
+fn start_and_wait_for(f: &Fake, pid_file: &str) -> (std::process::Child, i32) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SOCKMATRIX_CACHE", &f.cache)
+        .env("FAKE_STATE", &f.state)
+        .args(["kernels", "build", "--config", "minimal", "--source"])
+        .arg(&f.tree)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(pid) = std::fs::read_to_string(f.state.join(pid_file))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return (child, pid);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{pid_file} never ran: {}", text(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Whether a process runs (a zombie waiting for its reaper does not count).
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn wait_gone(pid: i32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while running(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    true
+}
+
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+}
+
+/// SIGTERM or SIGINT during the compile stops make and the compiler it runs, exits
+/// 143/130, and caches nothing; so does one while the finished kernel is being saved
+/// (the modules.builtin step runs with the staging folder open).
+#[test]
+fn a_signal_during_the_build_stops_make_and_caches_nothing() {
+    use nix::sys::signal::Signal;
+    for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
+        let f = fake();
+        std::fs::write(f.state.join("slow"), "").unwrap();
+        let (child, compiler) = start_and_wait_for(&f, "compiler.pid");
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(code), "{sig}: {said}");
+        assert!(said.contains(&format!("interrupted by {sig}")), "{said}");
+        assert!(wait_gone(compiler), "{sig}: the compiler still runs");
+        assert!(
+            built_entries(&f.cache).is_empty(),
+            "{:?}",
+            built_entries(&f.cache)
+        );
+    }
+
+    let f = fake();
+    std::fs::write(f.state.join("slow-builtin"), "").unwrap();
+    let (child, step) = start_and_wait_for(&f, "builtin.pid");
+    signal(&child, Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out));
+    assert!(wait_gone(step));
+    assert!(
+        built_entries(&f.cache).is_empty(),
+        "{:?}",
+        built_entries(&f.cache)
+    );
+}
+
+/// A build killed outright (SIGKILL: no chance to clean up) while its kernel was in
+/// the staging folder: the next build removes that folder, `built/` holds only
+/// complete entries.
+#[test]
+fn a_killed_builds_staging_folder_is_removed_by_the_next_build() {
+    let f = fake();
+    std::fs::write(f.state.join("slow-builtin"), "").unwrap();
+    let (mut child, step) = start_and_wait_for(&f, "builtin.pid");
+    assert_eq!(built_entries(&f.cache).len(), 1, "the staging folder");
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    child.wait().unwrap();
+    assert!(wait_gone(step), "make outlived sockmatrix");
+    std::fs::remove_file(f.state.join("slow-builtin")).unwrap();
+
+    let out = build(&f, &["--config", "minimal"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let vmlinuz = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let key = vmlinuz
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(built_entries(&f.cache), [key]);
 }

@@ -45,7 +45,8 @@ pub fn build(args: &BuildArgs, cat: &Catalogue, cache: &Path) -> ExitCode {
 }
 
 fn fail(e: &BuildError) -> ExitCode {
-    eprintln!("error: {e}");
+    // `:#`: an error with context keeps its cause ("GET url: http status: 404").
+    eprintln!("error: {e:#}");
     ExitCode::from(e.exit_code())
 }
 

@@ -112,14 +112,22 @@ pub fn find_by_id(cache: &Path, id: &str) -> Option<BuiltKernel> {
         .and_then(|k| load(&k.dir, true))
 }
 
-/// A folder under `built/` to assemble an entry in; removed unless committed.
+/// A folder under `built/` to assemble an entry in; removed unless committed. Its
+/// name carries our pid (`.sockmatrix-staging-<pid>-XXXXXX`): the staging folder of a
+/// build that was killed (SIGKILL, a second Ctrl-C) is removed here by the next one.
 pub fn staging(cache: &Path) -> Result<tempfile::TempDir> {
     let root = root(cache);
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    sweep_staging(cache);
     tempfile::Builder::new()
-        .prefix(".staging-")
+        .prefix(&format!(".{}", crate::leftovers::prefix("staging")))
         .tempdir_in(&root)
-        .context("creating a staging folder for the built kernel")
+        .with_context(|| format!("creating a staging folder in {}", root.display()))
+}
+
+/// Removes the staging folders of builds whose process is gone.
+pub fn sweep_staging(cache: &Path) {
+    crate::leftovers::sweep(&root(cache));
 }
 
 /// Writes `meta` into the staged folder and renames it to its key: readers see the

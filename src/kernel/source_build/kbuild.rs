@@ -56,7 +56,9 @@ impl Kbuild {
     }
 
     /// Runs make with its output appended to the log. `step` names it in progress and
-    /// errors; with `progress`, a line every few seconds says how far it got.
+    /// errors; with `progress`, a line every few seconds says how far it got. On
+    /// SIGINT/SIGTERM make and every compiler it started are stopped (they run in a
+    /// process group of their own) and the error is `Interrupted`.
     pub fn run(&self, args: &[&str], step: &str, progress: bool) -> Result<(), BuildError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -67,6 +69,7 @@ impl Kbuild {
             })?;
         let err_log = log.try_clone().map_err(|e| BuildError::Other(e.into()))?;
         let mut cmd = self.command(args);
+        own_process_group(&mut cmd);
         let shown = format!("make {}", args.join(" "));
         let mut child = cmd
             .stdout(Stdio::from(log))
@@ -82,12 +85,12 @@ impl Kbuild {
             if let Some(status) = child.try_wait().map_err(|e| BuildError::Other(e.into()))? {
                 break status;
             }
-            if crate::interrupt::requested().is_some() {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(BuildError::Other(anyhow::anyhow!(
-                    "interrupted during {step}"
-                )));
+            if let Some(signal) = crate::interrupt::requested() {
+                stop_group(&mut child);
+                return Err(BuildError::Interrupted {
+                    signal,
+                    during: step.to_string(),
+                });
             }
             if progress && shown_at.elapsed() >= Duration::from_secs(15) {
                 shown_at = Instant::now();
@@ -147,6 +150,42 @@ impl Kbuild {
         }
         Ok(())
     }
+}
+
+/// Puts make in a process group of its own, so stopping the build reaches the
+/// compilers it started (a SIGTERM sent to sockmatrix alone reaches nobody else), and
+/// has the kernel send make SIGTERM if sockmatrix dies without stopping it (a second
+/// Ctrl-C exits at once); make passes SIGTERM on to its jobs.
+fn own_process_group(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Stops make's process group: SIGTERM (make removes half-written targets and stops
+/// its jobs), then SIGKILL for whatever still runs a few seconds later.
+fn stop_group(child: &mut std::process::Child) {
+    use nix::sys::signal::{killpg, Signal};
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Jobs that outlived make are still in its group (the group id stays theirs).
+    let _ = killpg(group, Signal::SIGKILL);
+    let _ = child.wait();
 }
 
 /// First line of `<cc> --version`: part of a build's identity.

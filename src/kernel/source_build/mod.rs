@@ -54,6 +54,12 @@ pub enum BuildError {
         log: PathBuf,
         tail: Vec<String>,
     },
+    /// SIGINT or SIGTERM arrived: make was stopped, nothing was added to the cache.
+    #[error("interrupted by {signal} during {during}; nothing was added to the cache")]
+    Interrupted {
+        signal: crate::interrupt::Interrupt,
+        during: String,
+    },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -64,6 +70,7 @@ impl BuildError {
         match self {
             BuildError::BadSource(_) | BuildError::MissingOptions { .. } => 2,
             BuildError::Toolchain(_) | BuildError::MakeFailed { .. } | BuildError::Other(_) => 3,
+            BuildError::Interrupted { signal, .. } => signal.exit_code(),
         }
     }
 
@@ -110,9 +117,45 @@ pub fn source_tree(
     Ok(tree.dir)
 }
 
-/// Builds (or finds in the cache) the kernel `req` describes.
+/// Builds (or finds in the cache) the kernel `req` describes. After SIGINT/SIGTERM
+/// (`interrupt::install`) every error is `Interrupted`: a download, an unpack or make
+/// stopped by the signal fails for that reason, not for its own.
 pub fn build(req: &BuildRequest, cat: &Catalogue, cache: &Path) -> Result<BuildResult, BuildError> {
+    let result = build_steps(req, cat, cache);
+    match (result, crate::interrupt::requested()) {
+        (Err(BuildError::Interrupted { signal, during }), _) => {
+            Err(BuildError::Interrupted { signal, during })
+        }
+        (Err(e), Some(signal)) => Err(BuildError::Interrupted {
+            signal,
+            during: format!("the build ({})", first_line(&format!("{e:#}"))),
+        }),
+        (result, _) => result,
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
+/// `Interrupted` once SIGINT/SIGTERM arrived, checked between the steps.
+fn check_interrupt(during: &str) -> Result<(), BuildError> {
+    match crate::interrupt::requested() {
+        Some(signal) => Err(BuildError::Interrupted {
+            signal,
+            during: during.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn build_steps(
+    req: &BuildRequest,
+    cat: &Catalogue,
+    cache: &Path,
+) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
+    built::sweep_staging(cache);
     let missing = kbuild::missing_tools();
     if !missing.is_empty() {
         return Err(BuildError::Toolchain(format!(
@@ -224,7 +267,13 @@ pub fn build(req: &BuildRequest, cat: &Catalogue, cache: &Path) -> Result<BuildR
     // it with vmlinux.o (5.x and later); older trees make it on request.
     let builtin = out.join(built::MODULES_BUILTIN);
     if !builtin.is_file() {
-        let _ = kb.run(&[built::MODULES_BUILTIN], "modules.builtin", false);
+        // Optional (module requirements are then judged as unavailable), but a
+        // signal stops the build.
+        if let Err(e @ BuildError::Interrupted { .. }) =
+            kb.run(&[built::MODULES_BUILTIN], "modules.builtin", false)
+        {
+            return Err(e);
+        }
     }
     if builtin.is_file() {
         std::fs::copy(&builtin, staged.path().join(built::MODULES_BUILTIN))
@@ -249,6 +298,7 @@ pub fn build(req: &BuildRequest, cat: &Catalogue, cache: &Path) -> Result<BuildR
         machine: req.machine,
         dir: PathBuf::new(),
     };
+    check_interrupt("saving the kernel")?;
     let kernel = built::commit(cache, staged, &meta)?;
     Ok(BuildResult {
         kernel,
