@@ -288,10 +288,18 @@ pub fn report(seed: u64, kernels: &Kernels, tally: &Tally, findings: &[Finding])
     if !tally.unjudged.is_empty() {
         out.push_str("\nNot judged, as some kernel could not run them to the end:\n\n");
         for u in &tally.unjudged {
-            let why: Vec<String> = u
-                .reasons
+            // Kernels that give the same reason share it (a hang on every kernel
+            // reads as one line, not five).
+            let mut groups: Vec<(Vec<&str>, &str)> = Vec::new();
+            for (kernel, why) in &u.reasons {
+                match groups.iter_mut().find(|(_, w)| w == why) {
+                    Some((kernels, _)) => kernels.push(kernel),
+                    None => groups.push((vec![kernel], why)),
+                }
+            }
+            let why: Vec<String> = groups
                 .iter()
-                .map(|(kernel, why)| format!("{kernel}: {why}"))
+                .map(|(kernels, why)| format!("{}: {why}", kernels.join(", ")))
                 .collect();
             out.push_str(&format!("- program {}: {}\n", u.index, why.join("; ")));
         }

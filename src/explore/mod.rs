@@ -565,7 +565,14 @@ mod tests {
         let mut state = State::new(11, &["6.1".into(), "6.12".into(), "7.2".into()]);
         let id = "explore/r0p0".to_string();
         let results = [
-            batch("6.1", &id, Outcome::Ran),
+            batch(
+                "6.1",
+                &id,
+                Outcome::Timeout {
+                    after_ms: 5000,
+                    line: Some(line),
+                },
+            ),
             batch(
                 "6.12",
                 &id,
@@ -592,6 +599,15 @@ mod tests {
             program,
             reasons: vec![
                 (
+                    "6.1".into(),
+                    format!(
+                        "timed out after 5000 ms in step {} (`{}: {}`)",
+                        last + 1,
+                        step.verb,
+                        step.subject
+                    ),
+                ),
+                (
                     "6.12".into(),
                     format!(
                         "timed out after 5000 ms in step {} (`{}: {}`)",
@@ -607,7 +623,7 @@ mod tests {
         let report = finding::report(11, &state.kernel_versions(), &state.tally, &[]);
         assert!(
             report.contains(&format!(
-                "- program 3: 6.12: {}; 7.2: no result for it\n",
+                "- program 3: 6.1, 6.12: {}; 7.2: no result for it\n",
                 want.reasons[0].1
             )),
             "{report}"
