@@ -98,6 +98,7 @@ fn restored_runs_are_independent_and_a_damaged_snapshot_boots_cold() {
     // A guest that kept the saved clock would now be at least this much behind.
     std::thread::sleep(std::time::Duration::from_secs(3));
     let a = run_once(dir.path());
+    let last_restore = std::time::SystemTime::now();
     let b = run_once(dir.path());
     for run in [&a, &b] {
         assert!(restored(run), "not restored: {:?}", run.said);
@@ -128,18 +129,30 @@ fn restored_runs_are_independent_and_a_damaged_snapshot_boots_cold() {
         "two restores of one snapshot placed every datagram alike: shared random state"
     );
 
-    // Damage every snapshot's state at its end: the next run says so and boots cold.
+    // Damage the state the last run restored, at its end: the next run says so and
+    // boots cold. Only that one (a restore stamps its .json): the folder is the
+    // user's cache, shared with other runs and kernels, which would each pay a
+    // cold boot for a damaged snapshot of theirs.
     let snaps = sockmatrix::qemu::snapshot::dir();
+    let mut damaged = Vec::new();
     for e in std::fs::read_dir(&snaps).unwrap().flatten() {
-        if e.path().extension().is_some_and(|x| x == "state") {
+        let meta = e.path();
+        let used = std::fs::metadata(&meta).and_then(|m| m.modified());
+        if meta.extension().is_some_and(|x| x == "json") && used.is_ok_and(|t| t >= last_restore) {
+            let state = meta.with_extension("state");
             let f = std::fs::OpenOptions::new()
                 .write(true)
-                .open(e.path())
+                .open(&state)
                 .unwrap();
             let len = f.metadata().unwrap().len();
             f.set_len(len - 4096).unwrap();
+            damaged.push(state);
         }
     }
+    assert!(
+        !damaged.is_empty(),
+        "no snapshot restored since {last_restore:?}"
+    );
     let run = run_once(dir.path());
     assert!(
         run.said.iter().any(|s| s.contains("unusable")),
