@@ -340,6 +340,7 @@ pub fn create(dir: &Path, saving: Saving, req: &Request, console_log: &Path) -> 
         ResolvedAccel::Tcg => super::Accel::Tcg,
         ResolvedAccel::Kvm => super::Accel::Kvm,
     };
+    spec.machine = req.machine;
     spec.memory_mb = req.memory_mb;
     spec.cpus = req.cpus;
     spec.init_args = vec![crate::resume::SERIAL_PLAN_ARG.into()];

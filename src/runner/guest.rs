@@ -472,11 +472,18 @@ fn boot_and_collect(
         match restoring.take() {
             Some(key) if !hello || fatal.is_some() => {
                 super::restore::forget(&key);
-                let why = outcome
-                    .state_error
-                    .clone()
-                    .or(fatal.take())
-                    .unwrap_or_else(|| outcome.exit.to_string());
+                // QEMU's own words first ("Machine type received is 'microvm'..."): the
+                // monitor's error is only that QEMU went away.
+                let why = match &outcome.exit {
+                    GuestExit::QemuFailed { stderr_tail, .. } if !stderr_tail.is_empty() => {
+                        outcome.exit.to_string()
+                    }
+                    _ => outcome
+                        .state_error
+                        .clone()
+                        .or(fatal.take())
+                        .unwrap_or_else(|| outcome.exit.to_string()),
+                };
                 progress(Progress::Retrying {
                     kernel: id.into(),
                     reason: format!(
