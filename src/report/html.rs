@@ -119,7 +119,7 @@ fn kernels(report: &Report) -> Markup {
                             span.muted { "could not run: " (why.lines().next().unwrap_or_default()) }
                         }
                     }
-                    td { (k.package_version.as_deref().unwrap_or("-")) }
+                    td { (super::package(k)) }
                     td { (super::upstream_version(k).unwrap_or_else(|| "-".into())) }
                     td { (super::accel(k).unwrap_or("-")) }
                     td.num { (k.boot.as_ref().map_or("-".into(), |b| seconds(b.total_ms))) }

@@ -40,6 +40,12 @@ fn suite(report: &Report, k: &KernelResult) -> TestSuite {
     if let Some(p) = &k.package_version {
         property("package_version", p);
     }
+    if let Some(b) = &k.built {
+        property("built_from", &b.source_identity);
+        property("built_config", &b.config);
+        property("built_config_sha256", &b.config_sha256);
+        property("built_compiler", &b.compiler);
+    }
     if let Some(u) = upstream_version(k) {
         property("upstream_version", &u);
     }

@@ -56,9 +56,14 @@ struct Ids {
 
 impl Ids {
     fn new(origin: &str, k: &KernelResult) -> Ids {
-        let what = k
-            .package_version
+        // A built kernel by its tree and final config: two builds under one name differ.
+        let built = k
+            .built
+            .as_ref()
+            .map(|b| format!("{}+config:{}", b.source_identity, short(&b.config_sha256)));
+        let what = built
             .as_deref()
+            .or(k.package_version.as_deref())
             .or(k.release.as_deref())
             .unwrap_or("unknown");
         let checkout = format!("{origin}:{}@{what}", k.kernel);
@@ -70,8 +75,15 @@ impl Ids {
     }
 }
 
-/// The Debian binary package a release string comes from.
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// The Debian binary package a release string comes from (none for a built kernel).
 fn debian_package(k: &KernelResult) -> Option<String> {
+    if k.built.is_some() {
+        return None;
+    }
     k.package_version.as_ref()?;
     Some(format!("linux-image-{}", k.release.as_deref()?))
 }
@@ -80,16 +92,20 @@ fn checkout(origin: &str, k: &KernelResult, ids: &Ids) -> Value {
     let mut o = object(json!({
         "id": ids.checkout,
         "origin": origin,
-        "tree_name": if k.package_version.is_some() { "debian" } else { "local" },
+        "tree_name": if debian_package(k).is_some() { "debian" } else { "local" },
         "start_time": rfc3339(started_at(k)),
         "valid": true,
         "misc": kernel_misc(k),
     }));
-    let comment = match (debian_package(k), &k.package_version) {
-        (Some(package), Some(version)) => format!("Debian {package} {version}"),
+    let comment = match (debian_package(k), &k.package_version, &k.built) {
+        (Some(package), Some(version), _) => format!("Debian {package} {version}"),
+        (_, _, Some(built)) => format!("built from source: {}", built.source_identity),
         _ => format!("kernel image {}", k.kernel),
     };
     o.insert("comment".into(), comment.into());
+    if let Some(commit) = k.built.as_ref().and_then(|b| b.git_commit()) {
+        o.insert("git_commit_hash".into(), commit.into());
+    }
     if let Some(name) = upstream_version(k) {
         o.insert("git_commit_name".into(), format!("v{name}").into());
     }
@@ -102,11 +118,15 @@ fn build(origin: &str, k: &KernelResult, ids: &Ids) -> Value {
         "checkout_id": ids.checkout,
         "origin": origin,
         "architecture": "x86_64",
-        // Debian built it; sockmatrix only boots it.
+        // Debian or `kernels build` built it; the build record is what booted.
         "status": "PASS",
         "misc": kernel_misc(k),
     }));
-    if let Some(flavour) = k.release.as_deref().and_then(flavour) {
+    if let Some(built) = &k.built {
+        o.insert("config_name".into(), built.config.clone().into());
+        o.insert("compiler".into(), built.compiler.clone().into());
+        o.insert("comment".into(), "sockmatrix kernels build".into());
+    } else if let Some(flavour) = k.release.as_deref().and_then(flavour) {
         o.insert("config_name".into(), flavour.into());
     }
     if let Some(package) = debian_package(k) {
@@ -209,6 +229,7 @@ fn kernel_misc(k: &KernelResult) -> Value {
         "release": k.release,
         "uname_version": k.uname_version,
         "package_version": k.package_version,
+        "built": k.built,
         "upstream_version": upstream_version(k),
         "could_not_run": k.could_not_run,
     })
@@ -295,5 +316,43 @@ mod tests {
             .unwrap()
             .contains("cases/r/migrate.yaml:7: account.c.reset"));
         assert!(!render(&testdata::two_kernels(), "lab").contains("null"));
+    }
+
+    /// A kernel `kernels build` made is reported as a local tree at its commit, with
+    /// its config and compiler, and never as a Debian package.
+    #[test]
+    fn a_built_kernel_is_a_local_checkout_at_its_commit() {
+        let mut report = testdata::two_kernels();
+        let k = &mut report.kernels[0];
+        k.package_version = Some("6.1.192".into());
+        k.release = Some("6.1.192+".into());
+        k.built = Some(crate::resultset::results::BuiltFrom {
+            source_identity: "git:3f33a818a6f32f180061c0a65e660ce5d0824d66".into(),
+            config: "minimal".into(),
+            config_sha256: "60446eb0805b480449422f31f4d84d0b2ef4bf0b5d9c4431bfb9f8f4185847c0"
+                .into(),
+            compiler: "gcc (Debian 12.2.0-14+deb12u1) 12.2.0".into(),
+        });
+        let v: Value = serde_json::from_str(&render(&report, "lab")).unwrap();
+        let checkout = &v["checkouts"][0];
+        assert_eq!(checkout["tree_name"], "local");
+        assert_eq!(
+            checkout["git_commit_hash"],
+            "3f33a818a6f32f180061c0a65e660ce5d0824d66"
+        );
+        assert!(checkout["id"]
+            .as_str()
+            .unwrap()
+            .contains("+config:60446eb0805b"));
+        assert!(!checkout["comment"].as_str().unwrap().contains("Debian"));
+        let build = &v["builds"][0];
+        assert_eq!(build["config_name"], "minimal");
+        assert_eq!(build["compiler"], "gcc (Debian 12.2.0-14+deb12u1) 12.2.0");
+        assert!(!build["comment"].as_str().unwrap().contains("linux-image"));
+        // A dirty tree has no commit to name.
+        report.kernels[0].built.as_mut().unwrap().source_identity =
+            "git:3f33a818a6f32f180061c0a65e660ce5d0824d66+dirty:0123456789abcdef".into();
+        let v: Value = serde_json::from_str(&render(&report, "lab")).unwrap();
+        assert!(v["checkouts"][0].get("git_commit_hash").is_none());
     }
 }

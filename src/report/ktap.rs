@@ -30,8 +30,10 @@ fn kernel(out: &mut String, report: &Report, number: usize, k: &KernelResult) {
         "release {}",
         k.release.as_deref().unwrap_or("unknown")
     )];
-    if let Some(p) = &k.package_version {
-        facts.push(format!("Debian package {p}"));
+    match (&k.built, &k.package_version) {
+        (Some(_), _) => facts.push(super::package(k)),
+        (None, Some(p)) => facts.push(format!("Debian package {p}")),
+        (None, None) => {}
     }
     if let Some(u) = upstream_version(k) {
         facts.push(format!("upstream {u}"));

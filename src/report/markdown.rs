@@ -33,7 +33,7 @@ fn kernels(out: &mut String, report: &Report) {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell(&k.kernel),
             cell(k.release.as_deref().unwrap_or("unknown")),
-            cell(k.package_version.as_deref().unwrap_or("-")),
+            cell(&super::package(k)),
             cell(&super::upstream_version(k).unwrap_or_else(|| "-".into())),
             cell(super::accel(k).unwrap_or("-")),
             t.passed,

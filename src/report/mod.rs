@@ -196,6 +196,23 @@ pub fn started_at(k: &KernelResult) -> u64 {
 /// The kernel's upstream version: what `uname -v` names (Debian's "... Debian
 /// 6.1.192-2 ..."), else the upstream part of the package version, else what the
 /// release string says (`6.1.0-56-...` is only 6.1.0).
+/// What the "package" column says: Debian's package version, or for a kernel built
+/// from source its tree and config (`built: git:3f33a818a6f3 minimal`).
+pub fn package(k: &KernelResult) -> String {
+    match (&k.built, &k.package_version) {
+        (Some(b), _) => {
+            let (kind, id) = b
+                .source_identity
+                .split_once(':')
+                .unwrap_or(("", &b.source_identity));
+            let short: String = id.chars().take(12).collect();
+            format!("built: {kind}:{short} {}", b.config)
+        }
+        (None, Some(p)) => p.clone(),
+        (None, None) => "-".into(),
+    }
+}
+
 pub fn upstream_version(k: &KernelResult) -> Option<String> {
     let release = k.release.as_deref();
     if let (Some(r), Some(v)) = (release, k.uname_version.as_deref()) {
@@ -295,6 +312,7 @@ pub(crate) mod testdata {
             release: Some(format!("{id}.0-1-cloud-amd64")),
             uname_version: None,
             package_version: None,
+            built: None,
             could_not_run: None,
             boot: None,
             cases,
@@ -362,6 +380,23 @@ pub(crate) mod testdata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_package_column_names_a_build_by_tree_and_config() {
+        let mut k = testdata::two_kernels().kernels.remove(0);
+        k.package_version = Some("6.1.192-2".into());
+        assert_eq!(package(&k), "6.1.192-2");
+        k.built = Some(crate::resultset::results::BuiltFrom {
+            source_identity: "git:3f33a818a6f32f180061c0a65e660ce5d0824d66".into(),
+            config: "minimal".into(),
+            config_sha256: "60446eb0".into(),
+            compiler: "gcc 12".into(),
+        });
+        assert_eq!(package(&k), "built: git:3f33a818a6f3 minimal");
+        k.built = None;
+        k.package_version = None;
+        assert_eq!(package(&k), "-");
+    }
 
     #[test]
     fn the_console_tail_is_found_beside_a_moved_result_by_its_run_name() {

@@ -341,6 +341,7 @@ mod tests {
             release: Some(format!("{kernel}.0-test")),
             uname_version: None,
             package_version: None,
+            built: None,
             could_not_run: None,
             boot: None,
             cases: cases

@@ -76,6 +76,7 @@ mod tests {
             release: None,
             uname_version: None,
             package_version: None,
+            built: None,
             could_not_run: None,
             boot: None,
             cases: runs

@@ -63,6 +63,7 @@ mod tests {
             release: Some(release.into()),
             uname_version: None,
             package_version: None,
+            built: None,
             could_not_run: None,
             boot: None,
             cases: cases

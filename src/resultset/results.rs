@@ -25,14 +25,41 @@ pub struct KernelResult {
     /// Absent in results written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uname_version: Option<String>,
-    /// The Debian package version, for pinned kernels.
+    /// The Debian package version, for pinned kernels (the tree's version for a
+    /// kernel built from source).
     pub package_version: Option<String>,
+    /// For a kernel `sockmatrix kernels build` made: what it was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built: Option<BuiltFrom>,
     /// None when the kernel ran the plan; else why it could not.
     pub could_not_run: Option<String>,
     pub boot: Option<BootFacts>,
     pub cases: Vec<CaseResult>,
     /// Seconds since the epoch when the run finished.
     pub finished_at: u64,
+}
+
+/// A source-built kernel's inputs, as `kernels build` recorded them: enough to say
+/// which tree and config a result came from, and to rebuild it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BuiltFrom {
+    /// `git:<commit>[+dirty:<diff hash>]`, `tarball:<sha256>`,
+    /// `debian:<package>=<version>:<sha256>` or `tree:<hash>`.
+    pub source_identity: String,
+    /// `minimal`, `defconfig` or `file:NAME`.
+    pub config: String,
+    /// sha256 of the final `.config`.
+    pub config_sha256: String,
+    /// First line of the compiler's `--version`.
+    pub compiler: String,
+}
+
+impl BuiltFrom {
+    /// The commit a git-tree build came from, when the tree was clean.
+    pub fn git_commit(&self) -> Option<&str> {
+        let commit = self.source_identity.strip_prefix("git:")?;
+        (commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())).then_some(commit)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -215,6 +242,7 @@ mod tests {
             release: Some("6.1.0-test".into()),
             uname_version: None,
             package_version: None,
+            built: None,
             could_not_run: None,
             boot: Some(BootFacts {
                 accel: "tcg".into(),

@@ -20,6 +20,8 @@ pub struct KernelImage {
     pub id: String,
     pub vmlinuz: PathBuf,
     pub package_version: Option<String>,
+    /// What `kernels build` made it from, for a kernel built from source.
+    pub built: Option<results::BuiltFrom>,
     /// Where the kernel's own modules come from, for cases that require one.
     pub modules: crate::kernel::ModuleSource,
     /// The machine type its catalogue entry or build declares (None: microvm, with
@@ -100,6 +102,7 @@ pub fn run_on_kernel(
         release: None,
         uname_version: None,
         package_version: image.package_version.clone(),
+        built: image.built.clone(),
         could_not_run: None,
         boot: None,
         cases: Vec::new(),

@@ -366,6 +366,8 @@ pub fn provision(
             id: label,
             vmlinuz: as_path.to_path_buf(),
             package_version: None,
+            // `git bisect run` hands over the path `kernels build` printed.
+            built: built_at_path(as_path),
             modules: kernel::ModuleSource::Unavailable("kernel given as a bzImage path".into()),
             machine: None,
         });
@@ -376,6 +378,7 @@ pub fn provision(
                 id: built.id.clone(),
                 vmlinuz: built.vmlinuz(),
                 package_version: Some(built.version.clone()),
+                built: Some(built.built_from()),
                 modules: kernel::source_build::module_source(&built),
                 machine: built.machine,
             });
@@ -394,9 +397,17 @@ pub fn provision(
         id: p.id,
         vmlinuz: p.vmlinuz,
         package_version: p.version,
+        built: None,
         modules,
         machine: catalogue.get(id).and_then(|e| e.machine),
     })
+}
+
+/// The build a vmlinuz path belongs to, when it is one in the built-kernel cache.
+fn built_at_path(vmlinuz: &Path) -> Option<crate::resultset::results::BuiltFrom> {
+    let vmlinuz = std::fs::canonicalize(vmlinuz).ok()?;
+    let built = kernel::source_build::built::load(vmlinuz.parent()?, false)?;
+    (std::fs::canonicalize(built.vmlinuz()).ok()? == vmlinuz).then(|| built.built_from())
 }
 
 /// The label of a kernel argument that could not even be provisioned.
@@ -630,6 +641,7 @@ pub fn host_result(cases: &[Case]) -> KernelResult {
         release: Some(run.release),
         uname_version: Some(run.uname_version),
         package_version: None,
+        built: None,
         could_not_run: None,
         boot: None,
         cases,
@@ -646,6 +658,7 @@ pub fn could_not_run(id: &str, cases: &[Case], why: String) -> KernelResult {
         release: None,
         uname_version: None,
         package_version: None,
+        built: None,
         could_not_run: Some(why.clone()),
         boot: None,
         cases: cases

@@ -96,6 +96,7 @@ mod tests {
             id: kernel.id.clone(),
             vmlinuz: kernel.vmlinuz(),
             package_version: None,
+            built: Some(kernel.built_from()),
             modules: source_build::module_source(&kernel),
             machine: None,
         };
@@ -115,5 +116,14 @@ mod tests {
             plans["sctp"]
         );
         assert!(files.is_empty());
+
+        // The path `kernels build` printed, as `git bisect run` passes it on, is
+        // known as that build; any other image is not.
+        let by_path = super::super::built_at_path(&kernel.vmlinuz()).unwrap();
+        assert_eq!(by_path.source_identity, "git:1");
+        assert_eq!(by_path.config, "minimal");
+        let elsewhere = cache.path().join("vmlinuz");
+        std::fs::write(&elsewhere, b"image").unwrap();
+        assert_eq!(super::super::built_at_path(&elsewhere), None);
     }
 }

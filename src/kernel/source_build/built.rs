@@ -69,6 +69,16 @@ impl BuiltKernel {
     pub fn vmlinuz(&self) -> PathBuf {
         self.dir.join(VMLINUZ)
     }
+
+    /// What a result records of this build.
+    pub fn built_from(&self) -> crate::resultset::results::BuiltFrom {
+        crate::resultset::results::BuiltFrom {
+            source_identity: self.inputs.source_identity.clone(),
+            config: self.config.clone(),
+            config_sha256: self.inputs.config_sha256.clone(),
+            compiler: self.inputs.compiler.clone(),
+        }
+    }
 }
 
 pub fn root(cache: &Path) -> PathBuf {
