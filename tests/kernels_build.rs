@@ -19,7 +19,9 @@ olddefconfig:
 bzImage:
 \t@echo '  CC      net/fake.o'
 \t@echo built >> $(FAKE_STATE)/compiled
-\t@if [ -f $(FAKE_STATE)/slow ]; then sh -c 'echo $$$$ > $(FAKE_STATE)/compiler.pid; exec sleep 60'; fi
+\t@mkdir $(O)/.fake-busy || { echo 'two makes in one output folder' >&2; exit 1; }
+\t@if [ -f $(FAKE_STATE)/slow ]; then sh -c 'echo $$$$ > $(FAKE_STATE)/compiler.pid; exec sleep $$(cat $(FAKE_STATE)/slow)'; fi
+\t@rmdir $(O)/.fake-busy
 \t@if [ -f $(FAKE_STATE)/fail ]; then echo 'net/fake.c:1:1: error: the compiler failed here' >&2; exit 1; fi
 \t@mkdir -p $(O)/arch/x86/boot && cp $(FAKE_STATE)/bzImage $(O)/arch/x86/boot/bzImage
 kernelrelease:
@@ -348,7 +350,7 @@ fn a_signal_during_the_build_stops_make_and_caches_nothing() {
     use nix::sys::signal::Signal;
     for (sig, code) in [(Signal::SIGTERM, 143), (Signal::SIGINT, 130)] {
         let f = fake();
-        std::fs::write(f.state.join("slow"), "").unwrap();
+        std::fs::write(f.state.join("slow"), "60").unwrap();
         let (child, compiler) = start_and_wait_for(&f, "compiler.pid");
         signal(&child, sig);
         let out = child.wait_with_output().unwrap();
@@ -402,4 +404,104 @@ fn a_killed_builds_staging_folder_is_removed_by_the_next_build() {
         .to_string_lossy()
         .into_owned();
     assert_eq!(built_entries(&f.cache), [key]);
+}
+
+/// Two builds of the same tree and config at once share the object folder: the second
+/// waits for the first (two makes in one folder corrupt each other; the fake Makefile
+/// fails when it sees one), then gets the first's kernel without compiling.
+#[test]
+fn two_builds_of_the_same_inputs_at_once_compile_once() {
+    let f = fake();
+    std::fs::write(f.state.join("slow"), "3").unwrap();
+    let (first, _) = start_and_wait_for(&f, "compiler.pid");
+    let second = build(&f, &["--config", "minimal"]);
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    assert!(
+        text(&second).contains("waiting for another build"),
+        "{}",
+        text(&second)
+    );
+    assert_eq!(first.stdout, second.stdout);
+    assert_eq!(compiled(&f), 1);
+    assert_eq!(built_entries(&f.cache).len(), 1);
+}
+
+/// A one-thread HTTP server on 127.0.0.1 serving `files` (path -> body), 404 for the
+/// rest; returns its base URL.
+fn serve(files: Vec<(String, Vec<u8>)>) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+            let _ = match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => conn
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| conn.write_all(body)),
+                None => conn.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    base
+}
+
+/// `tar czf` of the fake tree, its Makefile's SUBLEVEL set to `sublevel`.
+fn fake_tarball(f: &Fake, sublevel: &str) -> Vec<u8> {
+    let makefile = FAKE_MAKEFILE.replace("SUBLEVEL = 999", &format!("SUBLEVEL = {sublevel}"));
+    std::fs::write(f.tree.join("Makefile"), makefile).unwrap();
+    let out = Command::new("tar")
+        .arg("czf")
+        .arg("-")
+        .arg("-C")
+        .arg(f.tree.parent().unwrap())
+        .arg("linux")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// A URL the server has nothing at is bad input naming the status (it said only
+/// "GET <url>", exit 3); two sites' `linux.tar.gz` are two sources (the second URL
+/// was served the first's download from the cache, keyed by file name).
+#[test]
+fn urls_404_is_bad_input_and_same_named_tarballs_are_not_confused() {
+    let f = fake();
+    let base = serve(vec![
+        ("/a/linux.tar.gz".into(), fake_tarball(&f, "1")),
+        ("/b/linux.tar.gz".into(), fake_tarball(&f, "2")),
+    ]);
+    let missing = format!("{base}/nothere/linux.tar.gz");
+    let out = sockmatrix(&f, &["kernels", "build", "--source", &missing]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("HTTP 404"), "{}", text(&out));
+
+    let mut names = Vec::new();
+    for site in ["a", "b"] {
+        let url = format!("{base}/{site}/linux.tar.gz");
+        let out = sockmatrix(&f, &["kernels", "build", "--source", &url]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        names.push(text(&out));
+    }
+    assert!(names[0].contains("built-6.1.1-minimal-"), "{}", names[0]);
+    assert!(names[1].contains("built-6.1.2-minimal-"), "{}", names[1]);
 }

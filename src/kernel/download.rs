@@ -219,6 +219,15 @@ fn download_to(
     Ok(())
 }
 
+/// The 4xx status a `fetch` failed with (the server answered; trying again will not help).
+pub fn client_error_status(e: &anyhow::Error) -> Option<u16> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<ureq::Error>() {
+            Some(ureq::Error::StatusCode(code @ 400..=499)) => Some(*code),
+            _ => None,
+        })
+}
+
 /// Whether a `fetch` failed because the server answered 404.
 pub fn is_not_found(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

@@ -141,17 +141,32 @@ pub fn sweep_staging(cache: &Path) {
 }
 
 /// Writes `meta` into the staged folder and renames it to its key: readers see the
-/// whole entry or none of it.
+/// whole entry or none of it. When another build of the same inputs committed first
+/// (two builds at once), its entry stays and ours is dropped; an incomplete or
+/// corrupt entry is moved aside first, never removed under a reader's feet.
 pub fn commit(cache: &Path, staged: tempfile::TempDir, meta: &BuiltKernel) -> Result<BuiltKernel> {
     let text = serde_json::to_string_pretty(meta)? + "\n";
-    std::fs::write(staged.path().join(META), text)?;
+    let meta_path = staged.path().join(META);
+    std::fs::write(&meta_path, text).with_context(|| format!("writing {}", meta_path.display()))?;
     let dest = root(cache).join(&meta.key);
+    if let Some(existing) = load(&dest, true) {
+        return Ok(existing);
+    }
     if dest.exists() {
-        std::fs::remove_dir_all(&dest).with_context(|| format!("replacing {}", dest.display()))?;
+        let aside = tempfile::Builder::new()
+            .prefix(&format!(".{}", crate::leftovers::prefix("staging")))
+            .tempdir_in(root(cache))
+            .context("creating a folder to move a broken entry aside")?;
+        std::fs::rename(&dest, aside.path().join("old"))
+            .with_context(|| format!("moving the broken {} aside", dest.display()))?;
     }
     let staged = staged.keep();
-    std::fs::rename(&staged, &dest)
-        .with_context(|| format!("moving {} to {}", staged.display(), dest.display()))?;
+    if let Err(e) = std::fs::rename(&staged, &dest) {
+        let _ = std::fs::remove_dir_all(&staged);
+        // Another build of the same inputs got there between our check and rename.
+        return load(&dest, true)
+            .with_context(|| format!("moving {} to {}: {e}", staged.display(), dest.display()));
+    }
     let mut k = meta.clone();
     k.dir = dest;
     Ok(k)
@@ -243,9 +258,35 @@ mod tests {
             .collect();
         assert_eq!(names, ["k1"]);
 
+        // A second build of the same inputs (two at once) keeps the first entry.
+        let second = staging(cache.path()).unwrap();
+        std::fs::write(second.path().join(VMLINUZ), b"kernel").unwrap();
+        let kept = commit(
+            cache.path(),
+            second,
+            &meta("k1", "built-b", "2026-01-02", sha.clone()),
+        )
+        .unwrap();
+        assert_eq!(
+            (kept.id.as_str(), kept.built_at.as_str()),
+            ("built-a", "2026-01-01")
+        );
+        assert_eq!(std::fs::read_dir(root(cache.path())).unwrap().count(), 1);
+
         // A corrupted image is not served.
         std::fs::write(root(cache.path()).join("k1").join(VMLINUZ), b"changed").unwrap();
         assert!(find_by_key(cache.path(), "k1").is_none());
+        // ... and a new build replaces it.
+        let fixed = staging(cache.path()).unwrap();
+        std::fs::write(fixed.path().join(VMLINUZ), b"kernel").unwrap();
+        let k = commit(
+            cache.path(),
+            fixed,
+            &meta("k1", "built-c", "2026-01-03", sha),
+        )
+        .unwrap();
+        assert_eq!(k.id, "built-c");
+        assert_eq!(find_by_key(cache.path(), "k1").unwrap().id, "built-c");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use regex::Regex;
+use sha2::Digest;
 
 use super::source::{tarball_kind, SourceSpec};
 use super::BuildError;
@@ -60,7 +61,11 @@ pub fn tree(spec: &SourceSpec, cat: &Catalogue, cache: &Path, progress: bool) ->
                         "{url}: the URL does not name a .tar.xz / .tar.gz"
                     ))
                 })?;
-            let dest = cache.join("sources").join(name);
+            // Keyed by the whole URL: two sites' `linux.tar.xz` are not one file.
+            let url_hash = hex::encode(sha2::Sha256::digest(url.as_bytes()));
+            let dest = cache
+                .join("sources")
+                .join(format!("{}-{name}", &url_hash[..12]));
             let expect = Expect {
                 sha256: sha256.as_deref(),
                 size: None,
@@ -71,12 +76,30 @@ pub fn tree(spec: &SourceSpec, cat: &Catalogue, cache: &Path, progress: bool) ->
                 &expect,
                 &format!("kernel source {name}"),
                 progress,
-            )?;
+            )
+            .map_err(|e| match download::client_error_status(&e) {
+                // The URL names nothing there: the user's input, not the network.
+                Some(status) => BuildError::BadSource(format!(
+                    "--source {url}: the server answered HTTP {status} ({})",
+                    if status == 404 {
+                        "no such file there"
+                    } else {
+                        "it will not serve it"
+                    }
+                ))
+                .into(),
+                None => e,
+            })?;
             let sha = download::sha256_file(&dest)?;
             if sha256.is_none() {
                 eprintln!("{name}: sha256 {sha} (not pinned)");
             }
-            let dir = unpack_once(&dest, &sha, cache, progress)?;
+            let dir = unpack_once(&dest, &sha, cache, progress).inspect_err(|e| {
+                // Not a kernel tarball: the next try downloads it again.
+                if matches!(e.downcast_ref(), Some(BuildError::BadSource(_))) {
+                    let _ = std::fs::remove_file(&dest);
+                }
+            })?;
             Ok(Tree {
                 dir,
                 identity: Some(format!("tarball:{sha}")),
@@ -196,37 +219,111 @@ fn extract_source_tarball(deb: &Path, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `<cache>/sources/<sha256[..16]>/<top folder>`, unpacked once.
+/// `<cache>/sources/<sha256[..16]>/<top folder>`, unpacked once: into a staging
+/// folder first (`.sockmatrix-unpack-<pid>-*`, removed by the next run if this one is
+/// killed), checked to be a kernel tree, then renamed into place, so two builds of the
+/// same tarball at once never see each other's half-unpacked tree and a tarball that
+/// is not a kernel leaves nothing in the cache.
 fn unpack_once(tarball: &Path, sha: &str, cache: &Path, progress: bool) -> Result<PathBuf> {
-    let root = cache.join("sources").join(&sha[..16]);
+    let sources = cache.join("sources");
+    let root = sources.join(&sha[..16]);
     if root.join(UNPACKED).is_file() {
-        return single_subdir(&root);
+        return single_subdir(&root, tarball);
     }
-    if root.exists() {
-        std::fs::remove_dir_all(&root)
-            .with_context(|| format!("removing a half-unpacked {}", root.display()))?;
-    }
-    std::fs::create_dir_all(&root)?;
+    std::fs::create_dir_all(&sources).with_context(|| format!("creating {}", sources.display()))?;
+    crate::leftovers::sweep(&sources);
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{}", crate::leftovers::prefix("unpack")))
+        .tempdir_in(&sources)
+        .with_context(|| format!("creating a folder to unpack into in {}", sources.display()))?;
     if progress {
         eprintln!("unpacking {} ...", tarball.display());
     }
-    let f = std::fs::File::open(tarball)?;
+    let f =
+        std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
+    let f = StopOnSignal(std::io::BufReader::new(f));
     let r: Box<dyn Read> = match tarball_kind(tarball) {
-        Some("xz") => Box::new(xz2::read::XzDecoder::new_multi_decoder(
-            std::io::BufReader::new(f),
-        )),
-        Some("gz") => Box::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f))),
+        Some("xz") => Box::new(xz2::read::XzDecoder::new_multi_decoder(f)),
+        Some("gz") => Box::new(flate2::read::GzDecoder::new(f)),
         _ => bail!("{}: expected a .tar.xz or .tar.gz", tarball.display()),
     };
     tar::Archive::new(r)
-        .unpack(&root)
-        .with_context(|| format!("unpacking {} into {}", tarball.display(), root.display()))?;
-    let dir = single_subdir(&root)?;
-    std::fs::write(root.join(UNPACKED), tarball.display().to_string())?;
-    Ok(dir)
+        .unpack(staging.path())
+        .map_err(|e| unpack_error(tarball, e))?;
+    let top = single_subdir(staging.path(), tarball)?;
+    super::source::read_version(&top).map_err(|why| {
+        BuildError::BadSource(format!(
+            "{}: not a Linux kernel tarball ({}/ in it: {why})",
+            tarball.display(),
+            top.file_name().unwrap_or_default().to_string_lossy()
+        ))
+    })?;
+    std::fs::write(staging.path().join(UNPACKED), tarball.display().to_string())
+        .with_context(|| format!("writing in {}", staging.path().display()))?;
+    if root.exists() && !root.join(UNPACKED).is_file() {
+        // Half-unpacked in place by an older sockmatrix.
+        std::fs::remove_dir_all(&root)
+            .with_context(|| format!("removing a half-unpacked {}", root.display()))?;
+    }
+    if let Err(e) = std::fs::rename(staging.path(), &root) {
+        // Another build unpacked the same tarball first: use that one.
+        if !root.join(UNPACKED).is_file() {
+            return Err(e)
+                .with_context(|| format!("moving the unpacked tree to {}", root.display()));
+        }
+    }
+    single_subdir(&root, tarball)
 }
 
-fn single_subdir(dir: &Path) -> Result<PathBuf> {
+/// A tarball that does not decompress or unpack is bad input (exit 2); an error the
+/// OS reported (disk full, permissions) is not the tarball's fault.
+fn unpack_error(tarball: &Path, e: std::io::Error) -> anyhow::Error {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut from_os = false;
+    while let Some(c) = cause {
+        from_os |= c
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error().is_some());
+        cause = c.source();
+    }
+    if from_os || crate::interrupt::requested().is_some() {
+        return anyhow::Error::new(e).context(format!("unpacking {}", tarball.display()));
+    }
+    let mut causes = vec![e.to_string()];
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        cause = c.source();
+    }
+    BuildError::BadSource(format!(
+        "{}: not a readable {} tarball ({})",
+        tarball.display(),
+        match tarball_kind(tarball) {
+            Some("xz") => ".tar.xz",
+            _ => ".tar.gz",
+        },
+        causes.join(": ")
+    ))
+    .into()
+}
+
+/// A reader that fails once SIGINT/SIGTERM arrived: unpacking a kernel tarball takes
+/// a minute, and the signal should stop it rather than wait for its end.
+struct StopOnSignal<R>(R);
+
+impl<R: Read> Read for StopOnSignal<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(signal) = crate::interrupt::requested() {
+            return Err(std::io::Error::other(format!("interrupted by {signal}")));
+        }
+        self.0.read(buf)
+    }
+}
+
+fn single_subdir(dir: &Path, tarball: &Path) -> Result<PathBuf> {
     let mut dirs = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
@@ -234,8 +331,8 @@ fn single_subdir(dir: &Path) -> Result<PathBuf> {
     match (dirs.next(), dirs.next()) {
         (Some(d), None) => Ok(d),
         _ => Err(BuildError::BadSource(format!(
-            "{} should contain exactly one top-level folder (a kernel tarball does)",
-            dir.display()
+            "{}: should hold exactly one top-level folder (a kernel tarball does)",
+            tarball.display()
         ))
         .into()),
     }
@@ -245,20 +342,38 @@ fn single_subdir(dir: &Path) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_tarball_is_unpacked_once_and_marked_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("linux-9.9");
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("Makefile"), "VERSION = 9\n").unwrap();
-        let tarball = dir.path().join("linux-9.9.tar.gz");
+    /// A gzipped tarball of `dir` (as `top/`), made by the same tar crate.
+    fn tarball_of(dir: &Path, top: &str, into: &Path) -> PathBuf {
+        let tarball = into.join(format!("{top}.tar.gz"));
         let gz = flate2::write::GzEncoder::new(
             std::fs::File::create(&tarball).unwrap(),
             flate2::Compression::fast(),
         );
         let mut t = tar::Builder::new(gz);
-        t.append_dir_all("linux-9.9", &src).unwrap();
+        t.append_dir_all(top, dir).unwrap();
         t.into_inner().unwrap().finish().unwrap();
+        tarball
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_tarball_is_unpacked_once_and_marked_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("linux-9.9");
+        for d in ["arch/x86", "scripts/kconfig"] {
+            std::fs::create_dir_all(src.join(d)).unwrap();
+        }
+        std::fs::write(src.join("Makefile"), "VERSION = 9\nPATCHLEVEL = 9\n").unwrap();
+        std::fs::write(src.join("Kconfig"), "").unwrap();
+        let tarball = tarball_of(&src, "linux-9.9", dir.path());
         let cache = dir.path().join("cache");
         let sha = download::sha256_file(&tarball).unwrap();
         let tree = unpack_once(&tarball, &sha, &cache, false).unwrap();
@@ -268,5 +383,36 @@ mod tests {
         std::fs::write(tree.join("marker"), "").unwrap();
         assert_eq!(unpack_once(&tarball, &sha, &cache, false).unwrap(), tree);
         assert!(tree.join("marker").is_file());
+        assert_eq!(entries(&cache.join("sources")), [&sha[..16]]);
+    }
+
+    /// A tarball that is no kernel, or no tarball at all, is bad input (exit 2) and
+    /// leaves nothing in the cache (it used to stay unpacked, or half-unpacked).
+    #[test]
+    fn a_tarball_that_is_not_a_kernel_is_bad_input_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let junk = dir.path().join("junk");
+        std::fs::create_dir_all(&junk).unwrap();
+        std::fs::write(junk.join("README"), "not a kernel").unwrap();
+        let not_kernel = tarball_of(&junk, "junk", dir.path());
+        let garbage = dir.path().join("garbage.tar.xz");
+        std::fs::write(&garbage, b"this is not xz").unwrap();
+        for (tarball, says) in [
+            (
+                &not_kernel,
+                "not a Linux kernel tarball (junk/ in it: no top-level Makefile)",
+            ),
+            (&garbage, "not a readable .tar.xz tarball"),
+        ] {
+            let sha = download::sha256_file(tarball).unwrap();
+            let e = unpack_once(tarball, &sha, &cache, false).unwrap_err();
+            assert!(
+                matches!(e.downcast_ref(), Some(BuildError::BadSource(_))),
+                "{e:#}"
+            );
+            assert!(format!("{e:#}").contains(says), "{e:#}");
+            assert!(entries(&cache.join("sources")).is_empty());
+        }
     }
 }

@@ -184,6 +184,7 @@ fn build_steps(
     //    rebuild after a commit (git bisect) only compiles what changed.
     let out = work_dir(cache, &tree.dir, &req.config);
     std::fs::create_dir_all(&out).map_err(|e| BuildError::Other(e.into()))?;
+    let _lock = lock_work_dir(&out)?;
     let log = out.join("sockmatrix-build.log");
     std::fs::write(
         &log,
@@ -299,11 +300,48 @@ fn build_steps(
         dir: PathBuf::new(),
     };
     check_interrupt("saving the kernel")?;
-    let kernel = built::commit(cache, staged, &meta)?;
+    let mut kernel = built::commit(cache, staged, &meta)?;
+    // Another build of the same inputs (from another folder) committed first.
+    if let Some(name) = req.name.as_ref().filter(|n| **n != kernel.id) {
+        kernel.id = name.clone();
+        built::rewrite_meta(&kernel)?;
+    }
     Ok(BuildResult {
         kernel,
         reused: false,
     })
+}
+
+/// Holds the work folder for this build: two makes in one output folder overwrite
+/// each other's `.config` and objects (and the second truncated the first's log). A
+/// second build of the same tree and config waits, then finds the first's kernel.
+fn lock_work_dir(out: &Path) -> Result<std::fs::File, BuildError> {
+    let path = out.join(".sockmatrix-lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| BuildError::Other(anyhow::anyhow!("opening {}: {e}", path.display())))?;
+    let mut said = false;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(BuildError::Other(anyhow::anyhow!(
+                    "locking {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+        if !said {
+            eprintln!("waiting for another build in {} to finish", out.display());
+            said = true;
+        }
+        check_interrupt("waiting for another build")?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// An anyhow error from fetching keeps its typed cause (bad source = exit 2).

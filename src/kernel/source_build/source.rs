@@ -87,12 +87,17 @@ pub fn tarball_kind(p: &Path) -> Option<&'static str> {
 /// The version a kernel tree's top Makefile declares (`6.1.192`), or why it is not a
 /// kernel tree.
 pub fn tree_version(dir: &Path) -> Result<String, BuildError> {
-    let not_tree = |why: &str| {
+    read_version(dir).map_err(|why| {
         BuildError::BadSource(format!(
             "{} is not a Linux kernel source tree ({why})",
             dir.display()
         ))
-    };
+    })
+}
+
+/// The version a kernel tree declares, or why `dir` is not one.
+pub fn read_version(dir: &Path) -> Result<String, String> {
+    let not_tree = |why: &str| why.to_string();
     let makefile = std::fs::read_to_string(dir.join("Makefile"))
         .map_err(|_| not_tree("no top-level Makefile"))?;
     for needed in ["Kconfig", "arch/x86", "scripts/kconfig"] {
