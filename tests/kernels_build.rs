@@ -505,3 +505,76 @@ fn urls_404_is_bad_input_and_same_named_tarballs_are_not_confused() {
     assert!(names[0].contains("built-6.1.1-minimal-"), "{}", names[0]);
     assert!(names[1].contains("built-6.1.2-minimal-"), "{}", names[1]);
 }
+
+/// `--name` is typed after `run --kernel` and names a folder under results/: a slash,
+/// `host`, a release-like name, a catalogue id, or the name of another built kernel
+/// is bad input (a slash escaped results/, `host` ran on the host, a second `mine`
+/// made `run --kernel mine` pick one of two silently).
+#[test]
+fn a_name_that_clashes_or_is_a_path_is_bad_input() {
+    let f = fake();
+    for name in [
+        "a/b",
+        "../../x",
+        "host",
+        "6.1.176",
+        "6.1",
+        ".hidden",
+        "two words",
+    ] {
+        let out = build(&f, &["--name", name]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", text(&out));
+        assert!(text(&out).contains("--name"), "{name}: {}", text(&out));
+    }
+    assert_eq!(compiled(&f), 0);
+    let out = build(&f, &["--name", "mine"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The same inputs under the same name: the cached kernel.
+    let again = build(&f, &["--name", "mine"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    // Other inputs under a name that is taken.
+    std::fs::write(f.tree.join("Kconfig"), "# edited\n").unwrap();
+    let other = build(&f, &["--name", "mine"]);
+    assert_eq!(other.status.code(), Some(2), "{}", text(&other));
+    assert!(
+        text(&other).contains("already the name of another built kernel"),
+        "{}",
+        text(&other)
+    );
+    assert_eq!(compiled(&f), 1);
+    assert_eq!(built_entries(&f.cache).len(), 1);
+}
+
+/// Kbuild cannot build with a space (or colon) in the tree's or the output folder's
+/// path: said before make runs (make failed with a log tail and exit 3, and an output
+/// path with a space made Kbuild's `mkdir -p` create a stray folder).
+#[test]
+fn a_path_with_spaces_is_bad_input_before_make_runs() {
+    let f = fake();
+    let spaced = f.tree.parent().unwrap().join("my linux");
+    std::fs::rename(&f.tree, &spaced).unwrap();
+    let out = sockmatrix(
+        &f,
+        &["kernels", "build", "--source", spaced.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("spaces or colons in the path of the kernel tree"),
+        "{}",
+        text(&out)
+    );
+    std::fs::rename(&spaced, &f.tree).unwrap();
+
+    let cache = f.cache.parent().unwrap().join("my cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SOCKMATRIX_CACHE", &cache)
+        .env("FAKE_STATE", &f.state)
+        .args(["kernels", "build", "--source"])
+        .arg(&f.tree)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("SOCKMATRIX_CACHE"), "{}", text(&out));
+    assert_eq!(compiled(&f), 0, "make never ran");
+}

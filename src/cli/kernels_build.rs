@@ -92,6 +92,7 @@ fn request(args: &BuildArgs, cat: &Catalogue) -> Result<BuildRequest, BuildError
                 jobs: source_build::kbuild::jobs(),
                 machine: None,
                 progress: true,
+                name_taken_over: false,
             }
         }
     };
@@ -103,8 +104,10 @@ fn request(args: &BuildArgs, cat: &Catalogue) -> Result<BuildRequest, BuildError
     if let Some(f) = &args.fragment {
         req.fragment = f.clone();
     }
-    if args.name.is_some() {
-        req.name = args.name.clone();
+    if let Some(name) = &args.name {
+        check_name(name)?;
+        req.name = Some(name.clone());
+        req.name_taken_over = false;
     }
     if let Some(name) = &req.name {
         if args.id.as_deref() != Some(name) && cat.get(name).is_some() {
@@ -126,6 +129,32 @@ fn request(args: &BuildArgs, cat: &Catalogue) -> Result<BuildRequest, BuildError
         req.machine = args.machine;
     }
     Ok(req)
+}
+
+/// A `--name` is typed after `run --kernel` and names a folder under `results/`: no
+/// slash or other path syntax, nothing `run --kernel` reads as something else (`host`,
+/// a release such as `6.1.176`).
+fn check_name(name: &str) -> Result<(), BuildError> {
+    let bad = |why: &str| Err(BuildError::BadSource(format!("--name {name:?}: {why}")));
+    if name.is_empty()
+        || name.starts_with(['.', '-'])
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+    {
+        return bad(
+            "use letters, digits and . _ + - (not first: . or -); it names a folder under results/",
+        );
+    }
+    if name == crate::runner::HOST {
+        return bad("`run --kernel host` is the machine's own kernel");
+    }
+    if crate::kernel::releases::looks_like_release(name) {
+        return bad(
+            "`run --kernel` reads a name like this as a Debian release; add a word (my-6.1.176)",
+        );
+    }
+    Ok(())
 }
 
 /// The built kernels, newest first, with what they were built from.

@@ -89,6 +89,10 @@ pub struct BuildRequest {
     pub fragment: PathBuf,
     /// The id `run --kernel` will know it by (default `built-<version>-<config>-<key8>`).
     pub name: Option<String>,
+    /// When another built kernel (other inputs) has `name`: true takes the name from it
+    /// (it gets its default id back: a catalogue entry's rebuild), false refuses (exit
+    /// 2: a user's `--name` must not make `run --kernel NAME` ambiguous).
+    pub name_taken_over: bool,
     pub cc: String,
     /// Use ccache when it is installed.
     pub ccache: bool,
@@ -183,6 +187,11 @@ fn build_steps(
     // 2. Configure out of tree; one output folder per (tree, base config) so a
     //    rebuild after a commit (git bisect) only compiles what changed.
     let out = work_dir(cache, &tree.dir, &req.config);
+    check_kbuild_path(
+        &out,
+        "the build folder: set SOCKMATRIX_CACHE to a path without them",
+    )?;
+    check_kbuild_path(&tree.dir, "the kernel tree: move it")?;
     std::fs::create_dir_all(&out).map_err(|e| BuildError::Other(e.into()))?;
     let _lock = lock_work_dir(&out)?;
     let log = out.join("sockmatrix-build.log");
@@ -230,6 +239,9 @@ fn build_steps(
         compiler,
     };
     let key = inputs.key();
+    if let Some(name) = &req.name {
+        claim_name(cache, name, &key, req.name_taken_over)?;
+    }
     if let Some(mut kernel) = built::find_by_key(cache, &key) {
         // The same kernel asked for under another name: it takes the new name.
         if let Some(name) = req.name.as_ref().filter(|n| **n != kernel.id) {
@@ -284,7 +296,7 @@ fn build_steps(
     let id = req
         .name
         .clone()
-        .unwrap_or_else(|| format!("built-{version}-{}-{}", short_label(&req.config), &key[..8]));
+        .unwrap_or_else(|| default_id(&version, &req.config.label(), &key));
     let meta = BuiltKernel {
         id,
         key,
@@ -352,12 +364,53 @@ fn lift(e: anyhow::Error) -> BuildError {
     }
 }
 
-fn short_label(c: &BaseConfig) -> &'static str {
-    match c {
-        BaseConfig::Minimal => "minimal",
-        BaseConfig::Defconfig => "defconfig",
-        BaseConfig::File(_) => "custom",
+/// Kbuild splits its source and output paths on spaces and colons (the kernel's
+/// Makefile stops with "source directory cannot contain spaces or colons"; an output
+/// path with a space makes `mkdir -p` create stray folders): say so before make runs.
+fn check_kbuild_path(path: &Path, what: &str) -> Result<(), BuildError> {
+    let text = path.to_string_lossy();
+    if text.contains(|c: char| c.is_whitespace() || c == ':') {
+        return Err(BuildError::BadSource(format!(
+            "{text:?}: Kbuild cannot build with spaces or colons in the path of {what}"
+        )));
     }
+    Ok(())
+}
+
+/// `built-<version>-<minimal|defconfig|custom>-<key8>`, from a config's label.
+fn default_id(version: &str, config_label: &str, key: &str) -> String {
+    let config = match config_label {
+        "minimal" | "defconfig" => config_label,
+        _ => "custom",
+    };
+    format!("built-{version}-{config}-{}", &key[..8.min(key.len())])
+}
+
+/// Makes `name` free for the kernel of `key`: another built kernel with that name is
+/// refused (bad input), or with `take_over` goes back to its default id.
+fn claim_name(cache: &Path, name: &str, key: &str, take_over: bool) -> Result<(), BuildError> {
+    for mut other in built::list(cache)
+        .into_iter()
+        .filter(|k| k.id == name && k.key != key)
+    {
+        if !take_over {
+            return Err(BuildError::BadSource(format!(
+                "--name {name}: already the name of another built kernel ({} {}, from {}, built {}, in {}); choose another name, or remove that folder",
+                other.version,
+                other.config,
+                other.source,
+                other.built_at,
+                other.dir.display()
+            )));
+        }
+        other.id = default_id(&other.version, &other.config, &other.key);
+        eprintln!(
+            "note: the earlier {name} (from {}) is now {}",
+            other.source, other.id
+        );
+        built::rewrite_meta(&other)?;
+    }
+    Ok(())
 }
 
 /// `<cache>/build-work/<hash of the tree's path and the base config>`.
@@ -374,9 +427,19 @@ pub fn work_dir(cache: &Path, tree: &Path, config: &BaseConfig) -> PathBuf {
                 .as_bytes(),
         );
     }
-    let name = tree
+    // Only folder-safe characters: Kbuild refuses an output path with a space or colon.
+    let name: String = tree
         .file_name()
-        .map_or("linux".into(), |n| n.to_string_lossy().into_owned());
+        .map_or("linux".into(), |n| n.to_string_lossy().into_owned())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     cache.join("build-work").join(format!(
         "{name}-{}-{}",
         config.label().replace([':', '/'], "_"),
@@ -434,6 +497,7 @@ pub fn catalogue_request(
         config: BaseConfig::Defconfig,
         fragment: cat.resolve(&spec.config_fragment),
         name: Some(id.to_string()),
+        name_taken_over: true,
         cc: spec.gcc.clone().unwrap_or_else(|| "gcc".into()),
         ccache: true,
         jobs: kbuild::jobs(),
@@ -466,6 +530,44 @@ mod tests {
         assert_eq!(BuildError::find(&wrapped).unwrap().exit_code(), 2);
     }
 
+    /// A user's --name taken by another build is refused; a catalogue rebuild takes
+    /// it, and the earlier kernel gets its default id back.
+    #[test]
+    fn a_taken_name_is_refused_or_taken_over() {
+        let cache = tempfile::tempdir().unwrap();
+        let staged = built::staging(cache.path()).unwrap();
+        std::fs::write(staged.path().join(built::VMLINUZ), b"k").unwrap();
+        let meta = BuiltKernel {
+            id: "4.13".into(),
+            key: "0123456789abcdef".into(),
+            inputs: built::BuildInputs {
+                source_identity: "tarball:1".into(),
+                config_sha256: "c".into(),
+                compiler: "gcc-6".into(),
+            },
+            source: "linux-4.13.tar.xz".into(),
+            version: "4.13".into(),
+            release: None,
+            config: "defconfig".into(),
+            built_at: "2026-01-01T00:00:00Z".into(),
+            build_seconds: 1,
+            vmlinuz_sha256: download::sha256_file(&staged.path().join(built::VMLINUZ)).unwrap(),
+            machine: None,
+            dir: PathBuf::new(),
+        };
+        built::commit(cache.path(), staged, &meta).unwrap();
+        claim_name(cache.path(), "4.13", "0123456789abcdef", false).unwrap();
+        let e = claim_name(cache.path(), "4.13", "fedcba9876543210", false).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("linux-4.13.tar.xz"), "{e}");
+        claim_name(cache.path(), "4.13", "fedcba9876543210", true).unwrap();
+        let ids: Vec<_> = built::list(cache.path())
+            .into_iter()
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(ids, ["built-4.13-defconfig-01234567"]);
+    }
+
     #[test]
     fn work_dirs_differ_by_tree_and_config() {
         let c = Path::new("/c");
@@ -483,5 +585,7 @@ mod tests {
             work_dir(c, Path::new("/src/other"), &BaseConfig::Minimal)
         );
         assert!(a.starts_with("/c/build-work"));
+        let spaced = work_dir(c, Path::new("/src/my linux:2"), &BaseConfig::Minimal);
+        assert!(!spaced.to_string_lossy().contains([' ', ':']), "{spaced:?}");
     }
 }
