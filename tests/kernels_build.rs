@@ -24,6 +24,7 @@ bzImage:
 \t@rmdir $(O)/.fake-busy
 \t@if [ -f $(FAKE_STATE)/fail ]; then echo 'net/fake.c:1:1: error: the compiler failed here' >&2; exit 1; fi
 \t@mkdir -p $(O)/arch/x86/boot && cp $(FAKE_STATE)/bzImage $(O)/arch/x86/boot/bzImage
+\t@[ ! -f $(FAKE_STATE)/fill-disk ] || dd if=/dev/zero of=$(O)/filler bs=4k 2>/dev/null || true
 kernelrelease:
 \t@echo 6.1.999-fake
 modules.builtin:
@@ -577,4 +578,47 @@ fn a_path_with_spaces_is_bad_input_before_make_runs() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("SOCKMATRIX_CACHE"), "{}", text(&out));
     assert_eq!(compiled(&f), 0, "make never ran");
+}
+
+/// A full disk while the kernel is saved (the fake make fills the cache's filesystem,
+/// a 4 MiB tmpfs, after writing its image): the error names the file and the OS error
+/// (it said only "No space left on device (os error 28)"), exit 3, nothing in
+/// `built/`. Needs root for the mount; says so and passes without it.
+#[test]
+fn a_full_disk_is_named_and_leaves_no_entry() {
+    let f = fake();
+    let mnt = f.cache.parent().unwrap().join("small");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    std::fs::write(f.state.join("fill-disk"), "").unwrap();
+    let cache = mnt.join("cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SOCKMATRIX_CACHE", &cache)
+        .env("FAKE_STATE", &f.state)
+        .args(["kernels", "build", "--source"])
+        .arg(&f.tree)
+        .output()
+        .unwrap();
+    let entries = built_entries(&cache);
+    let _ = Command::new("umount").arg(&mnt).status();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    let line = said
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("No space left on device") && line.contains("/built/"),
+        "{said}"
+    );
+    assert!(entries.is_empty(), "{entries:?}");
 }

@@ -172,7 +172,7 @@ fn build_steps(
         BuildError::BadSource(format!("config fragment {}: {e}", req.fragment.display()))
     })?;
     let wanted = config::parse_fragment(
-        &std::fs::read_to_string(&fragment).map_err(|e| BuildError::Other(e.into()))?,
+        &std::fs::read_to_string(&fragment).map_err(io_error("reading", &fragment))?,
     );
 
     // 1. The tree.
@@ -192,7 +192,7 @@ fn build_steps(
         "the build folder: set SOCKMATRIX_CACHE to a path without them",
     )?;
     check_kbuild_path(&tree.dir, "the kernel tree: move it")?;
-    std::fs::create_dir_all(&out).map_err(|e| BuildError::Other(e.into()))?;
+    std::fs::create_dir_all(&out).map_err(io_error("creating", &out))?;
     let _lock = lock_work_dir(&out)?;
     let log = out.join("sockmatrix-build.log");
     std::fs::write(
@@ -202,7 +202,7 @@ fn build_steps(
             tree.described, identity
         ),
     )
-    .map_err(|e| BuildError::Other(e.into()))?;
+    .map_err(io_error("writing", &log))?;
     let kb = kbuild::Kbuild {
         tree: tree.dir.clone(),
         out: out.clone(),
@@ -271,10 +271,10 @@ fn build_steps(
 
     // 5. Into the cache, all or nothing.
     let staged = built::staging(cache)?;
-    std::fs::copy(&image, staged.path().join(built::VMLINUZ))
-        .map_err(|e| BuildError::Other(e.into()))?;
-    std::fs::copy(&final_config, staged.path().join(built::CONFIG))
-        .map_err(|e| BuildError::Other(e.into()))?;
+    let vmlinuz = staged.path().join(built::VMLINUZ);
+    std::fs::copy(&image, &vmlinuz).map_err(io_error("copying the kernel to", &vmlinuz))?;
+    let config_copy = staged.path().join(built::CONFIG);
+    std::fs::copy(&final_config, &config_copy).map_err(io_error("writing", &config_copy))?;
     kbuild::keep_log(&log, &staged.path().join(built::LOG))?;
     // What the config built in (`=y`), for cases that require a module. Kbuild writes
     // it with vmlinux.o (5.x and later); older trees make it on request.
@@ -289,8 +289,8 @@ fn build_steps(
         }
     }
     if builtin.is_file() {
-        std::fs::copy(&builtin, staged.path().join(built::MODULES_BUILTIN))
-            .map_err(|e| BuildError::Other(e.into()))?;
+        let copy = staged.path().join(built::MODULES_BUILTIN);
+        std::fs::copy(&builtin, &copy).map_err(io_error("writing", &copy))?;
     }
     let vmlinuz_sha256 = download::sha256_file(&staged.path().join(built::VMLINUZ))?;
     let id = req
@@ -322,6 +322,12 @@ fn build_steps(
         kernel,
         reused: false,
     })
+}
+
+/// An I/O error naming what was done to which file ("writing X: No space left on
+/// device"): a bare OS error does not say where the disk is full.
+fn io_error<'a>(doing: &'a str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BuildError + 'a {
+    move |e| BuildError::Other(anyhow::anyhow!("{doing} {}: {e}", path.display()))
 }
 
 /// Holds the work folder for this build: two makes in one output folder overwrite
