@@ -622,3 +622,30 @@ fn a_full_disk_is_named_and_leaves_no_entry() {
     );
     assert!(entries.is_empty(), "{entries:?}");
 }
+
+/// A built kernel whose vmlinuz changed after the build: `run --kernel` says so (it
+/// said "not a built kernel (`kernels list`)" while `kernels list` listed it), the
+/// list marks it, and building the same inputs again replaces it.
+#[test]
+fn a_damaged_built_kernel_is_named_and_rebuilt() {
+    let f = fake();
+    let out = build(&f, &["--name", "mine"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let vmlinuz = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let mut bytes = std::fs::read(&vmlinuz).unwrap();
+    bytes[0x500] ^= 0xff;
+    std::fs::write(&vmlinuz, bytes).unwrap();
+
+    let run = sockmatrix(&f, &["run", "--kernel", "mine", "--accel", "tcg"]);
+    assert_eq!(run.status.code(), Some(2), "{}", text(&run));
+    assert!(text(&run).contains("no longer matches"), "{}", text(&run));
+    let list = text(&sockmatrix(&f, &["kernels", "list"]));
+    assert!(list.contains("DAMAGED"), "{list}");
+
+    let again = build(&f, &["--name", "mine"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert_eq!(compiled(&f), 2);
+    assert_eq!(again.stdout, out.stdout);
+    let list = text(&sockmatrix(&f, &["kernels", "list"]));
+    assert!(!list.contains("DAMAGED"), "{list}");
+}

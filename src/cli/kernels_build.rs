@@ -166,8 +166,10 @@ pub fn list_built(cache: &Path) {
     println!();
     println!("built from source ({}):", built::root(cache).display());
     for k in all {
+        // The same check `run --kernel` makes before it boots one.
+        let damaged = built::load(&k.dir, true).is_none();
         println!(
-            "  {}  {} {}  source {} ({})  compiler {}  config sha256 {}  built {} in {} s{}",
+            "  {}  {} {}  source {} ({})  compiler {}  config sha256 {}  built {} in {} s{}{}",
             k.id,
             k.release.as_deref().unwrap_or(&k.version),
             k.config,
@@ -179,7 +181,12 @@ pub fn list_built(cache: &Path) {
             k.build_seconds,
             k.machine
                 .map(|m| format!("  machine {}", m.name()))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if damaged {
+                "  DAMAGED: vmlinuz does not match its sha256, build it again"
+            } else {
+                ""
+            }
         );
     }
 }

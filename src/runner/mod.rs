@@ -295,8 +295,18 @@ pub fn choose_kernel(arg: &str, catalogue: Option<&(Catalogue, Lock)>) -> Result
     }
     let catalogue = catalogue.map(|(c, _)| c);
     // A kernel built by `kernels build`, by its id.
-    if kernel::source_build::built::find_by_id(&kernel::cache_dir(), arg).is_some() {
+    let cache = kernel::cache_dir();
+    if kernel::source_build::built::find_by_id(&cache, arg).is_some() {
         return Ok(KernelChoice::Catalogue(arg.into()));
+    }
+    if let Some(damaged) = kernel::source_build::built::list(&cache)
+        .into_iter()
+        .find(|k| k.id == arg || k.key == arg)
+    {
+        anyhow::bail!(
+            "--kernel {arg}: the built kernel's {} no longer matches the sha256 recorded when it was built (changed or damaged since); build it again with the same inputs",
+            damaged.vmlinuz().display()
+        );
     }
     let path = Path::new(arg);
     if path.is_file() {
