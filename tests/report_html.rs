@@ -32,6 +32,7 @@ fn kernel(id: &str, release: &str, cases: Vec<CaseResult>) -> KernelResult {
         release: Some(release.into()),
         uname_version: None,
         package_version: None,
+        built: None,
         could_not_run: None,
         boot: None,
         cases,
