@@ -649,3 +649,70 @@ fn a_damaged_built_kernel_is_named_and_rebuilt() {
     let list = text(&sockmatrix(&f, &["kernels", "list"]));
     assert!(!list.contains("DAMAGED"), "{list}");
 }
+
+/// A server whose one file never finishes: headers for 64 MiB, then a KiB every 50 ms.
+fn serve_slowly() -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head =
+                    "HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\nConnection: close\r\n\r\n";
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                while conn.write_all(&[0u8; 1024]).is_ok() {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            });
+        }
+    });
+    base
+}
+
+/// SIGTERM while a `--source URL` downloads: exit 143 like an interrupted compile
+/// (it was exit 3, "download ... interrupted"), and no partial file stays.
+#[test]
+fn a_signal_during_a_download_exits_143_and_keeps_nothing() {
+    let f = fake();
+    let url = format!("{}/linux.tar.gz", serve_slowly());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SOCKMATRIX_CACHE", &f.cache)
+        .args(["kernels", "build", "--source", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sources = f.cache.join("sources");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::read_dir(&sources).map_or(true, |mut d| d.next().is_none()) {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("the download never started: {}", text(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143), "{}", text(&out));
+    assert!(
+        text(&out).contains("interrupted by SIGTERM"),
+        "{}",
+        text(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(&sources)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
