@@ -366,6 +366,20 @@ pub fn list(cat: &Catalogue, lock: &Lock, cache: &Path) -> Vec<KernelStatus> {
         .collect()
 }
 
+/// `name` with every character that is not safe and readable in a folder name (or
+/// in a Kbuild output path: no space, no colon) replaced by `_`.
+pub fn folder_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -235,17 +235,7 @@ pub fn image_label(path: &Path) -> Result<String> {
         path.file_name()
             .map_or_else(|| "kernel".into(), |n| n.to_string_lossy().into_owned())
     });
-    // Only characters that are safe and readable in a folder name.
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = kernel::folder_safe(&name);
     let sha = kernel::sha256_file(path)?;
     Ok(format!("local-{name}-{}", &sha[..12]))
 }

@@ -434,18 +434,11 @@ pub fn work_dir(cache: &Path, tree: &Path, config: &BaseConfig) -> PathBuf {
         );
     }
     // Only folder-safe characters: Kbuild refuses an output path with a space or colon.
-    let name: String = tree
-        .file_name()
-        .map_or("linux".into(), |n| n.to_string_lossy().into_owned())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._+-".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = crate::kernel::folder_safe(
+        &tree
+            .file_name()
+            .map_or("linux".into(), |n| n.to_string_lossy().into_owned()),
+    );
     cache.join("build-work").join(format!(
         "{name}-{}-{}",
         config.label().replace([':', '/'], "_"),
