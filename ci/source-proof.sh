@@ -60,17 +60,21 @@ took() { echo "$1: $2 s" | tee -a "$WORK/durations.txt"; }
 
 say "building the base (minimal)"
 start=$(date +%s)
-IMG=$($NICE "$SM" kernels build --source "$TREE" --config minimal --name proof-6.1-minimal)
+IMG=$($NICE "$SM" kernels build --source "$TREE" --config minimal)
+# Its default id (`built-<version>-minimal-<key>`): a fixed --name would clash with an
+# earlier proof's build of other inputs, which `kernels build` refuses.
+ID=$(sed -n 's/^  "id": "\(.*\)",$/\1/p' "$(dirname "$IMG")/build.json")
+: "${ID:?no id in $(dirname "$IMG")/build.json}"
 took "first build (base, minimal)" $(( $(date +%s) - start ))
 say "built: $IMG"
 
 say "the library on the built kernel and on Debian's 6.1"
 rm -rf "$OUT"
 start=$(date +%s)
-$LOCK "$SM" run --accel tcg --kernel proof-6.1-minimal --kernel 6.1 --results "$OUT" "$ROOT/cases" \
+$LOCK "$SM" run --accel tcg --kernel "$ID" --kernel 6.1 --results "$OUT" "$ROOT/cases" \
   | tee "$WORK/library.log" || true
 took "the library on both kernels" $(( $(date +%s) - start ))
-"$SM" diff "$OUT/6.1" "$OUT/proof-6.1-minimal" --cases "$ROOT/cases" | tee "$WORK/diff.log" || true
+"$SM" diff "$OUT/6.1" "$OUT/$ID" --cases "$ROOT/cases" | tee "$WORK/diff.log" || true
 
 say "git bisect run"
 git bisect reset >/dev/null 2>&1 || true
