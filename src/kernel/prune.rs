@@ -1,11 +1,13 @@
 //! The kernel cache's size: what it holds, when each kernel was last used, and
-//! pruning the least recently used kernels (with their packages) down to a cap.
+//! pruning the least recently used kernels (with their packages) and source builds'
+//! object folders down to a cap.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 
+use super::source_build::{BUILD_LOCK, BUILD_LOG};
 use super::store;
 
 /// The cap when `$SOCKMATRIX_CACHE_MAX` is not set: every reachable release of the
@@ -57,18 +59,23 @@ pub fn parse_size(text: &str) -> Result<u64> {
     Ok((n * mult as f64) as u64)
 }
 
-/// One prunable thing: an extracted kernel with its package, or a lone package.
+/// One prunable thing: an extracted kernel with its package, a lone package, or a
+/// source build's object folder.
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// Kernel id-version folder name, or the package file name.
+    /// Kernel id-version folder name, the package file name, or `build-work/<folder>`.
     pub name: String,
     pub paths: Vec<PathBuf>,
     pub bytes: u64,
     pub last_used: SystemTime,
+    /// A file a user of the entry holds locked (a build in its object folder).
+    pub lock: Option<PathBuf>,
 }
 
-/// What the cache holds (kernels and packages; indexes and source builds are not
-/// counted), least recently used first.
+/// What the cache holds, least recently used first: kernels and packages, and the
+/// object folders `kernels build` keeps for fast rebuilds (often the largest part;
+/// pruning one only makes the next build of that tree a full one). Indexes, snapshots
+/// (capped on their own) and built kernels, which users name, are not counted.
 pub fn entries(cache: &Path) -> Vec<Entry> {
     let mut debs: Vec<PathBuf> = read_dir(&cache.join("debs"))
         .into_iter()
@@ -100,6 +107,7 @@ pub fn entries(cache: &Path) -> Vec<Entry> {
             bytes: paths.iter().map(|p| size_of(p)).sum(),
             paths,
             last_used,
+            lock: None,
         });
     }
     for deb in debs {
@@ -108,6 +116,24 @@ pub fn entries(cache: &Path) -> Vec<Entry> {
             bytes: size_of(&deb),
             last_used: mtime(&deb).unwrap_or(SystemTime::UNIX_EPOCH),
             paths: vec![deb],
+            lock: None,
+        });
+    }
+    for dir in read_dir(&cache.join("build-work")) {
+        if !dir.is_dir() {
+            continue;
+        }
+        // Every build appends to its log: its time is the folder's last use.
+        let last_used = [dir.join(BUILD_LOG), dir.clone()]
+            .iter()
+            .find_map(|p| mtime(p))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        out.push(Entry {
+            name: format!("build-work/{}", file_name(&dir)),
+            bytes: size_of(&dir),
+            lock: Some(dir.join(BUILD_LOCK)),
+            paths: vec![dir],
+            last_used,
         });
     }
     out.sort_by_key(|e| e.last_used);
@@ -135,7 +161,7 @@ fn prune_entries(entries: Vec<Entry>, cap: u64, now: SystemTime) -> Result<Vec<E
         let recent = now
             .duration_since(e.last_used)
             .map_or(true, |age| age < IN_USE);
-        if recent {
+        if recent || e.lock.as_deref().is_some_and(locked) {
             continue;
         }
         for p in &e.paths {
@@ -150,6 +176,12 @@ fn prune_entries(entries: Vec<Entry>, cap: u64, now: SystemTime) -> Result<Vec<E
         removed.push(e);
     }
     Ok(removed)
+}
+
+/// Whether another process holds `lock` (a build running in that folder).
+fn locked(lock: &Path) -> bool {
+    std::fs::File::open(lock)
+        .is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
 }
 
 /// `1.4 GiB`, `530 MiB`.
@@ -258,5 +290,37 @@ mod tests {
         let removed = prune_entries(entries(cache), 0, now).unwrap();
         assert_eq!(removed.len(), 1, "the recent one stays");
         assert!(fresh.exists());
+    }
+
+    /// Source builds' object folders are counted and pruned like kernels, by their
+    /// log's time, except one a running build holds locked.
+    #[test]
+    fn object_folders_are_pruned_unless_a_build_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let now = SystemTime::now();
+        let old = now - Duration::from_secs(86400);
+        for name in ["linux-minimal-aaaa", "linux-minimal-bbbb"] {
+            let w = cache.join("build-work").join(name);
+            std::fs::create_dir_all(w.join("net")).unwrap();
+            std::fs::write(w.join("net/tcp.o"), vec![0u8; 3000]).unwrap();
+            let log = std::fs::File::create(w.join(BUILD_LOG)).unwrap();
+            log.set_modified(old).unwrap();
+            std::fs::write(w.join(BUILD_LOCK), b"").unwrap();
+        }
+        let busy = cache.join("build-work/linux-minimal-bbbb");
+        let held = std::fs::File::open(busy.join(BUILD_LOCK)).unwrap();
+        held.lock().unwrap();
+
+        let all = entries(cache);
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|e| e.bytes >= 3000), "{all:?}");
+        let removed = prune_entries(all, 0, now).unwrap();
+        let gone: Vec<&str> = removed.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(gone, ["build-work/linux-minimal-aaaa"]);
+        assert!(!cache.join("build-work/linux-minimal-aaaa").exists());
+        assert!(busy.exists(), "a running build's folder stays");
+        drop(held);
+        assert_eq!(prune_entries(entries(cache), 0, now).unwrap().len(), 1);
     }
 }

@@ -194,7 +194,7 @@ fn build_steps(
     check_kbuild_path(&tree.dir, "the kernel tree: move it")?;
     std::fs::create_dir_all(&out).map_err(io_error("creating", &out))?;
     let _lock = lock_work_dir(&out)?;
-    let log = out.join("sockmatrix-build.log");
+    let log = out.join(BUILD_LOG);
     std::fs::write(
         &log,
         format!(
@@ -330,11 +330,16 @@ fn io_error<'a>(doing: &'a str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |e| BuildError::Other(anyhow::anyhow!("{doing} {}: {e}", path.display()))
 }
 
+/// In an object folder: the log every build appends to, and the lock a build holds
+/// (`kernels prune` reads both).
+pub const BUILD_LOG: &str = "sockmatrix-build.log";
+pub const BUILD_LOCK: &str = ".sockmatrix-lock";
+
 /// Holds the work folder for this build: two makes in one output folder overwrite
 /// each other's `.config` and objects (and the second truncated the first's log). A
 /// second build of the same tree and config waits, then finds the first's kernel.
 fn lock_work_dir(out: &Path) -> Result<std::fs::File, BuildError> {
-    let path = out.join(".sockmatrix-lock");
+    let path = out.join(BUILD_LOCK);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
