@@ -86,14 +86,18 @@ fn bzimage(version: &str) -> Vec<u8> {
     b
 }
 
-fn sockmatrix(f: &Fake, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+/// sockmatrix with the fake's cache and the fake Makefile's state folder; a test may
+/// set `SOCKMATRIX_CACHE` again to use another cache.
+fn command(f: &Fake) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sockmatrix"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("SOCKMATRIX_CACHE", &f.cache)
-        .env("FAKE_STATE", &f.state)
-        .args(args)
-        .output()
-        .unwrap()
+        .env("FAKE_STATE", &f.state);
+    c
+}
+
+fn sockmatrix(f: &Fake, args: &[&str]) -> Output {
+    command(f).args(args).output().unwrap()
 }
 
 fn build(f: &Fake, extra: &[&str]) -> Output {
@@ -270,10 +274,7 @@ fn a_tree_configured_in_place_is_refused() {
 #[test]
 fn a_parent_makes_flags_do_not_reach_the_kernel_build() {
     let f = fake();
-    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SOCKMATRIX_CACHE", &f.cache)
-        .env("FAKE_STATE", &f.state)
+    let out = command(&f)
         .env("MAKEFLAGS", "w")
         .env("MAKELEVEL", "1")
         .args(["kernels", "build", "--config", "minimal", "--source"])
@@ -293,10 +294,7 @@ fn a_parent_makes_flags_do_not_reach_the_kernel_build() {
 /// fake Makefile writes to `pid_file` runs (a compiler stand-in sleeping in a step).
 #[allow(clippy::zombie_processes)] // the caller waits for the child it gets back
 fn start_and_wait_for(f: &Fake, pid_file: &str) -> (std::process::Child, i32) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SOCKMATRIX_CACHE", &f.cache)
-        .env("FAKE_STATE", &f.state)
+    let mut child = command(f)
         .args(["kernels", "build", "--config", "minimal", "--source"])
         .arg(&f.tree)
         .stdout(std::process::Stdio::piped())
@@ -567,10 +565,8 @@ fn a_path_with_spaces_is_bad_input_before_make_runs() {
     std::fs::rename(&spaced, &f.tree).unwrap();
 
     let cache = f.cache.parent().unwrap().join("my cache");
-    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let out = command(&f)
         .env("SOCKMATRIX_CACHE", &cache)
-        .env("FAKE_STATE", &f.state)
         .args(["kernels", "build", "--source"])
         .arg(&f.tree)
         .output()
@@ -600,10 +596,8 @@ fn a_full_disk_is_named_and_leaves_no_entry() {
     }
     std::fs::write(f.state.join("fill-disk"), "").unwrap();
     let cache = mnt.join("cache");
-    let out = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+    let out = command(&f)
         .env("SOCKMATRIX_CACHE", &cache)
-        .env("FAKE_STATE", &f.state)
         .args(["kernels", "build", "--source"])
         .arg(&f.tree)
         .output()
@@ -684,9 +678,7 @@ fn serve_slowly() -> String {
 fn a_signal_during_a_download_exits_143_and_keeps_nothing() {
     let f = fake();
     let url = format!("{}/linux.tar.gz", serve_slowly());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sockmatrix"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("SOCKMATRIX_CACHE", &f.cache)
+    let mut child = command(&f)
         .args(["kernels", "build", "--source", &url])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
