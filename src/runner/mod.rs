@@ -361,27 +361,23 @@ pub fn provision(
     let as_path = Path::new(id);
     let release = catalogue.get(id).is_none() && lock.releases.contains_key(id);
     if catalogue.get(id).is_none() && !release && (id.contains('/') || as_path.is_file()) {
+        // `git bisect run` hands over the path `kernels build` printed: that build.
+        if let Some(built) = built_at_path(as_path) {
+            return Ok(built_image(&built));
+        }
         let label = image_label(as_path).with_context(|| format!("kernel {id}"))?;
         return Ok(KernelImage {
             id: label,
             vmlinuz: as_path.to_path_buf(),
             package_version: None,
-            // `git bisect run` hands over the path `kernels build` printed.
-            built: built_at_path(as_path),
+            built: None,
             modules: kernel::ModuleSource::Unavailable("kernel given as a bzImage path".into()),
             machine: None,
         });
     }
     if catalogue.get(id).is_none() && !release {
         if let Some(built) = kernel::source_build::built::find_by_id(&kernel::cache_dir(), id) {
-            return Ok(KernelImage {
-                id: built.id.clone(),
-                vmlinuz: built.vmlinuz(),
-                package_version: Some(built.version.clone()),
-                built: Some(built.built_from()),
-                modules: kernel::source_build::module_source(&built),
-                machine: built.machine,
-            });
+            return Ok(built_image(&built));
         }
     }
     if catalogue.get(id).is_none() && !release {
@@ -403,11 +399,23 @@ pub fn provision(
     })
 }
 
+/// A kernel `kernels build` made, with its modules.builtin and declared machine.
+fn built_image(built: &kernel::source_build::built::BuiltKernel) -> KernelImage {
+    KernelImage {
+        id: built.id.clone(),
+        vmlinuz: built.vmlinuz(),
+        package_version: Some(built.version.clone()),
+        built: Some(built.built_from()),
+        modules: kernel::source_build::module_source(built),
+        machine: built.machine,
+    }
+}
+
 /// The build a vmlinuz path belongs to, when it is one in the built-kernel cache.
-fn built_at_path(vmlinuz: &Path) -> Option<crate::resultset::results::BuiltFrom> {
+fn built_at_path(vmlinuz: &Path) -> Option<kernel::source_build::built::BuiltKernel> {
     let vmlinuz = std::fs::canonicalize(vmlinuz).ok()?;
     let built = kernel::source_build::built::load(vmlinuz.parent()?, false)?;
-    (std::fs::canonicalize(built.vmlinuz()).ok()? == vmlinuz).then(|| built.built_from())
+    (std::fs::canonicalize(built.vmlinuz()).ok()? == vmlinuz).then_some(built)
 }
 
 /// The label of a kernel argument that could not even be provisioned.

@@ -118,10 +118,16 @@ mod tests {
         assert!(files.is_empty());
 
         // The path `kernels build` printed, as `git bisect run` passes it on, is
-        // known as that build; any other image is not.
+        // that build, modules.builtin included; any other image is not.
         let by_path = super::super::built_at_path(&kernel.vmlinuz()).unwrap();
-        assert_eq!(by_path.source_identity, "git:1");
-        assert_eq!(by_path.config, "minimal");
+        let by_path = super::super::built_image(&by_path);
+        assert_eq!(by_path.id, kernel.id);
+        assert_eq!(by_path.built.as_ref().unwrap().source_identity, "git:1");
+        assert_eq!(by_path.built.as_ref().unwrap().config, "minimal");
+        assert_eq!(
+            plan_modules(&by_path, &cases).0["veth"],
+            ModulePlan::Builtin
+        );
         let elsewhere = cache.path().join("vmlinuz");
         std::fs::write(&elsewhere, b"image").unwrap();
         assert_eq!(super::super::built_at_path(&elsewhere), None);
